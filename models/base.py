@@ -1,0 +1,70 @@
+"""What every registered model is: a segment encoder, a temporal pooling, and heads.
+
+The engine encodes each mel segment once and caches the embedding; each hop it pools the
+last K cached embeddings and applies the heads.  ``forward`` does all three for one batch
+of patches (K = 1), which is what training and ONNX export use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from models.frontend import FrontendConfig
+
+HEAD_KINDS = ("tags", "valence_arousal", "classes")
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """One output of a model: multi-label tags (sigmoid), valence/arousal, or classes (softmax)."""
+
+    kind: str
+    labels: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if self.kind not in HEAD_KINDS:
+            raise ValueError(f"unknown head kind {self.kind!r}; allowed: {', '.join(HEAD_KINDS)}")
+        if self.kind == "valence_arousal" and self.labels != ("valence", "arousal"):
+            raise ValueError("a valence_arousal head has the labels ('valence', 'arousal')")
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "labels": list(self.labels)}
+
+
+class SegmentModel(nn.Module):
+    """Base class: subclasses set the attributes below and implement ``encode`` and ``predict``."""
+
+    frontend: FrontendConfig
+    segment_frames: int
+    heads: dict[str, HeadSpec]
+    embedding_dim: int
+
+    def encode(self, patch: torch.Tensor) -> torch.Tensor:
+        """(batch, n_mels, segment_frames) -> (batch, embedding_dim)"""
+        raise NotImplementedError
+
+    def pool(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """(batch, K, embedding_dim) -> (batch, embedding_dim); mean unless a model learns one."""
+        return embeddings.mean(dim=1)
+
+    def predict(self, pooled: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(batch, embedding_dim) -> logits per head name."""
+        raise NotImplementedError
+
+    def forward(self, patch: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.predict(self.pool(self.encode(patch).unsqueeze(1)))
+
+    @property
+    def segment_seconds(self) -> float:
+        return self.segment_frames / self.frontend.frame_rate_hz
+
+
+def probabilities(spec: HeadSpec, logits: torch.Tensor) -> torch.Tensor:
+    """Turn a head's logits into what the feed publishes (valence/arousal in [-1, 1])."""
+    if spec.kind == "classes":
+        return torch.softmax(logits, dim=-1)
+    p = torch.sigmoid(logits)
+    return 2.0 * p - 1.0 if spec.kind == "valence_arousal" else p

@@ -1,0 +1,230 @@
+"""musicnn, ported to PyTorch, with the published weights read from the PyPI package's files.
+
+Pons & Serra, 2019, "musicnn: pre-trained convolutional neural networks for music audio tagging".
+The layers follow ``musicnn/models.py`` (``build_musicnn``) of ``musicnn==0.1.0``: a
+musically motivated front end (two timbral and three temporal convolutions, max-pooled over
+frequency), a dense mid end of three 1-D convolutions with residual connections, and a
+back end that pools max and mean over time into a 200-unit penultimate layer and 50 tags.
+TensorFlow applies ReLU *before* batch norm and pads "same" convolutions with the extra
+sample at the end; both are kept.  We never import the package's code (it needs TensorFlow):
+its checkpoint is read by ``models.tf_checkpoint`` and converted once to safetensors.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from models.base import HeadSpec, SegmentModel
+from models.frontend import FrontendConfig
+from models.registry import register
+from models.tf_checkpoint import CheckpointError, read_checkpoint
+from models.weights import WeightsError, cache_dir, load_state, save_safetensors
+
+# musicnn/configuration.py
+MTT_LABELS = ('guitar', 'classical', 'slow', 'techno', 'strings', 'drums', 'electronic', 'rock', 'fast', 'piano', 'ambient', 'beat', 'violin', 'vocal', 'synth', 'female', 'indian', 'opera', 'male', 'singing', 'vocals', 'no vocals', 'harpsichord', 'loud', 'quiet', 'flute', 'woman', 'male vocal', 'no vocal', 'pop', 'soft', 'sitar', 'solo', 'man', 'classic', 'choir', 'voice', 'new age', 'dance', 'male voice', 'female vocal', 'beats', 'harp', 'cello', 'no voice', 'weird', 'country', 'metal', 'female voice', 'choral')  # noqa: E501
+MSD_LABELS = ('rock', 'pop', 'alternative', 'indie', 'electronic', 'female vocalists', 'dance', '00s', 'alternative rock', 'jazz', 'beautiful', 'metal', 'chillout', 'male vocalists', 'classic rock', 'soul', 'indie rock', 'Mellow', 'electronica', '80s', 'folk', '90s', 'chill', 'instrumental', 'punk', 'oldies', 'blues', 'hard rock', 'ambient', 'acoustic', 'experimental', 'female vocalist', 'guitar', 'Hip-Hop', '70s', 'party', 'country', 'easy listening', 'sexy', 'catchy', 'funk', 'electro', 'heavy metal', 'Progressive rock', '60s', 'rnb', 'indie pop', 'sad', 'House', 'happy')  # noqa: E501
+
+MUSICNN_FRONTEND = FrontendConfig(
+    sample_rate_hz=16000, n_fft=512, hop_length=256, n_mels=96, scaling="log10_1p", log_gain=10000.0
+)
+SEGMENT_FRAMES = 187  # 3 s: librosa.time_to_frames(3, sr=16000, n_fft=512, hop_length=256) + 1
+TF_BN_EPS = 1e-3  # tf.compat.v1.layers.batch_normalization's default epsilon
+
+INSTALL_HINT = "pip install --no-deps musicnn==0.1.0"
+
+
+class _FreqPooledConv(nn.Module):
+    """conv over (time, freq) -> ReLU -> batch norm -> max over frequency."""
+
+    def __init__(self, out_channels: int, kernel: tuple[int, int], time_pad: tuple[int, int]):
+        super().__init__()
+        self.time_pad = time_pad
+        self.conv = nn.Conv2d(1, out_channels, kernel)
+        self.bn = nn.BatchNorm2d(out_channels, eps=TF_BN_EPS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, T, F)
+        x = F.pad(x, (0, 0, *self.time_pad))
+        x = self.bn(F.relu(self.conv(x)))  # (B, C, T, F')
+        return x.amax(dim=3)  # (B, C, T)
+
+
+class _MidConv(nn.Module):
+    """1-D conv over time, 'same' by zero padding 3 each side -> ReLU -> batch norm."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = nn.Conv1d(in_channels, out_channels, 7, padding=3)
+        self.bn = nn.BatchNorm1d(out_channels, eps=TF_BN_EPS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(F.relu(self.conv(x)))
+
+
+def _same_pad(kernel: int) -> tuple[int, int]:
+    """TensorFlow's 'same' padding for stride 1: the odd sample goes after."""
+    return (kernel - 1) // 2, kernel - 1 - (kernel - 1) // 2
+
+
+class Musicnn(SegmentModel):
+    """Pons & Serra 2019, musicnn; input (batch, 96 mel bands, 187 frames) of log10(1 + 10⁴·mel)."""
+
+    def __init__(self, labels: tuple[str, ...], filters_midend: int = 64, units_backend: int = 200):
+        super().__init__()
+        self.frontend = MUSICNN_FRONTEND
+        self.segment_frames = SEGMENT_FRAMES
+        self.heads = {"tags": HeadSpec("tags", tuple(labels))}
+        self.embedding_dim = units_backend
+        n_mels = self.frontend.n_mels
+        timbral, temporal = int(1.6 * 128), int(1.6 * 32)
+        self.bn_input = nn.BatchNorm2d(1, eps=TF_BN_EPS)
+        self.front = nn.ModuleList(
+            [
+                _FreqPooledConv(timbral, (7, int(0.4 * n_mels)), (3, 3)),
+                _FreqPooledConv(timbral, (7, int(0.7 * n_mels)), (3, 3)),
+                _FreqPooledConv(temporal, (128, 1), _same_pad(128)),
+                _FreqPooledConv(temporal, (64, 1), _same_pad(64)),
+                _FreqPooledConv(temporal, (32, 1), _same_pad(32)),
+            ]
+        )
+        front_channels = 2 * timbral + 3 * temporal  # 561
+        self.mid = nn.ModuleList(
+            [
+                _MidConv(front_channels, filters_midend),
+                _MidConv(filters_midend, filters_midend),
+                _MidConv(filters_midend, filters_midend),
+            ]
+        )
+        pooled = 2 * (front_channels + 3 * filters_midend)  # max and mean of 753 channels
+        self.bn_pool = nn.BatchNorm1d(pooled, eps=TF_BN_EPS)
+        self.dropout = nn.Dropout(0.5)
+        self.dense = nn.Linear(pooled, units_backend)
+        self.bn_dense = nn.BatchNorm1d(units_backend, eps=TF_BN_EPS)
+        self.tags = nn.Linear(units_backend, len(labels))
+
+    def encode(self, patch: torch.Tensor) -> torch.Tensor:
+        """(batch, n_mels, frames) -> (batch, 200) penultimate features."""
+        x = self.bn_input(patch.transpose(1, 2).unsqueeze(1))  # (B, 1, T, F)
+        front = torch.cat([block(x) for block in self.front], dim=1)  # (B, 561, T)
+        m1 = self.mid[0](front)
+        m2 = self.mid[1](m1) + m1
+        m3 = self.mid[2](m2) + m2
+        features = torch.cat([front, m1, m2, m3], dim=1)  # (B, 753, T)
+        # TensorFlow flattens (features, [max, mean]), so the two statistics interleave.
+        pooled = torch.stack([features.amax(dim=2), features.mean(dim=2)], dim=2).flatten(1)
+        x = self.dropout(self.bn_pool(pooled))  # (B, 1506)
+        return self.bn_dense(F.relu(self.dense(x)))  # (B, 200)
+
+    def predict(self, pooled: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"tags": self.tags(self.dropout(pooled))}
+
+
+# --- weights -------------------------------------------------------------------------------
+
+_VARIANTS = {"msd": ("MSD_musicnn", MSD_LABELS), "mtt": ("MTT_musicnn", MTT_LABELS)}
+
+
+def _tf_to_torch_names(model: Musicnn) -> dict[str, tuple[str, str]]:
+    """torch parameter -> (TF variable, how to lay it out), in the graph's creation order."""
+    convs = [m.conv for m in model.front] + [m.conv for m in model.mid]
+    bns = [model.bn_input] + [m.bn for m in model.front] + [m.bn for m in model.mid]
+    bns += [model.bn_pool, model.bn_dense]
+    names = {id(m): n for n, m in model.named_modules()}
+    mapping = {}
+    for i, conv in enumerate(convs):
+        tf = "conv2d" if i == 0 else f"conv2d_{i}"
+        layout = "conv2d" if isinstance(conv, nn.Conv2d) else "conv1d"
+        mapping[f"{names[id(conv)]}.weight"] = (f"{tf}/kernel", layout)
+        mapping[f"{names[id(conv)]}.bias"] = (f"{tf}/bias", "copy")
+    for i, bn in enumerate(bns):
+        tf = "batch_normalization" if i == 0 else f"batch_normalization_{i}"
+        for torch_name, tf_name in (
+            ("weight", "gamma"),
+            ("bias", "beta"),
+            ("running_mean", "moving_mean"),
+            ("running_var", "moving_variance"),
+        ):
+            mapping[f"{names[id(bn)]}.{torch_name}"] = (f"{tf}/{tf_name}", "copy")
+    for module, tf in ((model.dense, "dense"), (model.tags, "dense_1")):
+        mapping[f"{names[id(module)]}.weight"] = (f"{tf}/kernel", "dense")
+        mapping[f"{names[id(module)]}.bias"] = (f"{tf}/bias", "copy")
+    return mapping
+
+
+def convert_checkpoint(prefix: str | Path, model: Musicnn) -> dict[str, torch.Tensor]:
+    """The torch state dict of ``model`` from the TF checkpoint at ``prefix``."""
+    tf_vars = read_checkpoint(prefix)
+    state = {}
+    for torch_name, (tf_name, layout) in _tf_to_torch_names(model).items():
+        if tf_name not in tf_vars:
+            raise CheckpointError(f"{prefix}: variable {tf_name} is missing")
+        array = tf_vars[tf_name]
+        if layout == "conv2d":  # (kh, kw, in, out) -> (out, in, kh, kw)
+            array = array.transpose(3, 2, 0, 1)
+        elif layout == "conv1d":  # (7, in, 1, out) -> (out, in, 7)
+            array = array[:, :, 0, :].transpose(2, 1, 0)
+        elif layout == "dense":  # (in, out) -> (out, in)
+            array = array.T
+        state[torch_name] = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    for k, v in model.state_dict().items():
+        if k.endswith("num_batches_tracked"):
+            state[k] = torch.zeros((), dtype=torch.long)
+        elif state[k].shape != v.shape:
+            raise CheckpointError(f"{prefix}: {k} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)}")
+    return state
+
+
+def package_checkpoint(variant: str) -> str:
+    """The checkpoint prefix inside the installed ``musicnn`` package (found, never imported)."""
+    folder = _VARIANTS[variant][0]
+    spec = importlib.util.find_spec("musicnn")
+    if spec is None or not spec.submodule_search_locations:
+        raise WeightsError(
+            f"the musicnn weights are not installed; get them with: {INSTALL_HINT} "
+            "(only its weight files are used, never its TensorFlow code)"
+        )
+    # TF saved these with an empty file name: the prefix is the folder plus a separator.
+    prefix = str(Path(list(spec.submodule_search_locations)[0]) / folder) + "/"
+    if not Path(prefix + ".index").is_file():
+        raise WeightsError(f"the musicnn package has no {folder} checkpoint at {prefix}; reinstall: {INSTALL_HINT}")
+    return prefix
+
+
+def load_pretrained(model: Musicnn, variant: str, cache: Path | None = None) -> Path:
+    """Load the published weights, converting the TF checkpoint once into the cache."""
+    cache = cache or cache_dir()
+    path = cache / f"musicnn-{variant}.safetensors"
+    if not path.is_file():
+        prefix = package_checkpoint(variant)
+        print(f"converting musicnn {variant.upper()} weights from {prefix} to {path} (first use only)", file=sys.stderr)
+        try:
+            state = convert_checkpoint(prefix, model)
+        except CheckpointError as exc:
+            raise WeightsError(f"cannot read the musicnn checkpoint: {exc}; reinstall: {INSTALL_HINT}") from exc
+        save_safetensors(state, path)
+    load_state(model, path)
+    return path
+
+
+def _build(variant: str, pretrained: bool) -> Musicnn:
+    model = Musicnn(_VARIANTS[variant][1])
+    if pretrained:
+        load_pretrained(model, variant)
+    model.pretrained = pretrained
+    return model.eval()
+
+
+@register("musicnn-msd", paper="Pons & Serra 2019, musicnn (Million Song Dataset tags)")
+def musicnn_msd(pretrained: bool = True) -> Musicnn:
+    return _build("msd", pretrained)
+
+
+@register("musicnn-mtt", paper="Pons & Serra 2019, musicnn (MagnaTagATune tags)")
+def musicnn_mtt(pretrained: bool = True) -> Musicnn:
+    return _build("mtt", pretrained)

@@ -1,0 +1,122 @@
+"""The mel frontend shared by the engine and ``train``: one-pass and streaming, same numbers.
+
+``MelFrontend`` wraps nnAudio's ``MelSpectrogram`` (convolution STFT, so it runs on the GPU
+when the module is moved there) with ``center=False``; this module does the centring pad
+itself, so that ``StreamingMel`` can emit exactly the frames a one-pass computation of the
+same signal would, as soon as the samples that complete them arrive.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from nnAudio.features import MelSpectrogram
+from torch import nn
+
+from models.frontend import FrontendConfig
+
+
+class MelFrontend(nn.Module):
+    """(batch, samples) audio -> (batch, n_mels, frames) scaled mel, as the model expects."""
+
+    def __init__(self, config: FrontendConfig):
+        super().__init__()
+        self.config = config
+        self.mel = MelSpectrogram(
+            sr=config.sample_rate_hz,
+            n_fft=config.n_fft,
+            hop_length=config.hop_length,
+            n_mels=config.n_mels,
+            fmin=config.f_min_hz,
+            fmax=config.f_max_hz,
+            power=config.power,
+            norm=1 if config.mel_norm == "slaney" else None,
+            htk=False,
+            center=False,
+            verbose=False,
+        )
+
+    def frames(self, padded: torch.Tensor) -> torch.Tensor:
+        """Already padded audio (batch, samples) -> scaled mel frames (batch, n_mels, frames)."""
+        return self.scale(self.mel(padded))
+
+    def scale(self, mel: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        if c.scaling == "log10_1p":
+            return torch.log10(1.0 + c.log_gain * mel)
+        if c.scaling == "db":
+            return 10.0 * torch.log10(torch.clamp(mel, min=10.0 ** (c.db_floor / 10.0)))
+        return mel
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        """One pass over whole signals (batch, samples), centred frames as librosa computes them."""
+        if self.config.center:
+            half = self.config.n_fft // 2
+            mode = "reflect" if audio.shape[-1] > half else "constant"
+            audio = nn.functional.pad(audio.unsqueeze(1), (half, half), mode=mode).squeeze(1)
+        return self.frames(audio)
+
+
+class StreamingMel:
+    """Push audio blocks, get the mel frames they complete; equal to ``MelFrontend`` in one pass.
+
+    With ``center`` the first frame needs the reflection of the first n_fft/2 samples, so
+    output starts once n_fft/2 + 1 samples arrived; ``flush`` adds the end reflection and
+    returns the last frames, as a one-pass computation over the whole signal would.
+    """
+
+    def __init__(self, config: FrontendConfig, device: torch.device | str = "cpu"):
+        self.config = config
+        self.device = torch.device(device)
+        self.module = MelFrontend(config).to(self.device).eval()
+        self._half = config.n_fft // 2
+        self._buffer = np.zeros(0, dtype=np.float32)  # padded signal from the next frame's start
+        self._head = np.zeros(0, dtype=np.float32)  # first samples, until the start pad is known
+        self._tail = np.zeros(0, dtype=np.float32)  # last n_fft/2 + 1 samples, for the end pad
+        self._started = not config.center
+        self.frames_out = 0
+        self.samples_in = 0
+
+    def push(self, samples: np.ndarray) -> torch.Tensor:
+        """Mono float32 samples -> (n_mels, new_frames) on the frontend's device."""
+        samples = np.asarray(samples, dtype=np.float32)
+        self.samples_in += samples.size
+        if self.config.center:
+            self._tail = np.concatenate([self._tail, samples])[-(self._half + 1) :]
+        if not self._started:
+            self._head = np.concatenate([self._head, samples])
+            if self._head.size <= self._half:
+                return self._empty()
+            start_pad = self._head[1 : self._half + 1][::-1]
+            samples, self._head, self._started = np.concatenate([start_pad, self._head]), None, True
+        self._buffer = np.concatenate([self._buffer, samples])
+        return self._emit()
+
+    def flush(self) -> torch.Tensor:
+        """The frames that need the end of the signal (its reflection pad); call once at the end."""
+        if not self.config.center:
+            return self._empty()
+        if not self._started:  # shorter than n_fft/2 + 1 samples: zero padding, as MelFrontend
+            self._buffer = np.concatenate([np.zeros(self._half, np.float32), self._head])
+            self._started, self._head = True, None
+            end_pad = np.zeros(self._half, np.float32)
+        else:
+            end_pad = self._tail[-self._half - 1 : -1][::-1]
+        self._buffer = np.concatenate([self._buffer, end_pad])
+        return self._emit()
+
+    def _emit(self) -> torch.Tensor:
+        n_fft, hop = self.config.n_fft, self.config.hop_length
+        if self._buffer.size < n_fft:
+            return self._empty()
+        n_frames = (self._buffer.size - n_fft) // hop + 1
+        used = (n_frames - 1) * hop + n_fft
+        chunk = torch.from_numpy(self._buffer[:used].copy()).to(self.device)
+        with torch.inference_mode():
+            frames = self.module.frames(chunk.unsqueeze(0))[0]  # (n_mels, n_frames)
+        self._buffer = self._buffer[n_frames * hop :]
+        self.frames_out += n_frames
+        return frames
+
+    def _empty(self) -> torch.Tensor:
+        return torch.zeros((self.config.n_mels, 0), device=self.device)
