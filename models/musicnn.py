@@ -13,6 +13,7 @@ its checkpoint is read by ``models.tf_checkpoint`` and converted once to safeten
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -28,8 +29,110 @@ from models.tf_checkpoint import CheckpointError, read_checkpoint
 from models.weights import WeightsError, cache_dir, load_state, save_safetensors
 
 # musicnn/configuration.py
-MTT_LABELS = ('guitar', 'classical', 'slow', 'techno', 'strings', 'drums', 'electronic', 'rock', 'fast', 'piano', 'ambient', 'beat', 'violin', 'vocal', 'synth', 'female', 'indian', 'opera', 'male', 'singing', 'vocals', 'no vocals', 'harpsichord', 'loud', 'quiet', 'flute', 'woman', 'male vocal', 'no vocal', 'pop', 'soft', 'sitar', 'solo', 'man', 'classic', 'choir', 'voice', 'new age', 'dance', 'male voice', 'female vocal', 'beats', 'harp', 'cello', 'no voice', 'weird', 'country', 'metal', 'female voice', 'choral')  # noqa: E501
-MSD_LABELS = ('rock', 'pop', 'alternative', 'indie', 'electronic', 'female vocalists', 'dance', '00s', 'alternative rock', 'jazz', 'beautiful', 'metal', 'chillout', 'male vocalists', 'classic rock', 'soul', 'indie rock', 'Mellow', 'electronica', '80s', 'folk', '90s', 'chill', 'instrumental', 'punk', 'oldies', 'blues', 'hard rock', 'ambient', 'acoustic', 'experimental', 'female vocalist', 'guitar', 'Hip-Hop', '70s', 'party', 'country', 'easy listening', 'sexy', 'catchy', 'funk', 'electro', 'heavy metal', 'Progressive rock', '60s', 'rnb', 'indie pop', 'sad', 'House', 'happy')  # noqa: E501
+MTT_LABELS = (
+    "guitar",
+    "classical",
+    "slow",
+    "techno",
+    "strings",
+    "drums",
+    "electronic",
+    "rock",
+    "fast",
+    "piano",
+    "ambient",
+    "beat",
+    "violin",
+    "vocal",
+    "synth",
+    "female",
+    "indian",
+    "opera",
+    "male",
+    "singing",
+    "vocals",
+    "no vocals",
+    "harpsichord",
+    "loud",
+    "quiet",
+    "flute",
+    "woman",
+    "male vocal",
+    "no vocal",
+    "pop",
+    "soft",
+    "sitar",
+    "solo",
+    "man",
+    "classic",
+    "choir",
+    "voice",
+    "new age",
+    "dance",
+    "male voice",
+    "female vocal",
+    "beats",
+    "harp",
+    "cello",
+    "no voice",
+    "weird",
+    "country",
+    "metal",
+    "female voice",
+    "choral",
+)  # noqa: E501
+MSD_LABELS = (
+    "rock",
+    "pop",
+    "alternative",
+    "indie",
+    "electronic",
+    "female vocalists",
+    "dance",
+    "00s",
+    "alternative rock",
+    "jazz",
+    "beautiful",
+    "metal",
+    "chillout",
+    "male vocalists",
+    "classic rock",
+    "soul",
+    "indie rock",
+    "Mellow",
+    "electronica",
+    "80s",
+    "folk",
+    "90s",
+    "chill",
+    "instrumental",
+    "punk",
+    "oldies",
+    "blues",
+    "hard rock",
+    "ambient",
+    "acoustic",
+    "experimental",
+    "female vocalist",
+    "guitar",
+    "Hip-Hop",
+    "70s",
+    "party",
+    "country",
+    "easy listening",
+    "sexy",
+    "catchy",
+    "funk",
+    "electro",
+    "heavy metal",
+    "Progressive rock",
+    "60s",
+    "rnb",
+    "indie pop",
+    "sad",
+    "House",
+    "happy",
+)  # noqa: E501
 
 MUSICNN_FRONTEND = FrontendConfig(
     sample_rate_hz=16000, n_fft=512, hop_length=256, n_mels=96, scaling="log10_1p", log_gain=10000.0
@@ -176,23 +279,34 @@ def convert_checkpoint(prefix: str | Path, model: Musicnn) -> dict[str, torch.Te
         if k.endswith("num_batches_tracked"):
             state[k] = torch.zeros((), dtype=torch.long)
         elif state[k].shape != v.shape:
-            raise CheckpointError(f"{prefix}: {k} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)}")
+            raise CheckpointError(
+                f"{prefix}: {k} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)}"
+            )
     return state
 
 
 def package_checkpoint(variant: str) -> str:
-    """The checkpoint prefix inside the installed ``musicnn`` package (found, never imported)."""
+    """The checkpoint prefix inside the installed ``musicnn`` package (found, never imported).
+
+    ``$MOODSTREAM_MUSICNN_DIR`` overrides where that package folder is.
+    """
     folder = _VARIANTS[variant][0]
-    spec = importlib.util.find_spec("musicnn")
-    if spec is None or not spec.submodule_search_locations:
-        raise WeightsError(
-            f"the musicnn weights are not installed; get them with: {INSTALL_HINT} "
-            "(only its weight files are used, never its TensorFlow code)"
-        )
+    if os.environ.get("MOODSTREAM_MUSICNN_DIR"):  # the package's folder kept somewhere else
+        package = Path(os.environ["MOODSTREAM_MUSICNN_DIR"])
+    else:
+        spec = importlib.util.find_spec("musicnn")
+        if spec is None or not spec.submodule_search_locations:
+            raise WeightsError(
+                f"the musicnn weights are not installed; get them with: {INSTALL_HINT} "
+                "(only its weight files are used, never its TensorFlow code)"
+            )
+        package = Path(list(spec.submodule_search_locations)[0])
     # TF saved these with an empty file name: the prefix is the folder plus a separator.
-    prefix = str(Path(list(spec.submodule_search_locations)[0]) / folder) + "/"
+    prefix = str(package / folder) + "/"
     if not Path(prefix + ".index").is_file():
-        raise WeightsError(f"the musicnn package has no {folder} checkpoint at {prefix}; reinstall: {INSTALL_HINT}")
+        raise WeightsError(
+            f"the musicnn package has no {folder} checkpoint at {prefix}; reinstall: {INSTALL_HINT}"
+        )
     return prefix
 
 
@@ -202,11 +316,16 @@ def load_pretrained(model: Musicnn, variant: str, cache: Path | None = None) -> 
     path = cache / f"musicnn-{variant}.safetensors"
     if not path.is_file():
         prefix = package_checkpoint(variant)
-        print(f"converting musicnn {variant.upper()} weights from {prefix} to {path} (first use only)", file=sys.stderr)
+        print(
+            f"converting musicnn {variant.upper()} weights from {prefix} to {path} (first use only)",
+            file=sys.stderr,
+        )
         try:
             state = convert_checkpoint(prefix, model)
         except CheckpointError as exc:
-            raise WeightsError(f"cannot read the musicnn checkpoint: {exc}; reinstall: {INSTALL_HINT}") from exc
+            raise WeightsError(
+                f"cannot read the musicnn checkpoint: {exc}; reinstall: {INSTALL_HINT}"
+            ) from exc
         save_safetensors(state, path)
     load_state(model, path)
     return path

@@ -55,9 +55,7 @@ def entry(name: str) -> Entry:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise UnknownModelError(
-            f"unknown model {name!r}; available: {', '.join(available())}"
-        ) from None
+        raise UnknownModelError(f"unknown model {name!r}; available: {', '.join(available())}") from None
 
 
 def build(name: str, **overrides) -> SegmentModel:

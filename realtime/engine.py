@@ -1,0 +1,221 @@
+"""The live engine: ring buffer -> analyzer -> smoothing -> ZeroMQ, plus the status heartbeat.
+
+It runs in the calling thread (``listen`` runs it in the main thread, so signals only set a
+flag).  It never blocks on the source (it polls the ring) nor on the socket (PUB drops at
+the high-water mark), and sends ``status`` every second whatever the source does.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from models import SegmentModel
+from realtime.analyzer import Analyzer, TagMerger, Window, Windowing
+from realtime.feed import SCHEMA_VERSION
+from realtime.publisher import Publisher
+from realtime.ring import RingBuffer
+from realtime.smoothing import Hysteresis, Smoother
+from realtime.sources import Source
+
+
+@dataclass(frozen=True)
+class FeedConfig:
+    """How raw window outputs become what the lights see."""
+
+    smooth_s: float = 2.0  # exponential smoothing time constant
+    tag_on: float = 0.5  # hysteresis thresholds for `active`
+    tag_off: float = 0.35
+    status_interval_s: float = 1.0
+    stall_after_s: float = 1.0  # no audio for this long (source not ended): state "stalled"
+    ring_s: float = 10.0  # ring buffer capacity in seconds of source audio
+
+
+class CaptureClock:
+    """Maps absolute source frame indices to the wall-clock time they were captured."""
+
+    def __init__(self, rate_hz: int):
+        self.rate_hz = rate_hz
+        self._marks: deque[tuple[int, float]] = deque(maxlen=4096)
+
+    def mark(self, end_index: int, capture_time: float) -> None:
+        if end_index and (not self._marks or end_index > self._marks[-1][0]):
+            self._marks.append((end_index, capture_time))
+
+    def time_of(self, index: int) -> float:
+        while len(self._marks) > 1 and self._marks[0][0] < index:
+            self._marks.popleft()
+        if not self._marks:
+            return time.time()
+        end, t = self._marks[0]
+        return t - (end - index) / self.rate_hz
+
+
+class Engine:
+    """Runs one source through one analyzer into one publisher until stopped or the source ends."""
+
+    def __init__(
+        self,
+        source: Source,
+        model: SegmentModel,
+        windowing: Windowing,
+        publisher: Publisher,
+        model_name: str,
+        config: FeedConfig | None = None,
+        on_mood: Callable[[dict], None] | None = None,
+        compute: str = "cpu",
+    ):
+        self.source = source
+        self.model = model
+        self.windowing = windowing
+        self.compute = compute
+        self.analyzer: Analyzer | None = None  # built once the source knows its rate
+        self.publisher = publisher
+        self.model_name = model_name
+        self.config = config or FeedConfig()
+        self.on_mood = on_mood
+        self.merger = TagMerger(model.heads)
+        self.smoother_tags = Smoother(self.config.smooth_s)
+        self.smoother_va = Smoother(self.config.smooth_s)
+        self.hysteresis = Hysteresis(len(self.merger.names), self.config.tag_on, self.config.tag_off)
+        self.latencies: deque[tuple[float, float]] = deque()  # (t_publish, latency_ms), last minute
+        self.mood_seq = 0
+        self.moods_sent = 0
+        self.status_seq = 0
+        self.started = time.monotonic()
+        self.last_audio: float | None = None
+        self.last_t_stream: float | None = None
+        self.last_tags: np.ndarray | None = None
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> int:
+        """Process until ``stop`` is set or the source ends; 0 on a clean end, 1 on a source error."""
+        cfg = self.config
+        ring = RingBuffer(max(1, int(cfg.ring_s * self.source.sample_rate_hz)), self.source.channels)
+        self.ring = ring
+        try:
+            self.source.start(ring)
+            # The device may have opened at a fallback rate: only now is the input rate known.
+            self.analyzer = Analyzer(self.model, self.source.sample_rate_hz, self.windowing, self.compute)
+            self.clock = CaptureClock(self.source.sample_rate_hz)
+            next_status = time.monotonic()
+            while not stop.is_set():
+                frames, start = ring.read()
+                if len(frames):
+                    self.last_audio = time.monotonic()
+                    self.clock.mark(*ring.last_capture)
+                    for window in self.analyzer.feed(frames):
+                        self._publish_mood(window)
+                elif self.source.finished and ring.available() == 0:
+                    for window in self.analyzer.finish():
+                        self._publish_mood(window)
+                    break
+                now = time.monotonic()
+                if now >= next_status:
+                    self._publish_status()
+                    next_status = max(next_status + cfg.status_interval_s, now)
+                if not len(frames):
+                    stop.wait(0.005)
+        finally:
+            self.source.stop()
+        self._publish_status()
+        return 1 if self.source.error else 0
+
+    # -- messages -----------------------------------------------------------------------
+
+    def _publish_mood(self, window: Window) -> None:
+        dt = self.analyzer.hop_s if self.last_t_stream is None else window.t_stream - self.last_t_stream
+        self.last_t_stream = window.t_stream
+        names = self.merger.names
+        valence = arousal = None
+        if window.silent:
+            # Silence carries no mood: hold the tags, switch everything off, no valence/arousal.
+            tags = self.last_tags if self.last_tags is not None else np.zeros(len(names))
+            self.hysteresis.reset()
+            active = np.zeros(len(names), dtype=bool)
+        else:
+            tags = self.smoother_tags.update(self.merger.tags(window.outputs), dt)
+            self.last_tags = tags.copy()
+            active = self.hysteresis.update(tags)
+            if self.merger.va_head:
+                valence, arousal = (
+                    float(v) for v in self.smoother_va.update(window.outputs[self.merger.va_head], dt)
+                )
+        native_index = math.ceil(window.t_stream * self.source.sample_rate_hz) - 1
+        message = {
+            "schema": SCHEMA_VERSION,
+            "seq": self.mood_seq,
+            "model": self.model_name,
+            "t_capture": self.clock.time_of(native_index),
+            "t_stream": window.t_stream,
+            "hop_s": self.analyzer.hop_s,
+            "context_s": self.analyzer.context_s,
+            "silent": bool(window.silent),
+            "tags": {name: round(float(p), 5) for name, p in zip(names, tags, strict=True)},
+            "active": [name for name, on in zip(names, active, strict=True) if on],
+            "valence": valence,
+            "arousal": arousal,
+        }
+        self.mood_seq += 1
+        if self.publisher.send("mood", message):
+            self.moods_sent += 1
+            self.latencies.append((message["t_publish"], message["latency_ms"]))
+        if self.on_mood:
+            self.on_mood(message)
+
+    def _source_state(self) -> str:
+        if self.source.error:
+            return "error"
+        if self.source.finished:
+            return "ended"
+        if self.last_audio is None:
+            return "starting" if time.monotonic() - self.started < self.config.stall_after_s else "stalled"
+        if time.monotonic() - self.last_audio > self.config.stall_after_s:
+            return "stalled"
+        return "running"
+
+    def latency_percentiles(self) -> dict:
+        horizon = time.time() - 60.0
+        while self.latencies and self.latencies[0][0] < horizon:
+            self.latencies.popleft()
+        values = np.array([lat for _, lat in self.latencies])
+        if not values.size:
+            return {"p50": None, "p99": None, "count": 0}
+        p50, p99 = np.percentile(values, [50, 99])
+        return {"p50": round(float(p50), 2), "p99": round(float(p99), 2), "count": int(values.size)}
+
+    def status_message(self) -> dict:
+        ring = getattr(self, "ring", None)
+        return {
+            "schema": SCHEMA_VERSION,
+            "seq": self.status_seq,
+            "t": time.time(),
+            "model": self.model_name,
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "source": {
+                "kind": self.source.kind,
+                "name": self.source.name,
+                "state": self._source_state(),
+                "sample_rate_hz": int(self.source.sample_rate_hz),
+                "error": self.source.error,
+            },
+            "overflows": ring.overflows if ring else 0,
+            "dropped_samples": ring.dropped_frames if ring else 0,
+            "sanitized_samples": self.analyzer.sanitized_samples if self.analyzer else 0,
+            "clipped_samples": self.analyzer.clipped_samples if self.analyzer else 0,
+            "published": self.moods_sent,
+            "send_dropped": self.publisher.dropped,
+            "latency_ms": self.latency_percentiles(),
+        }
+
+    def _publish_status(self) -> None:
+        message = self.status_message()
+        self.status_seq += 1
+        self.publisher.send("status", message)

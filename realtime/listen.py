@@ -1,0 +1,162 @@
+"""python -m realtime.listen: analyse live audio and publish moods over ZeroMQ.
+
+Examples:
+  python -m realtime.listen --list-devices
+  python -m realtime.listen --device 0
+  python -m realtime.listen --device "USB Audio" --hop 0.5 --smooth 4
+  python -m realtime.listen --file song.ogg --realtime
+  arecord -f FLOAT_LE -r 48000 -c 1 -t raw | python -m realtime.listen --stdin --rate 48000
+  python -m realtime.listen --url http://radio.example/stream.mp3
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import sys
+import threading
+
+from realtime.engine import Engine, FeedConfig
+from realtime.feed import DEFAULT_ENDPOINT
+from realtime.options import add_model_options, build_model
+from realtime.publisher import Publisher, PublisherError
+from realtime.sources import DeviceSource, FileSource, SourceError, StdinSource, UrlSource, list_devices
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m realtime.listen",
+        description=(
+            "Listen to a sound card, a file, raw PCM on stdin or a stream URL; publish mood tags and "
+            "valence/arousal over ZeroMQ: topic 'mood' once per hop, topic 'status' once a second "
+            "(two frames: topic, UTF-8 JSON; schema in realtime/schema/feed.schema.json). "
+            "Watch it with: python -m realtime.subscribe"
+        ),
+        epilog="examples:" + __doc__.split("Examples:", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    src = parser.add_argument_group("audio source (one of; default: the default input device)")
+    src.add_argument(
+        "--device", metavar="ID", help="input device: index or part of its name (see --list-devices)"
+    )
+    src.add_argument("--list-devices", action="store_true", help="list input devices and exit")
+    src.add_argument("--channels", type=int, metavar="N", help="device channels to capture (mixed to mono)")
+    src.add_argument("--file", metavar="PATH", help="an audio file (anything libsndfile reads)")
+    src.add_argument("--realtime", action="store_true", help="with --file/--url: pace to the clock")
+    src.add_argument("--stdin", action="store_true", help="raw PCM on standard input (needs --rate)")
+    src.add_argument("--rate", type=int, metavar="HZ", help="sample rate of --stdin audio")
+    src.add_argument("--format", default="f32le", choices=("f32le", "s16le"), help="--stdin sample format")
+    src.add_argument("--url", metavar="URL", help="any URL or file ffmpeg can decode (radio stream, video…)")
+    add_model_options(parser, smooth_default=2.0)
+    out = parser.add_argument_group("feed")
+    out.add_argument(
+        "--pub",
+        default=DEFAULT_ENDPOINT,
+        metavar="ENDPOINT",
+        help=f"ZeroMQ endpoint to bind (default {DEFAULT_ENDPOINT}; loopback only unless you say otherwise)",
+    )
+    out.add_argument("--on", type=float, default=0.5, help="a tag turns active at this probability (0.5)")
+    out.add_argument("--off", type=float, default=0.35, help="an active tag turns off below this (0.35)")
+    out.add_argument("--quiet", action="store_true", help="no live line on the terminal")
+    args = parser.parse_args(argv)
+    chosen = [flag for flag in ("device", "file", "url") if getattr(args, flag) is not None] + (
+        ["stdin"] if args.stdin else []
+    )
+    if len(chosen) > 1:
+        parser.error(f"choose one audio source, not {' and '.join('--' + c for c in chosen)}")
+    if args.stdin and not args.rate:
+        parser.error("--stdin needs --rate (the sample rate of the raw PCM)")
+    if args.realtime and not (args.file or args.url):
+        parser.error("--realtime applies to --file and --url")
+    if not 0 <= args.off < args.on <= 1:
+        parser.error("need 0 <= --off < --on <= 1")
+    return args
+
+
+def make_source(args: argparse.Namespace, rate_hz: int):
+    if args.file:
+        return FileSource(args.file, realtime=args.realtime)
+    if args.stdin:
+        return StdinSource(args.rate, fmt=args.format)
+    if args.url:
+        return UrlSource(args.url, sample_rate_hz=rate_hz, realtime=args.realtime)
+    device = int(args.device) if args.device is not None and args.device.isdigit() else args.device
+    return DeviceSource(device, channels=args.channels)
+
+
+class LiveLine:
+    """One line on the terminal, rewritten each hop: time, latency, valence/arousal, top tags."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+        self.tty = stream.isatty()
+
+    def __call__(self, m: dict) -> None:
+        va = ""
+        if m["valence"] is not None:
+            va = f"  V {m['valence']:+.2f} A {m['arousal']:+.2f}"
+        if m["silent"]:
+            tags = "(silence)"
+        else:
+            top = sorted(m["tags"].items(), key=lambda kv: -kv[1])[:4]
+            tags = "  ".join(f"{name} {p:.2f}" for name, p in top)
+        line = f"{m['t_stream']:7.1f}s  lat {m['latency_ms']:5.0f} ms{va}  {tags}"
+        if self.tty:
+            width = shutil.get_terminal_size().columns - 1
+            self.stream.write("\r" + line[:width].ljust(width))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.list_devices:
+        print(list_devices())
+        return 0
+    model, windowing, compute = build_model(args)
+    try:
+        source = make_source(args, model.frontend.sample_rate_hz)
+    except SourceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        publisher = Publisher(args.pub)
+    except PublisherError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        if stop.is_set():  # a second Ctrl-C: the user really wants out
+            raise KeyboardInterrupt
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    view = None if args.quiet else LiveLine()
+    feed = FeedConfig(smooth_s=args.smooth, tag_on=args.on, tag_off=args.off)
+    engine = Engine(source, model, windowing, publisher, args.model, feed, on_mood=view, compute=compute)
+    if not args.quiet:
+        print(
+            f"moodstream: {args.model} on {source.kind} {source.name!r}, publishing on {publisher.endpoint} "
+            f"(hop {engine.windowing.hop_s:g} s, context {engine.windowing.context_s:g} s); Ctrl-C stops",
+            file=sys.stderr,
+        )
+    try:
+        code = engine.run(stop)
+    except SourceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = 2
+    finally:
+        publisher.close()
+    if view and view.tty:
+        sys.stderr.write("\n")
+    if source.error:
+        print(f"error: {source.name}: {source.error}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Command-line options shared by ``listen`` and ``analyze``, and building what they name."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+import models
+from models.weights import WeightsError
+from realtime.analyzer import Windowing
+
+DEFAULT_MODEL = "musicnn-msd"
+
+
+def add_model_options(parser: argparse.ArgumentParser, smooth_default: float) -> None:
+    g = parser.add_argument_group("model and windows")
+    g.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"registered model name (default {DEFAULT_MODEL}); available: {', '.join(models.available())}",
+    )
+    g.add_argument(
+        "--hop", type=float, default=1.0, metavar="S", help="seconds between analyses (default 1.0)"
+    )
+    g.add_argument(
+        "--context",
+        type=float,
+        default=6.0,
+        metavar="S",
+        help="seconds of recent audio pooled into each result (default 6.0; at least one segment)",
+    )
+    g.add_argument(
+        "--smooth",
+        type=float,
+        default=smooth_default,
+        metavar="S",
+        help=f"smoothing time constant in seconds, 0 = none (default {smooth_default})",
+    )
+    g.add_argument(
+        "--silence-db",
+        type=float,
+        default=-60.0,
+        metavar="DBFS",
+        help="a hop quieter than this is reported as silent (default -60 dBFS)",
+    )
+    g.add_argument(
+        "--compute",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where the mel and the model run: cuda when present with auto (default)",
+    )
+    g.add_argument(
+        "--threads", type=int, default=None, metavar="N", help="torch CPU threads (default: torch's)"
+    )
+
+
+def compute_device(choice: str) -> str:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --compute cuda, but no CUDA device is available")
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return choice
+
+
+def build_model(args: argparse.Namespace) -> tuple[models.SegmentModel, Windowing, str]:
+    """The model, windowing and compute device the options name; exits with a clear message if bad."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        windowing = Windowing(hop_s=args.hop, context_s=args.context, silence_dbfs=args.silence_db)
+        model = models.build(args.model)
+    except (ValueError, models.UnknownModelError, WeightsError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    if not getattr(model, "pretrained", True):
+        print(f"WARNING: {args.model} has untrained weights; its output is meaningless", file=sys.stderr)
+    return model, windowing, compute_device(args.compute)

@@ -1,0 +1,105 @@
+"""The analysis path on real music: window timing, resampling, sanitising, silence, pooling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+import models
+from realtime.analyzer import Analyzer, Windowing
+
+CLIP = "4q/audio/Q1/MT0000040632.ogg"
+
+
+@pytest.fixture(scope="module")
+def msd():
+    return models.build("musicnn-msd")
+
+
+@pytest.fixture(scope="module")
+def clip(shared_data):
+    audio, rate = sf.read(shared_data / CLIP, dtype="float32")
+    return audio[: 12 * rate], rate
+
+
+def _run(model, audio, rate, windowing, block=4096):
+    a = Analyzer(model, rate, windowing)
+    frames = audio if audio.ndim == 2 else audio[:, None]
+    out = []
+    for i in range(0, len(frames), block):
+        out += a.feed(frames[i : i + block])
+    return a, out + a.finish()
+
+
+def test_one_window_per_hop_after_the_first_segment(msd, clip):
+    audio, rate = clip
+    a, windows = _run(msd, audio, rate, Windowing(hop_s=0.5, context_s=3.0))
+    t = np.array([w.t_stream for w in windows])
+    assert t[0] == pytest.approx(187 * 256 / 16000)  # the first full segment
+    assert np.allclose(np.diff(t), a.hop_s) and a.hop_s == pytest.approx(0.5, abs=0.01)
+    assert t[-1] <= len(audio) / rate + 256 / 16000
+    assert [w.seq for w in windows] == list(range(len(windows)))
+
+
+def test_block_size_does_not_change_the_result(msd, clip):
+    audio, rate = clip
+    _, small = _run(msd, audio, rate, Windowing(), block=333)
+    _, large = _run(msd, audio, rate, Windowing(), block=len(audio))
+    assert len(small) == len(large)
+    for a, b in zip(small, large, strict=True):
+        np.testing.assert_allclose(a.outputs["tags"], b.outputs["tags"], atol=1e-4)
+
+
+def test_context_pools_the_last_segments(msd, clip):
+    audio, rate = clip
+    a1, single = _run(msd, audio, rate, Windowing(hop_s=1.0, context_s=3.0))
+    a4, pooled = _run(msd, audio, rate, Windowing(hop_s=1.0, context_s=6.0))
+    assert a1.context_segments == 1 and a4.context_segments == 4
+    assert a4.context_s == pytest.approx(2.992 + 3 * a4.hop_s)
+    first = pooled[0].outputs["tags"]
+    np.testing.assert_allclose(first, single[0].outputs["tags"], atol=1e-5)  # only one segment yet
+    assert np.abs(pooled[5].outputs["tags"] - single[5].outputs["tags"]).max() > 1e-3
+
+
+def test_a_44k_stereo_device_gives_the_same_windows(msd, clip):
+    audio, rate = clip
+    stereo = np.stack([soxr.resample(audio, rate, 44100)] * 2, axis=1)
+    _, native = _run(msd, audio, rate, Windowing())
+    a, resampled = _run(msd, stereo, 44100, Windowing(), block=1024)
+    assert [w.t_stream for w in resampled] == [w.t_stream for w in native]
+    for x, y in zip(native, resampled, strict=True):
+        # Resampling twice removes the top of the band (soxr's passband ends near 7.3 kHz);
+        # the tags barely move.
+        assert np.abs(x.outputs["tags"] - y.outputs["tags"]).max() < 0.08
+        assert np.corrcoef(x.outputs["tags"], y.outputs["tags"])[0, 1] > 0.97
+
+
+def test_nan_inf_and_clipping_are_sanitised_and_counted(msd, clip):
+    audio, rate = clip
+    dirty = audio.copy()
+    dirty[1000:1010] = np.nan
+    dirty[2000:2005] = np.inf
+    dirty[3000:3003] = 4.0
+    already_clipped = int((np.abs(audio) >= 1.0).sum())
+    a, windows = _run(msd, dirty, rate, Windowing())
+    assert a.sanitized_samples == 15 and a.clipped_samples == already_clipped + 3
+    assert all(np.isfinite(w.outputs["tags"]).all() for w in windows)
+
+
+def test_silence_is_flagged(msd, clip):
+    audio, rate = clip
+    signal = np.concatenate([audio[: 5 * rate], np.zeros(6 * rate, np.float32), audio[5 * rate :]])
+    _, windows = _run(msd, signal, rate, Windowing(hop_s=1.0))
+    flags = [(round(w.t_stream), w.silent) for w in windows]
+    assert not any(s for t, s in flags if t <= 5 or t >= 13)
+    assert all(s for t, s in flags if 7 <= t <= 11)
+    assert all(not w.silent and w.level_dbfs > -40 for w in windows[:2])
+
+
+def test_bad_windowing_is_rejected():
+    with pytest.raises(ValueError, match="--hop"):
+        Windowing(hop_s=0)
+    with pytest.raises(ValueError, match="--context"):
+        Windowing(context_s=float("nan"))

@@ -1,0 +1,64 @@
+"""Streaming mel frames equal one-pass frames of the same signal."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from models import FrontendConfig
+from models.musicnn import MUSICNN_FRONTEND
+from realtime.frontend import MelFrontend, StreamingMel
+
+
+def _one_pass(config, audio):
+    with torch.inference_mode():
+        return MelFrontend(config)(torch.from_numpy(audio)[None])[0].numpy()
+
+
+def _streamed(config, audio, block_sizes):
+    stream = StreamingMel(config)
+    chunks, pos, i = [], 0, 0
+    while pos < audio.size:
+        n = block_sizes[i % len(block_sizes)]
+        chunks.append(stream.push(audio[pos : pos + n]).numpy())
+        pos, i = pos + n, i + 1
+    chunks.append(stream.flush().numpy())
+    return np.concatenate(chunks, axis=1)
+
+
+@pytest.mark.parametrize("blocks", [[1], [7, 300, 1024], [256], [48000]])
+def test_streaming_equals_one_pass_on_music(shared_data, blocks):
+    audio, _ = sf.read(shared_data / "4q" / "audio" / "Q1" / "MT0000040632.ogg", dtype="float32")
+    audio = audio[: 16000 * 4 + 123]  # a length that is no multiple of the hop
+    expected = _one_pass(MUSICNN_FRONTEND, audio)
+    got = _streamed(MUSICNN_FRONTEND, audio, blocks)
+    assert got.shape == expected.shape == (96, audio.size // 256 + 1)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_frames_come_out_as_soon_as_their_samples_arrive():
+    stream = StreamingMel(MUSICNN_FRONTEND)
+    # Frame 0 is centred on sample 0 and needs samples up to 256 (the reflection of 1..256).
+    assert stream.push(np.zeros(256, np.float32)).shape[1] == 0
+    assert stream.push(np.zeros(1, np.float32)).shape[1] == 1
+    assert stream.push(np.zeros(254, np.float32)).shape[1] == 0
+    assert stream.push(np.zeros(1, np.float32)).shape[1] == 1  # frame 1 (centre 256) needs up to 511
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        FrontendConfig(sample_rate_hz=12000, n_fft=512, hop_length=256, f_max_hz=6000.0, scaling="db"),
+        FrontendConfig(sample_rate_hz=16000, n_fft=400, hop_length=160, n_mels=64, center=False),
+    ],
+)
+def test_other_frontends_stream_exactly_too(config):
+    audio = np.random.default_rng(0).standard_normal(5000).astype(np.float32) * 0.1
+    np.testing.assert_allclose(_streamed(config, audio, [333]), _one_pass(config, audio), rtol=1e-4, atol=1e-3)
+
+
+def test_signal_shorter_than_half_a_frame():
+    audio = np.full(100, 0.1, np.float32)
+    np.testing.assert_allclose(_streamed(MUSICNN_FRONTEND, audio, [30]), _one_pass(MUSICNN_FRONTEND, audio))
