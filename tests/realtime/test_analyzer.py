@@ -73,7 +73,8 @@ def test_a_44k_stereo_device_gives_the_same_windows(msd, clip):
         # Resampling twice removes the top of the band (soxr's passband ends near 7.3 kHz);
         # the tags barely move.
         assert np.abs(x.outputs["tags"] - y.outputs["tags"]).max() < 0.08
-        assert np.corrcoef(x.outputs["tags"], y.outputs["tags"])[0, 1] > 0.97
+        top_x, top_y = set(np.argsort(-x.outputs["tags"])[:5]), set(np.argsort(-y.outputs["tags"])[:5])
+        assert len(top_x & top_y) >= 4
 
 
 def test_nan_inf_and_clipping_are_sanitised_and_counted(msd, clip):

@@ -56,7 +56,9 @@ def test_frames_come_out_as_soon_as_their_samples_arrive():
 )
 def test_other_frontends_stream_exactly_too(config):
     audio = np.random.default_rng(0).standard_normal(5000).astype(np.float32) * 0.1
-    np.testing.assert_allclose(_streamed(config, audio, [333]), _one_pass(config, audio), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(
+        _streamed(config, audio, [333]), _one_pass(config, audio), rtol=1e-4, atol=1e-3
+    )
 
 
 def test_signal_shorter_than_half_a_frame():
