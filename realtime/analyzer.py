@@ -48,6 +48,14 @@ class Window:
     outputs: dict[str, np.ndarray] = field(default_factory=dict)  # head -> probabilities / [-1, 1]
 
 
+def warm_up(model: SegmentModel, device: str | torch.device = "cpu") -> None:
+    """Run the model once on silence, so the first real hop is not slowed by lazy set-up."""
+    fe = model.frontend
+    with torch.inference_mode():
+        patch = torch.zeros((1, fe.n_mels, model.segment_frames), device=device)
+        model.predict(model.pool(model.encode(patch).unsqueeze(1)))
+
+
 class Analyzer:
     """Feed it audio frames at the source's rate; it returns the windows they complete."""
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models import SegmentModel
-from realtime.analyzer import Analyzer, TagMerger, Window, Windowing
+from realtime.analyzer import Analyzer, TagMerger, Window, Windowing, warm_up
 from realtime.feed import SCHEMA_VERSION
 from realtime.publisher import Publisher
 from realtime.ring import RingBuffer
@@ -100,14 +100,19 @@ class Engine:
         cfg = self.config
         ring = RingBuffer(max(1, int(cfg.ring_s * self.source.sample_rate_hz)), self.source.channels)
         self.ring = ring
+        self.model.to(self.compute).eval()
+        warm_up(self.model, self.compute)
         try:
             self.source.start(ring)
             # The device may have opened at a fallback rate: only now is the input rate known.
             self.analyzer = Analyzer(self.model, self.source.sample_rate_hz, self.windowing, self.compute)
             self.clock = CaptureClock(self.source.sample_rate_hz)
             next_status = time.monotonic()
+            # Read at most a quarter second per turn, so a backlog (a burst from the device,
+            # a slow first hop) never keeps the loop from seeing a stop request or a status time.
+            max_frames = max(1, self.source.sample_rate_hz // 4)
             while not stop.is_set():
-                frames, start = ring.read()
+                frames, start = ring.read(max_frames)
                 if len(frames):
                     self.last_audio = time.monotonic()
                     self.clock.mark(*ring.last_capture)
@@ -211,7 +216,6 @@ class Engine:
             "sanitized_samples": self.analyzer.sanitized_samples if self.analyzer else 0,
             "clipped_samples": self.analyzer.clipped_samples if self.analyzer else 0,
             "published": self.moods_sent,
-            "send_dropped": self.publisher.dropped,
             "latency_ms": self.latency_percentiles(),
         }
 

@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     if view and view.tty:
         sys.stderr.write("\n")
     if source.error:
-        print(f"error: {source.name}: {source.error}", file=sys.stderr)
+        print(f"error: {source.error}", file=sys.stderr)
     return code
 
 

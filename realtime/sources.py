@@ -1,0 +1,657 @@
+"""Audio sources that feed the ring buffer: a sound device, a file, raw PCM on stdin, or a URL.
+
+Every source has the same small life cycle, which the engine relies on::
+
+    src = DeviceSource("USB mic")          # resolves/validates; raises SourceError
+    ring = RingBuffer(capacity_frames, src.channels)
+    src.start(ring)                        # non-blocking; raises SourceError if it cannot open
+    ...                                    # engine reads the ring, watches src.state
+    src.stop()                             # idempotent, returns within 0.5 s
+
+``sample_rate_hz`` and ``channels`` describe the frames written to the ring.  They are known
+after construction; a ``DeviceSource`` may still change ``sample_rate_hz`` in ``start()`` when
+the device refuses its native rate and a fallback rate opens instead.
+
+Back-pressure differs on purpose.  *Live* sources (a device, a ``realtime=True`` file or URL)
+never wait for the consumer: a block that does not fit is dropped and counted by the ring,
+as a sound card would.  *As-fast-as-possible* sources (a file, stdin, a URL without
+``realtime``) never drop: their thread waits, in short stoppable sleeps, until the ring
+has room, so an offline analysis sees every sample.
+
+``sounddevice`` is imported lazily: importing it initialises PortAudio, which must happen
+after the caller had a chance to set ``ALSA_CONFIG_PATH`` (tests) and should not be needed
+at all for file, stdin or URL input.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import select
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import soundfile as sf
+
+from realtime.ring import RingBuffer
+
+# Tried, in this order, after the device's own default rate.
+FALLBACK_RATES_HZ = (48000, 44100, 96000, 32000, 22050, 16000)
+# How long a waiting producer sleeps between checks for ring space (bounded stop latency too).
+_SPACE_POLL_S = 0.002
+# How long a reader blocks in select() before it re-checks its stop flag.
+_READ_POLL_S = 0.05
+_READ_CHUNK_BYTES = 64 * 1024
+# stop() must return within 0.5 s; these budgets add up to less than that.
+_JOIN_TIMEOUT_S = 0.15
+_TERMINATE_GRACE_S = 0.3
+
+
+class SourceError(RuntimeError):
+    """A source could not be opened or failed; the message says what failed and what to do."""
+
+
+class Source:
+    """Base class: something that writes (frames, channels) float32 blocks into a RingBuffer."""
+
+    kind: str = ""
+
+    def __init__(self, name: str, sample_rate_hz: int, channels: int):
+        self.name = name
+        self.sample_rate_hz = int(sample_rate_hz)
+        self.channels = int(channels)
+        # Written by the producer side (callback/thread), read by the engine; plain attribute
+        # assignment is atomic under the GIL.  ``error`` is set before ``finished`` so that a
+        # reader who sees finished=True also sees why.
+        self.finished = False
+        self.error: str | None = None
+
+    @property
+    def state(self) -> str:
+        """One of "running", "ended" (EOF or stopped), "error"; the engine derives "stalled" itself."""
+        if self.error is not None:
+            return "error"
+        return "ended" if self.finished else "running"
+
+    def start(self, ring: RingBuffer) -> None:
+        """Open and start delivering into ``ring`` without blocking; SourceError if it cannot open."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop delivering and release the input; idempotent, returns within 0.5 s."""
+        raise NotImplementedError
+
+    def _fail(self, message: str) -> None:
+        self.error = message
+        self.finished = True
+
+    def _check_ring(self, ring: RingBuffer) -> None:
+        if ring.channels != self.channels:
+            raise ValueError(
+                f"ring has {ring.channels} channel(s) but {self.kind} source {self.name!r} "
+                f"delivers {self.channels}; create the ring with RingBuffer(capacity, source.channels)"
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(name={self.name!r}, sample_rate_hz={self.sample_rate_hz}, "
+            f"channels={self.channels}, state={self.state!r})"
+        )
+
+
+def _write_waiting(ring: RingBuffer, block: np.ndarray, stop: threading.Event) -> bool:
+    """Write all of ``block``, waiting for ring space instead of dropping; False if stopped first.
+
+    Writes in pieces of whatever fits, so a block larger than the whole ring still gets through.
+    """
+    done = 0
+    total = block.shape[0]
+    while done < total:
+        free = ring.free()
+        if free <= 0:
+            if stop.wait(_SPACE_POLL_S):
+                return False
+            continue
+        n = min(free, total - done)
+        ring.write(block[done : done + n])
+        done += n
+    return True
+
+
+# --------------------------------------------------------------------------- devices
+
+
+def _import_sounddevice():
+    try:
+        import sounddevice
+    except OSError as exc:  # the PortAudio shared library itself is missing
+        raise SourceError(
+            f"PortAudio is not available ({exc}); install it, e.g. apt-get install libportaudio2"
+        ) from exc
+    return sounddevice
+
+
+def _input_devices(sd) -> list[dict]:
+    return [d for d in sd.query_devices() if d["max_input_channels"] > 0]
+
+
+def _default_input_index(sd) -> int:
+    try:
+        return int(sd.query_devices(kind="input")["index"])
+    except (sd.PortAudioError, ValueError):
+        return -1
+
+
+def _device_table(sd, devices: list[dict]) -> str:
+    default_index = _default_input_index(sd)
+    lines = [f"  {'idx':>3}  {'name':<40} {'in':>4} {'rate_hz':>8}  host API"]
+    for d in devices:
+        mark = "*" if d["index"] == default_index else " "
+        host_api = sd.query_hostapis(d["hostapi"])["name"]
+        lines.append(
+            f"{mark} {d['index']:>3}  {d['name']:<40} {d['max_input_channels']:>4} "
+            f"{d['default_samplerate']:>8.0f}  {host_api}"
+        )
+    return "\n".join(lines)
+
+
+def list_devices() -> str:
+    """A printable table of input-capable devices (``*`` marks the default input)."""
+    sd = _import_sounddevice()
+    devices = _input_devices(sd)
+    if not devices:
+        return _NO_INPUT_DEVICES
+    return _device_table(sd, devices)
+
+
+_NO_INPUT_DEVICES = (
+    "no input devices found: PortAudio sees no capture device. Connect a microphone or sound card "
+    "(on Linux check `arecord -l` and that this user may use audio, e.g. is in the 'audio' group), "
+    "or analyse a file, stdin or a URL instead."
+)
+
+
+def _resolve_device(sd, device: int | str | None) -> dict:
+    """Find the input device meant by an index, a (case-insensitive) name or substring, or None."""
+    devices = _input_devices(sd)
+    if not devices:
+        raise SourceError(_NO_INPUT_DEVICES)
+
+    def unknown(what: str) -> SourceError:
+        return SourceError(
+            f"{what}. Available input devices:\n{_device_table(sd, devices)}\n"
+            "Pass one of these indices, or a unique part of a name."
+        )
+
+    if device is None:
+        index = _default_input_index(sd)
+        if index < 0:
+            raise unknown("there is no default input device")
+        return sd.query_devices(index)
+    if isinstance(device, str) and device.strip().isdigit():
+        device = int(device)  # a CLI passes "--device 3" as text
+    if isinstance(device, int):
+        for d in devices:
+            if d["index"] == device:
+                return d
+        raise unknown(f"no input device has index {device}")
+    wanted = device.strip().lower()
+    exact = [d for d in devices if d["name"].lower() == wanted]
+    matches = exact or [d for d in devices if wanted in d["name"].lower()]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise unknown(f"no input device matches {device!r}")
+    listing = "\n".join(f"  {d['index']:>3}  {d['name']}" for d in matches)
+    raise SourceError(
+        f"input device name {device!r} is ambiguous; it matches:\n{listing}\n"
+        "Pass the index, or more of the name."
+    )
+
+
+class DeviceSource(Source):
+    """A PortAudio (sounddevice) input stream whose callback only copies into the ring.
+
+    ``device``: index, case-insensitive name or unique name substring (an exact name wins over
+    substrings), or None for the default input.  ``channels`` defaults to min(2, the device's
+    max input channels).  The stream opens at the device's default rate, else at the first of
+    FALLBACK_RATES_HZ that opens; ``sample_rate_hz`` holds the rate actually opened.
+    """
+
+    kind = "device"
+
+    def __init__(
+        self,
+        device: int | str | None = None,
+        channels: int | None = None,
+        blocksize: int = 0,
+        latency: float | str = "low",
+    ):
+        sd = _import_sounddevice()
+        info = _resolve_device(sd, device)
+        max_channels = int(info["max_input_channels"])
+        if channels is None:
+            channels = min(2, max_channels)
+        if not 1 <= channels <= max_channels:
+            raise SourceError(
+                f"input device {info['name']!r} has {max_channels} input channel(s); "
+                f"{channels} were requested"
+            )
+        super().__init__(info["name"], int(round(info["default_samplerate"])), channels)
+        self.index = int(info["index"])
+        self.blocksize = blocksize
+        self.latency = latency
+        self._sd = sd
+        self._stream = None
+        self._stopping = False
+
+    def _make_callback(self, ring: RingBuffer, rate_hz: int):
+        write = ring.write
+        now = time.time
+        last_frame_offset_s = 1.0 / rate_hz
+
+        # Runs on PortAudio's audio thread: it only computes a timestamp and copies.
+        def callback(indata, frames, time_info, status):
+            adc_s = time_info.inputBufferAdcTime
+            if adc_s:
+                # inputBufferAdcTime is the first frame's capture on the stream clock; move it to
+                # the wall clock and on to the block's last frame.
+                capture = now() - (time_info.currentTime - adc_s) + (frames - 1) * last_frame_offset_s
+            else:  # the host API gives no timing
+                capture = now()
+            write(indata, capture, bool(status.input_overflow))
+
+        return callback
+
+    def _on_finished(self) -> None:
+        # PortAudio calls this when the stream stops: after our own stop(), or after a host error
+        # (device unplugged, ALSA failure) that ended the stream on its own.
+        if not self._stopping:
+            self.error = (
+                f"input device {self.name!r} stopped delivering audio (unplugged, or a host audio "
+                "error); check the device and restart"
+            )
+        self.finished = True
+
+    def start(self, ring: RingBuffer) -> None:
+        """Open the stream (native rate, then fallbacks) and start capturing into ``ring``."""
+        self._check_ring(ring)
+        if self._stream is not None:
+            raise RuntimeError(f"device source {self.name!r} is already started")
+        sd = self._sd
+        rates = [self.sample_rate_hz] + [r for r in FALLBACK_RATES_HZ if r != self.sample_rate_hz]
+        failures = []
+        for rate_hz in rates:
+            try:
+                stream = sd.InputStream(
+                    device=self.index,
+                    channels=self.channels,
+                    samplerate=rate_hz,
+                    blocksize=self.blocksize,
+                    latency=self.latency,
+                    dtype="float32",
+                    callback=self._make_callback(ring, rate_hz),
+                    finished_callback=self._on_finished,
+                )
+            except sd.PortAudioError as exc:
+                failures.append(f"{rate_hz} Hz: {exc}")
+                continue
+            break
+        else:
+            tried = ", ".join(str(r) for r in rates)
+            raise SourceError(
+                f"cannot open input device {self.name!r} (index {self.index}) at any sample rate "
+                f"(tried {tried} Hz); last error: {failures[-1]}. The device may be in use by "
+                "another program or unplugged; close that program or pick another device."
+            )
+        self.sample_rate_hz = rate_hz
+        self._stopping = False
+        self.finished = False
+        self.error = None
+        try:
+            stream.start()
+        except sd.PortAudioError as exc:
+            self._stopping = True
+            stream.close(ignore_errors=True)
+            raise SourceError(f"input device {self.name!r} opened but would not start: {exc}") from exc
+        self._stream = stream
+
+    def stop(self) -> None:
+        """Abort and close the stream (pending buffers are discarded); idempotent."""
+        self._stopping = True
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.abort(ignore_errors=True)
+            stream.close(ignore_errors=True)
+        self.finished = True
+
+
+# --------------------------------------------------------------------------- threaded sources
+
+
+class _ThreadSource(Source):
+    """A source whose producer is a daemon thread running ``_run(ring)``."""
+
+    def __init__(self, name: str, sample_rate_hz: int, channels: int):
+        super().__init__(name, sample_rate_hz, channels)
+        self._stop_event = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, ring: RingBuffer) -> None:
+        self._check_ring(ring)
+        if self._thread is not None:
+            raise RuntimeError(f"{self.kind} source {self.name!r} is already started")
+        self._thread = threading.Thread(
+            target=self._guarded_run, args=(ring,), name=f"source-{self.kind}", daemon=True
+        )
+        self._thread.start()
+
+    def _guarded_run(self, ring: RingBuffer) -> None:
+        try:
+            self._run(ring)
+        except Exception as exc:  # any failure must become `error`, not a silently dead thread
+            self._fail(f"{self.kind} source {self.name!r} failed: {exc}")
+        finally:
+            self.finished = True
+
+    def _run(self, ring: RingBuffer) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(_JOIN_TIMEOUT_S)
+        self.finished = True
+
+
+class FileSource(_ThreadSource):
+    """An audio file read by soundfile in a thread, at its native rate and channel count.
+
+    ``realtime=False`` delivers as fast as the consumer takes it and never drops.
+    ``realtime=True`` paces blocks to the wall clock like a live input (each block is written
+    when its last frame would have been captured) and, like a device, drops what does not fit.
+    """
+
+    kind = "file"
+
+    def __init__(self, path: str | os.PathLike, realtime: bool = False, blocksize: int = 2048):
+        file_path = Path(path)
+        if not file_path.exists():
+            raise SourceError(f"audio file not found: {file_path}")
+        if not file_path.is_file():
+            raise SourceError(f"not a regular file: {file_path}; pass the path of an audio file")
+        try:
+            info = sf.info(str(file_path))
+        except RuntimeError as exc:
+            reason = getattr(exc, "error_string", None) or str(exc)
+            raise SourceError(
+                f"cannot decode audio file {file_path}: {reason} (libsndfile reads WAV, FLAC, "
+                "Ogg Vorbis/Opus, MP3...; for other formats use a URL source, which decodes with ffmpeg)"
+            ) from exc
+        if blocksize <= 0:
+            raise ValueError("blocksize must be positive")
+        super().__init__(str(file_path), info.samplerate, info.channels)
+        self.path = file_path
+        self.realtime = realtime
+        self.blocksize = blocksize
+
+    def _run(self, ring: RingBuffer) -> None:
+        stop = self._stop_event
+        with sf.SoundFile(str(self.path)) as f:
+            buf = np.empty((self.blocksize, self.channels), dtype=np.float32)
+            start_s = time.perf_counter()
+            frames_written = 0
+            while not stop.is_set():
+                block = f.read(self.blocksize, dtype="float32", always_2d=True, out=buf)
+                n = block.shape[0]
+                if n == 0:
+                    break
+                if self.realtime:
+                    # Deadline from the start time and the frame count, not from the last
+                    # sleep, so oversleeping never accumulates into drift.
+                    delay_s = start_s + (frames_written + n) / self.sample_rate_hz - time.perf_counter()
+                    if delay_s > 0 and stop.wait(delay_s):
+                        break
+                    ring.write(block)
+                elif not _write_waiting(ring, block, stop):
+                    break
+                frames_written += n
+
+
+_PCM_FORMATS = {
+    # name: (numpy dtype of one sample, scale to float in [-1, 1))
+    "f32le": ("<f4", 1.0),
+    "s16le": ("<i2", 1.0 / 32768.0),
+}
+
+
+class StdinSource(_ThreadSource):
+    """Raw interleaved PCM from a binary stream (default ``sys.stdin.buffer``).
+
+    The reader thread uses ``select`` + ``os.read`` on the stream's file descriptor, so it
+    wakes every 50 ms to notice ``stop()`` even when no data comes; a partial frame is kept
+    until the rest of it arrives.  The stream is read directly at the fd level: do not read
+    from it elsewhere, and it is left open on stop.  A stream without a file descriptor (e.g.
+    ``io.BytesIO``) is read with blocking ``read1`` calls in the daemon thread instead; stop()
+    still returns at once but that thread lingers until the stream gives data or EOF.
+    Never drops: it waits for ring space, which back-pressures the writer through the pipe.
+    """
+
+    kind = "stdin"
+
+    def __init__(
+        self, sample_rate_hz: int, fmt: str = "f32le", channels: int = 1, stream: BinaryIO | None = None
+    ):
+        if fmt not in _PCM_FORMATS:
+            allowed = ", ".join(sorted(_PCM_FORMATS))
+            raise SourceError(f"unknown raw PCM format {fmt!r}; use one of: {allowed}")
+        if sample_rate_hz <= 0 or channels <= 0:
+            raise SourceError("raw PCM input needs a positive sample rate and channel count")
+        if stream is None:
+            if sys.stdin is None:  # e.g. started without a console
+                raise SourceError("this process has no stdin to read raw PCM from")
+            stream = sys.stdin.buffer
+            if stream.isatty():
+                raise SourceError(
+                    "stdin is a terminal, not raw audio; pipe PCM into it, e.g. "
+                    f"`ffmpeg -i song.mp3 -ac {channels} -ar {sample_rate_hz} -f {fmt} - | ...`"
+                )
+        name = "stdin" if stream is sys.stdin.buffer else str(getattr(stream, "name", "stream"))
+        super().__init__(name, sample_rate_hz, channels)
+        self.fmt = fmt
+        self._stream = stream
+        try:
+            self._fd: int | None = stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            self._fd = None
+
+    def _read_chunk(self) -> bytes | None:
+        """Bytes read, b"" at EOF, or None when nothing arrived within the poll interval."""
+        if self._fd is None:
+            read = getattr(self._stream, "read1", self._stream.read)
+            return read(_READ_CHUNK_BYTES)
+        ready, _, _ = select.select([self._fd], [], [], _READ_POLL_S)
+        if not ready:
+            return None
+        return os.read(self._fd, _READ_CHUNK_BYTES)
+
+    def _run(self, ring: RingBuffer) -> None:
+        dtype, scale = _PCM_FORMATS[self.fmt]
+        frame_bytes = np.dtype(dtype).itemsize * self.channels
+        pending = bytearray()
+        stop = self._stop_event
+        while not stop.is_set():
+            chunk = self._read_chunk()
+            if chunk is None:
+                continue
+            if not chunk:
+                break  # EOF; a trailing partial frame (a truncated writer) is discarded
+            pending += chunk
+            usable = len(pending) - len(pending) % frame_bytes
+            if not usable:
+                continue
+            samples = np.frombuffer(bytes(pending[:usable]), dtype=dtype)
+            del pending[:usable]
+            block = samples.astype(np.float32).reshape(-1, self.channels)
+            if scale != 1.0:
+                block *= scale
+            if not _write_waiting(ring, block, stop):
+                break
+
+
+class UrlSource(Source):
+    """Anything ffmpeg can decode (http(s), rtmp, a local file...), as mono float32 at ``sample_rate_hz``.
+
+    Runs ``ffmpeg ... -f f32le -`` and reads its stdout (and stderr, for error messages) in one
+    thread.  ``start()`` waits up to ``open_timeout_s`` for the first audio bytes: if ffmpeg
+    fails before then (connection refused, HTTP 404, not audio) start() raises SourceError with
+    ffmpeg's own last message; a later failure sets ``error`` and ``finished``.  Without
+    ``realtime`` it never drops (a slow consumer back-pressures ffmpeg through the pipe);
+    with ``realtime`` ffmpeg reads at native speed (``-re``) and, like a device, blocks that
+    do not fit are dropped.
+    """
+
+    kind = "url"
+
+    def __init__(
+        self, url: str, sample_rate_hz: int = 16000, realtime: bool = False, open_timeout_s: float = 2.0
+    ):
+        ffmpeg = shutil.which("ffmpeg")
+        if ffmpeg is None:
+            raise SourceError("ffmpeg not found; install it, e.g. apt-get install ffmpeg")
+        super().__init__(url, sample_rate_hz, 1)
+        self.url = url
+        self.realtime = realtime
+        self.open_timeout_s = open_timeout_s
+        self._ffmpeg = ffmpeg
+        self._proc: subprocess.Popen | None = None
+        self._thread: threading.Thread | None = None
+        self._stop_event = threading.Event()
+        self._settled = threading.Event()  # first audio arrived, or ffmpeg ended
+        self._stderr_lines: collections.deque[str] = collections.deque(maxlen=20)
+
+    def command(self) -> list[str]:
+        """The ffmpeg command line this source runs."""
+        cmd = [self._ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error"]
+        if self.realtime:
+            cmd.append("-re")
+        cmd += ["-i", self.url, "-vn", "-ac", "1", "-ar", str(self.sample_rate_hz), "-f", "f32le", "-"]
+        return cmd
+
+    @property
+    def pid(self) -> int | None:
+        """The ffmpeg process id while one was started (for diagnostics)."""
+        return None if self._proc is None else self._proc.pid
+
+    def start(self, ring: RingBuffer) -> None:
+        """Start ffmpeg; raise SourceError if it fails within ``open_timeout_s``."""
+        self._check_ring(ring)
+        if self._proc is not None:
+            raise RuntimeError(f"url source {self.name!r} is already started")
+        try:
+            self._proc = subprocess.Popen(
+                self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+        except OSError as exc:
+            raise SourceError(f"cannot run ffmpeg ({self._ffmpeg}): {exc}") from exc
+        self._thread = threading.Thread(
+            target=self._guarded_run, args=(ring,), name="source-url", daemon=True
+        )
+        self._thread.start()
+        self._settled.wait(self.open_timeout_s)
+        if self.error is not None:
+            message = self.error
+            self.stop()
+            raise SourceError(message)
+
+    def _ffmpeg_failure(self, returncode: int) -> str:
+        last = next((line for line in reversed(self._stderr_lines) if line), "")
+        if last:
+            return f"ffmpeg could not read {self.url}: {last}"
+        return f"ffmpeg exited with code {returncode} while reading {self.url}"
+
+    def _guarded_run(self, ring: RingBuffer) -> None:
+        try:
+            self._run(ring)
+        except Exception as exc:  # any failure must become `error`, not a silently dead thread
+            if not self._stop_event.is_set():
+                self._fail(f"url source {self.url} failed: {exc}")
+        finally:
+            # This thread is the only reader of the pipes, so it closes them.
+            proc = self._proc
+            if proc is not None:
+                for pipe in (proc.stdout, proc.stderr):
+                    if pipe is not None:
+                        pipe.close()
+            self.finished = True
+            self._settled.set()
+
+    def _run(self, ring: RingBuffer) -> None:
+        proc = self._proc
+        assert proc is not None and proc.stdout is not None and proc.stderr is not None
+        out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
+        open_fds = {out_fd, err_fd}
+        pending = bytearray()
+        stderr_tail = b""
+        stop = self._stop_event
+        while open_fds and not stop.is_set():
+            ready, _, _ = select.select(list(open_fds), [], [], _READ_POLL_S)
+            for fd in ready:
+                chunk = os.read(fd, _READ_CHUNK_BYTES)
+                if not chunk:
+                    open_fds.discard(fd)
+                elif fd == err_fd:
+                    lines = (stderr_tail + chunk).split(b"\n")
+                    stderr_tail = lines.pop()
+                    self._stderr_lines.extend(ln.decode(errors="replace").strip() for ln in lines)
+                else:
+                    pending += chunk
+                    usable = len(pending) - len(pending) % 4
+                    if not usable:
+                        continue
+                    block = np.frombuffer(bytes(pending[:usable]), dtype="<f4").astype(np.float32)
+                    del pending[:usable]
+                    self._settled.set()
+                    if self.realtime:
+                        ring.write(block.reshape(-1, 1))
+                    elif not _write_waiting(ring, block.reshape(-1, 1), stop):
+                        return
+        if stop.is_set():
+            return
+        if stderr_tail:
+            self._stderr_lines.append(stderr_tail.decode(errors="replace").strip())
+        try:
+            returncode = proc.wait(timeout=5.0)  # both pipes are closed: it is exiting
+        except subprocess.TimeoutExpired:
+            returncode = None
+        if stop.is_set():
+            return
+        if returncode != 0:
+            self._fail(self._ffmpeg_failure(-1 if returncode is None else returncode))
+
+    def stop(self) -> None:
+        """Terminate ffmpeg (kill after 0.3 s), reap it, and join the reader; idempotent."""
+        self._stop_event.set()
+        proc = self._proc
+        if proc is not None:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=_TERMINATE_GRACE_S)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            else:
+                proc.wait()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(_JOIN_TIMEOUT_S)
+        self.finished = True
+        self._settled.set()

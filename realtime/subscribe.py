@@ -1,0 +1,171 @@
+"""``python -m realtime.subscribe``: print the moodstream feed, one line per message.
+
+Every message is checked with ``feed.decode``; one that breaks the contract is reported on
+stderr and skipped.  Text from the feed (tag and source names) is escaped before it reaches
+the terminal, so a hostile publisher cannot send terminal control sequences.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import zmq
+
+from realtime.feed import DEFAULT_ENDPOINT, MAX_MESSAGE_BYTES, TOPICS, FeedError, decode
+
+TOP_TAGS = 3
+# Poll in slices so the --timeout deadline is checked even when nothing arrives.
+_POLL_SLICE_MS = 100
+
+_FEED_HELP = f"""\
+the feed:
+  A ZeroMQ PUB socket (default {DEFAULT_ENDPOINT}).  Each message is two frames: the topic
+  ('mood' or 'status'), then a UTF-8 JSON object described by realtime/schema/feed.schema.json.
+  mood    once per analysis hop: tags (probability of every tag), active (tags on now),
+          valence and arousal in [-1, 1] or null, silent, t_capture/t_publish (Unix s),
+          latency_ms, t_stream, hop_s, context_s, seq, model, schema.
+  status  once a second: source (kind, name, state, sample_rate_hz, error), overflows,
+          dropped_samples, sanitized_samples, clipped_samples, published (mood messages sent),
+          latency_ms (p50, p99, count over the last minute), uptime_s, t, seq, model, schema.
+
+exit status: 0 after --count messages or Ctrl-C, 1 after --timeout without a message.
+"""
+
+
+def _printable(text: str) -> str:
+    """``text`` with control and other non-printable characters escaped."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
+def _signed(value: float | None) -> str:
+    return "  n/a" if value is None else f"{value:+.2f}"
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f} ms"
+
+
+def format_mood(message: dict) -> str:
+    """One human line for a ``mood`` message."""
+    tags = message["tags"]
+    top = sorted(tags.items(), key=lambda item: item[1], reverse=True)[:TOP_TAGS]
+    active = ", ".join(_printable(name) for name in message["active"]) or "-"
+    top_text = ", ".join(f"{_printable(name)} {p:.2f}" for name, p in top) or "-"
+    silent = "  silent" if message["silent"] else ""
+    return (
+        f"mood   #{message['seq']}  lat {_ms(message['latency_ms'])}  "
+        f"valence {_signed(message['valence'])} arousal {_signed(message['arousal'])}{silent}  "
+        f"active: {active} | top: {top_text}"
+    )
+
+
+def format_status(message: dict) -> str:
+    """One human line for a ``status`` message."""
+    source = message["source"]
+    latency = message["latency_ms"]
+    error = f"  error: {_printable(source['error'])}" if source["error"] is not None else ""
+    return (
+        f"status #{message['seq']}  source {source['kind']} {source['state']}  "
+        f"overflows {message['overflows']} dropped {message['dropped_samples']} "
+        f"nan/inf {message['sanitized_samples']} clipped {message['clipped_samples']}  "
+        f"p50 {_ms(latency['p50'])} p99 {_ms(latency['p99'])}{error}"
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m realtime.subscribe",
+        description="Print the moodstream feed: one line per message, or one JSON object per line.",
+        epilog=_FEED_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "endpoint",
+        nargs="?",
+        default=DEFAULT_ENDPOINT,
+        help=f"ZeroMQ endpoint of the feed (default {DEFAULT_ENDPOINT})",
+    )
+    parser.add_argument(
+        "--topic", action="append", choices=TOPICS, help="topic to receive; repeatable (default: both)"
+    )
+    parser.add_argument("--count", type=int, metavar="N", help="exit after N valid messages")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        metavar="S",
+        help="exit with status 1 if no valid message arrives for S seconds",
+    )
+    parser.add_argument("--json", action="store_true", help="print each message as one line of JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the subscriber; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.count is not None and args.count <= 0:
+        parser.error("--count must be positive")
+    if args.timeout is not None and args.timeout <= 0:
+        parser.error("--timeout must be positive")
+    topics = tuple(dict.fromkeys(args.topic or TOPICS))  # keep order, drop repeats
+
+    context = zmq.Context()
+    socket = context.socket(zmq.SUB)
+    try:
+        socket.setsockopt(zmq.LINGER, 0)
+        # Frames far beyond the feed's limit cost memory before decode could refuse them:
+        # libzmq drops such a peer instead (it reconnects on its own).
+        socket.setsockopt(zmq.MAXMSGSIZE, 4 * MAX_MESSAGE_BYTES)
+        for topic in topics:
+            socket.setsockopt(zmq.SUBSCRIBE, topic.encode("ascii"))
+        try:
+            socket.connect(args.endpoint)
+        except zmq.ZMQError as e:
+            print(f"subscribe: cannot connect to {args.endpoint!r}: {zmq.strerror(e.errno)}", file=sys.stderr)
+            return 2
+        return _receive(socket, args.count, args.timeout, args.json)
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`); keep Python from complaining at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    finally:
+        socket.close(linger=0)
+        context.term()
+
+
+def _receive(socket: zmq.Socket, count: int | None, timeout_s: float | None, as_json: bool) -> int:
+    received = 0
+    last_valid = time.monotonic()
+    while count is None or received < count:
+        if timeout_s is not None and time.monotonic() - last_valid >= timeout_s:
+            print(f"subscribe: no message for {timeout_s:g} s; is the analyzer running?", file=sys.stderr)
+            return 1
+        if not socket.poll(_POLL_SLICE_MS):
+            continue
+        frames = socket.recv_multipart()
+        try:
+            topic, message = decode(frames)
+        except FeedError as e:
+            print(f"subscribe: warning: skipped an invalid message: {e}", file=sys.stderr, flush=True)
+            continue
+        if as_json:
+            # Re-encoded rather than copied: guaranteed one line, and ASCII-only (escapes included).
+            line = json.dumps(message, separators=(",", ":"))
+        else:
+            line = format_mood(message) if topic == "mood" else format_status(message)
+        print(line, flush=True)
+        received += 1
+        last_valid = time.monotonic()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,367 @@
+"""``python -m realtime.listen`` end to end: real sources, real sockets, an independent subscriber."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+import zmq
+
+from models.musicnn import MSD_LABELS
+
+REPO = Path(__file__).resolve().parents[2]
+SCHEMA = json.loads((REPO / "realtime" / "schema" / "feed.schema.json").read_text())
+CLIP = "4q/audio/Q1/MT0000040632.ogg"
+
+
+def free_endpoint() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+class Subscriber:
+    """What a lighting rig would write: pyzmq + json, nothing of ours (the schema file aside)."""
+
+    def __init__(self, endpoint: str):
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.SUB)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sock.connect(endpoint)
+        self.messages: list[tuple[str, dict, float]] = []
+
+    def collect(self, until, timeout_s: float) -> list[tuple[str, dict, float]]:
+        """Receive until ``until(messages)`` is true; fail after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while not until(self.messages):
+            left = deadline - time.monotonic()
+            assert left > 0, f"timed out; got {[(t, m.get('seq')) for t, m, _ in self.messages][-10:]}"
+            if self.sock.poll(min(left, 0.2) * 1000):
+                topic, body = self.sock.recv_multipart()
+                received = time.time()
+                message = json.loads(body.decode("utf-8"))
+                jsonschema.validate(message, {**SCHEMA, "$ref": f"#/$defs/{topic.decode()}"})
+                self.messages.append((topic.decode(), message, received))
+        return self.messages
+
+    def drain(self, quiet_s: float = 0.5) -> None:
+        """Take what is still queued (the process has exited: nothing more will come)."""
+        while self.sock.poll(quiet_s * 1000):
+            topic, body = self.sock.recv_multipart()
+            self.messages.append((topic.decode(), json.loads(body), time.time()))
+
+    def moods(self) -> list[dict]:
+        return [m for t, m, _ in self.messages if t == "mood"]
+
+    def statuses(self) -> list[dict]:
+        return [m for t, m, _ in self.messages if t == "status"]
+
+    def close(self):
+        self.sock.close()
+        self.ctx.term()
+
+
+def ended(messages) -> bool:
+    """The engine's last status says the source ended."""
+    return any(t == "status" and m["source"]["state"] == "ended" for t, m, _ in messages)
+
+
+def first_status(messages) -> bool:
+    return any(t == "status" for t, _, _ in messages)
+
+
+def listen(*args: str, env=None, stdin=None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "realtime.listen", "--quiet", *args],
+        cwd=REPO,
+        env=env,
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def finish(proc: subprocess.Popen, timeout_s: float = 60) -> tuple[int, str]:
+    if proc.stdin is not None and proc.stdin.closed:
+        proc.stdin = None  # already written and closed by the test
+    _, err = proc.communicate(timeout=timeout_s)
+    return proc.returncode, err.decode("utf-8", "replace")
+
+
+def stop_within(proc: subprocess.Popen, sig: int, limit_s: float) -> float:
+    started = time.monotonic()
+    proc.send_signal(sig)
+    proc.wait(timeout=10)
+    return time.monotonic() - started
+
+
+@pytest.fixture
+def feed():
+    endpoint = free_endpoint()
+    sub = Subscriber(endpoint)
+    yield endpoint, sub
+    sub.close()
+
+
+@pytest.fixture(scope="module")
+def music(shared_data):
+    audio, rate = sf.read(shared_data / CLIP, dtype="float32")
+    return audio, rate
+
+
+def test_file_in_real_time_publishes_a_mood_per_hop_and_status_every_second(feed, music, tmp_path):
+    endpoint, sub = feed
+    audio, rate = music
+    path = tmp_path / "excerpt.wav"
+    sf.write(path, audio[: 7 * rate], rate)
+    proc = listen("--file", str(path), "--realtime", "--hop", "0.5", "--smooth", "0", "--pub", endpoint)
+    sub.collect(ended, 60)
+    code, err = finish(proc)
+    assert code == 0, err
+    sub.drain()
+    moods = sub.moods()
+    # Windows end at 2.992 s, then every 31 frames (0.496 s) while audio lasts (7 s + end pad).
+    assert len(moods) == 9, [m["t_stream"] for m in moods]
+    assert [m["seq"] for m in moods] == list(range(len(moods)))
+    assert all(set(m["tags"]) == set(MSD_LABELS) for m in moods)
+    assert all(m["valence"] is None and m["arousal"] is None and not m["silent"] for m in moods)
+    # Paced at real time: moods arrive one hop apart, status about once a second.
+    mood_times = np.array([r for t, _, r in sub.messages if t == "mood"])
+    assert 0.35 < np.median(np.diff(mood_times)) < 0.65
+    status_times = np.array([r for t, m, r in sub.messages if t == "status"])[:-1]
+    assert 0.8 < np.median(np.diff(status_times)) < 1.2
+    assert all(0 <= m["latency_ms"] < 2000 for m in moods)
+    last = sub.statuses()[-1]
+    assert last["published"] == len(moods) and last["latency_ms"]["count"] == len(moods)
+
+
+def test_virtual_device_feed_carries_the_ports_msd_tags(feed, music, virtual_mic, shared_data):
+    endpoint, sub = feed
+    audio, rate = music
+    ref = np.load(shared_data / "reference" / "musicnn" / "MSD_musicnn.npz")
+    # PortAudio opens the virtual device at its default 44.1 kHz: give it 44.1 kHz audio.
+    at_44k = soxr.resample(audio[: 7 * rate], rate, 44100)
+    signal_44k = np.concatenate([at_44k, np.zeros(44100 * 5, np.float32)])
+    # The device opens with two channels (interleaved frames); the engine mixes them to mono.
+    env = virtual_mic(np.stack([signal_44k, signal_44k], axis=1), name="testmic")
+    # One window per reference patch: hop = one segment (187 frames), no pooling, no smoothing.
+    proc = listen(
+        "--device",
+        "testmic",
+        "--hop",
+        "2.992",
+        "--context",
+        "2.9",
+        "--smooth",
+        "0",
+        "--pub",
+        endpoint,
+        env=env,
+    )
+    try:
+        sub.collect(lambda ms: sum(t == "mood" for t, _, _ in ms) >= 2, 60)
+        assert stop_within(proc, signal.SIGTERM, 1.0) < 1.5
+    finally:
+        proc.kill()
+    code, err = finish(proc)
+    assert code == 0, err
+    for i, mood in enumerate(sub.moods()[:2]):
+        got = np.array([mood["tags"][name] for name in MSD_LABELS])
+        expected = ref["t0"][i]
+        assert np.abs(got - expected).max() < 0.08
+        assert len(set(np.argsort(-got)[:5]) & set(np.argsort(-expected)[:5])) >= 4
+    status = sub.statuses()
+    assert status and status[0]["source"]["kind"] == "device" and status[0]["source"]["name"] == "testmic"
+
+
+def test_stdin_pcm_with_nan_and_clipping_is_sanitised(feed, music):
+    endpoint, sub = feed
+    audio, rate = music
+    pcm = audio[: 5 * rate].copy()
+    pcm[100:110] = np.nan
+    pcm[200:204] = 3.0
+    proc = listen(
+        "--stdin", "--rate", str(rate), "--format", "f32le", "--pub", endpoint, stdin=subprocess.PIPE
+    )
+    sub.collect(first_status, 60)  # connected: from here on nothing is missed
+    proc.stdin.write(pcm.astype("<f4").tobytes())
+    proc.stdin.close()
+    sub.collect(ended, 60)
+    code, err = finish(proc)
+    assert code == 0, err
+    sub.drain()
+    final = sub.statuses()[-1]
+    assert final["sanitized_samples"] == 10 and final["clipped_samples"] >= 4
+    assert len(sub.moods()) == 3 and all(np.isfinite(list(m["tags"].values())).all() for m in sub.moods())
+
+
+def test_stdin_s16le(feed, music):
+    endpoint, sub = feed
+    audio, rate = music
+    pcm = (np.clip(audio[: 4 * rate], -1, 1) * 32767).astype("<i2").tobytes()
+    proc = listen("--stdin", "--rate", str(rate), "--format", "s16le", "--pub", endpoint, stdin=subprocess.PIPE)
+    sub.collect(first_status, 60)
+    proc.stdin.write(pcm)
+    proc.stdin.close()
+    sub.collect(ended, 60)
+    code, err = finish(proc)
+    assert code == 0, err
+    sub.drain()
+    assert len(sub.moods()) == 2
+
+
+def test_url_through_ffmpeg(feed, music, tmp_path):
+    endpoint, sub = feed
+    audio, rate = music
+    sf.write(tmp_path / "excerpt.ogg", audio[: 6 * rate], rate)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/excerpt.ogg"
+        # --realtime paces ffmpeg (-re) like a live radio stream.
+        proc = listen("--url", url, "--realtime", "--pub", endpoint)
+        sub.collect(ended, 60)
+        code, err = finish(proc)
+        assert code == 0, err
+        sub.drain()
+        assert [round(m["t_stream"], 2) for m in sub.moods()] == [2.99, 3.98, 4.98, 5.97]
+        assert sub.statuses()[0]["source"]["kind"] == "url"
+        # A URL that fails is an error with ffmpeg's reason, not a hang.
+        proc = listen("--url", url.replace("excerpt", "missing"), "--pub", free_endpoint())
+        code, err = finish(proc)
+        assert code != 0 and "404" in err
+    finally:
+        server.shutdown()
+
+
+def test_stalled_source_keeps_status_going_and_ctrl_c_stops_cleanly(feed):
+    endpoint, sub = feed
+    read_end, write_end = os.pipe()  # a source that never delivers: nobody writes
+    try:
+        proc = listen("--stdin", "--rate", "16000", "--pub", endpoint, stdin=read_end)
+        try:
+            sub.collect(
+                lambda ms: sum(m["source"]["state"] == "stalled" for t, m, _ in ms if t == "status") >= 2, 20
+            )
+            assert stop_within(proc, signal.SIGINT, 1.0) < 1.5
+        finally:
+            proc.kill()
+        code, err = finish(proc)
+        assert code == 0, err
+        assert not sub.moods()
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_a_subscriber_that_never_reads_does_not_slow_the_engine(music, tmp_path):
+    audio, rate = music
+    endpoint = free_endpoint()
+    ctx = zmq.Context()
+    lazy = ctx.socket(zmq.SUB)
+    lazy.setsockopt(zmq.RCVHWM, 1)
+    lazy.setsockopt(zmq.SUBSCRIBE, b"")
+    lazy.connect(endpoint)
+    path = tmp_path / "clip.wav"
+    sf.write(path, audio[: 8 * rate], rate)
+    try:
+        started = time.monotonic()
+        proc = listen("--file", str(path), "--hop", "0.1", "--pub", endpoint)
+        code, err = finish(proc)
+        assert code == 0, err
+        assert time.monotonic() - started < 60
+    finally:
+        lazy.close(linger=0)
+        ctx.term()
+
+
+# --- bad input: a clear message and a non-zero exit, never a hang ---------------------------
+
+
+def run_listen(*args: str, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "realtime.listen", "--quiet", *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_unknown_device_lists_the_devices(virtual_mic):
+    env = virtual_mic(np.zeros((1000, 1), np.float32), name="testmic")
+    proc = run_listen("--device", "no-such-microphone", env=env)
+    assert proc.returncode == 2 and "no-such-microphone" in proc.stderr and "testmic" in proc.stderr
+
+
+def test_missing_and_corrupt_files(tmp_path):
+    proc = run_listen("--file", str(tmp_path / "absent.wav"), "--pub", free_endpoint())
+    assert proc.returncode == 2 and "absent.wav" in proc.stderr
+    bad = tmp_path / "bad.ogg"
+    bad.write_bytes(os.urandom(5000))
+    proc = run_listen("--file", str(bad), "--pub", free_endpoint())
+    assert proc.returncode == 2 and "bad.ogg" in proc.stderr
+
+
+def test_port_in_use(tmp_path):
+    endpoint = free_endpoint()
+    ctx = zmq.Context()
+    holder = ctx.socket(zmq.PUB)
+    holder.bind(endpoint)
+    try:
+        proc = run_listen("--stdin", "--rate", "16000", "--pub", endpoint)
+        assert proc.returncode == 2 and "in use" in proc.stderr
+    finally:
+        holder.close(linger=0)
+        ctx.term()
+
+
+def test_unknown_model_and_bad_options():
+    proc = run_listen("--model", "nope", "--stdin", "--rate", "16000")
+    assert proc.returncode != 0 and "available: musicnn-msd" in proc.stderr
+    proc = run_listen("--file", "x.wav", "--url", "http://127.0.0.1:1/")
+    assert proc.returncode == 2 and "choose one audio source" in proc.stderr
+    proc = run_listen("--stdin")
+    assert proc.returncode == 2 and "--rate" in proc.stderr
+    proc = run_listen("--stdin", "--rate", "16000", "--hop", "-1")
+    assert proc.returncode != 0 and "--hop" in proc.stderr
+
+
+def test_missing_weights_and_unwritable_cache(tmp_path):
+    env = {**os.environ, "MOODSTREAM_CACHE": str(tmp_path / "cache"), "MOODSTREAM_MUSICNN_DIR": str(tmp_path)}
+    proc = run_listen("--stdin", "--rate", "16000", env=env)
+    assert proc.returncode != 0 and "pip install --no-deps musicnn==0.1.0" in proc.stderr
+    (tmp_path / "file").write_text("")
+    env = {**os.environ, "MOODSTREAM_CACHE": str(tmp_path / "file" / "cache")}
+    proc = run_listen("--stdin", "--rate", "16000", env=env)
+    assert proc.returncode != 0 and "MOODSTREAM_CACHE" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_help_explains_the_feed():
+    proc = run_listen("--help")
+    assert proc.returncode == 0
+    for words in (
+        "--device",
+        "--list-devices",
+        "--hop",
+        "--context",
+        "--smooth",
+        "--pub",
+        "status",
+        "subscribe",
+    ):
+        assert words in proc.stdout

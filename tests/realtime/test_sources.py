@@ -1,0 +1,518 @@
+"""Sources against real components: PortAudio via a virtual ALSA mic, soundfile, pipes, ffmpeg over HTTP.
+
+Device tests run in a subprocess because PortAudio reads ALSA's configuration (the virtual
+mic) once, when sounddevice is imported.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from realtime.ring import RingBuffer
+from realtime.sources import FileSource, SourceError, StdinSource, UrlSource
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CLIP_RATE_HZ = 16000
+
+
+@pytest.fixture(scope="module")
+def clip(music_clip) -> np.ndarray:
+    """The shared clip decoded by libsndfile: (frames, 1) float32."""
+    samples, rate_hz = sf.read(music_clip, dtype="float32", always_2d=True)
+    assert rate_hz == CLIP_RATE_HZ and samples.shape[1] == 1
+    return samples
+
+
+def drain(ring: RingBuffer, source, timeout_s: float = 20.0) -> np.ndarray:
+    """Read the ring until the source has finished and the ring is empty (bounded in time)."""
+    chunks = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        finished = source.finished  # sampled before reading, so no frame written after it is missed
+        data, _ = ring.read()
+        chunks.append(data)
+        if finished and ring.available() == 0:
+            return np.concatenate(chunks)
+        time.sleep(0.0005)
+    source.stop()
+    pytest.fail(f"{source!r} did not finish within {timeout_s} s")
+
+
+def wait_for(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.005)
+
+
+def timed_stop(source) -> float:
+    t0 = time.perf_counter()
+    source.stop()
+    return time.perf_counter() - t0
+
+
+# --------------------------------------------------------------------------- devices
+
+# Runs in a subprocess under the virtual mic's env; prints one JSON line, saves the frames.
+_DEVICE_PROBE = textwrap.dedent(
+    """
+    import json, os, sys, time
+    import numpy as np
+    import sounddevice as sd
+    from realtime.ring import RingBuffer
+    from realtime.sources import DeviceSource, SourceError, list_devices
+
+    args = json.loads(sys.argv[1])
+    result = {"table": list_devices(), "default_index": sd.query_devices(kind="input")["index"]}
+    device = args["device"]
+    if isinstance(device, str) and device.startswith("index-of:"):
+        device = next(d["index"] for d in sd.query_devices() if d["name"] == device[9:])
+    try:
+        src = DeviceSource(device, channels=args.get("channels"))
+        result.update(name=src.name, index=src.index, channels=src.channels)
+        result["reported_rate_hz"] = src.sample_rate_hz
+        if args.get("reconfigure"):
+            # The device changes after PortAudio enumerated it; ALSA re-reads a replaced
+            # config file on the next open.
+            path, text = args["reconfigure"]
+            with open(path + ".new", "w") as f:
+                f.write(text)
+            os.replace(path + ".new", path)
+        ring = RingBuffer(args["capacity_frames"], src.channels)
+        src.start(ring)
+    except SourceError as exc:
+        result["source_error"] = str(exc)
+        print(json.dumps(result))
+        sys.exit(0)
+    result["sample_rate_hz"] = src.sample_rate_hz
+    want = args["frames"]
+    deadline = time.monotonic() + args["timeout_s"]
+    # A full ring (dropped > 0) will never reach `want`: the unpaced mic outruns any reader.
+    while time.monotonic() < deadline and ring.available() < want and not src.finished and not ring.dropped_frames:
+        time.sleep(0.002)
+    if args.get("wait_after_s"):
+        time.sleep(args["wait_after_s"])
+    read_wall = time.time()
+    t0 = time.perf_counter()
+    src.stop()
+    result["stop_s"] = time.perf_counter() - t0
+    data, first_index = ring.read()
+    np.save(args["out"], data)
+    result.update(
+        state=src.state, error=src.error, write_index=ring.write_index, dropped=ring.dropped_frames,
+        overflows=ring.overflows, last_capture=ring.last_capture, read_wall=read_wall,
+    )
+    print(json.dumps(result))
+    """
+)
+
+
+def probe_device(env: dict, tmp_path: Path, device, frames: int, capacity_frames: int, **extra) -> dict:
+    """Open ``device`` with DeviceSource in a subprocess under ``env``; returns its report + frames."""
+    args = dict(
+        device=device,
+        frames=frames,
+        capacity_frames=capacity_frames,
+        timeout_s=10,
+        out=str(tmp_path / "got.npy"),
+    )
+    args.update(extra)
+    proc = subprocess.run(
+        [sys.executable, "-c", _DEVICE_PROBE, json.dumps(args)],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, f"device probe failed:\n{proc.stdout}\n{proc.stderr[-3000:]}"
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if "source_error" not in result:
+        result["data"] = np.load(args["out"])
+    return result
+
+
+def test_device_by_name_delivers_the_clip_exactly(virtual_mic, clip, tmp_path):
+    # Two different channels, so an interleaving mistake cannot go unnoticed.
+    stereo = np.concatenate([clip, -0.5 * clip], axis=1)
+    env = virtual_mic(stereo, name="testmic")
+    frames = 5 * CLIP_RATE_HZ
+    before = time.time()
+    got = probe_device(env, tmp_path, "TestMic", frames=frames, capacity_frames=2 * frames)
+
+    assert got["name"] == "testmic" and got["channels"] == 2  # default: min(2, max input channels)
+    assert got["sample_rate_hz"] == got["reported_rate_hz"]  # the native rate opened
+    assert got["data"].shape[0] >= frames
+    np.testing.assert_array_equal(got["data"][:frames], stereo[:frames])
+    assert got["state"] == "ended" and got["error"] is None
+    assert got["stop_s"] < 0.5
+    # The capture time is the wall clock of the last frame written (ADC time mapped to time.time()).
+    end_index, capture_wall = got["last_capture"]
+    assert end_index == got["write_index"]
+    assert before < capture_wall < got["read_wall"] + 0.5
+
+
+def test_device_by_index_mono_and_default(virtual_mic, clip, tmp_path):
+    env = virtual_mic(clip, name="testmic")
+    frames = 3 * CLIP_RATE_HZ
+    got = probe_device(
+        env, tmp_path, "index-of:testmic", frames=frames, capacity_frames=2 * frames, channels=1
+    )
+    assert got["name"] == "testmic" and got["channels"] == 1
+    np.testing.assert_array_equal(got["data"][:frames], clip[:frames])
+
+    default = probe_device(env, tmp_path, None, frames=1024, capacity_frames=4096, channels=1)
+    assert default["index"] == default["default_index"]
+
+
+def test_exact_name_wins_and_ambiguous_name_lists_matches(virtual_mic, clip, tmp_path):
+    env = virtual_mic(clip[:4096], name="testmic")
+    env = virtual_mic(clip[:4096], name="testmic2", base_env=env)
+    exact = probe_device(env, tmp_path, "testmic", frames=1024, capacity_frames=4096, channels=1)
+    assert exact["name"] == "testmic"
+
+    ambiguous = probe_device(env, tmp_path, "estmi", frames=1024, capacity_frames=4096, channels=1)
+    message = ambiguous["source_error"]
+    assert "ambiguous" in message and "testmic" in message and "testmic2" in message
+
+
+def test_tiny_ring_counts_dropped_frames_and_keeps_what_fit(virtual_mic, clip, tmp_path):
+    env = virtual_mic(clip, name="testmic")
+    got = probe_device(
+        env, tmp_path, "testmic", frames=4096, capacity_frames=4096, channels=1, wait_after_s=0.3
+    )
+    # The virtual mic is unpaced and nobody reads: the ring fills and later blocks are dropped,
+    # never overwriting what is unread.
+    assert got["dropped"] > 0
+    assert got["write_index"] <= 4096
+    np.testing.assert_array_equal(got["data"], clip[: got["write_index"]])
+
+
+def test_unknown_device_error_lists_input_devices(virtual_mic, clip, tmp_path):
+    env = virtual_mic(clip[:4096], name="testmic")
+    for device in ("no-such-mic", 999):
+        got = probe_device(env, tmp_path, device, frames=1024, capacity_frames=4096)
+        message = got["source_error"]
+        assert "no input device" in message and "testmic" in message, message
+    assert "testmic" in got["table"] and "ALSA" in got["table"]
+
+
+def _rate_restricted_after_enumeration(virtual_mic, samples, name: str, only_rate_hz: int):
+    """(env, reconfigure): a mic PortAudio enumerates as any-rate (default 44100 Hz), and the
+    config that restricts it to ``only_rate_hz`` before the stream opens.
+
+    PortAudio reports a device's default rate with ALSA resampling disabled, so a device that
+    is rate-restricted from the start reports the one rate that works; the fallback only
+    matters when the device changes between enumeration and open (another program grabbed it
+    at a fixed rate, a reconfigured sound server), which is what this reproduces.
+    """
+    restricted_env = virtual_mic(samples, name=name, only_rate_hz=only_rate_hz)
+    conf = restricted_env["ALSA_CONFIG_PATH"].split(":")[-1]
+    restricted_text = Path(conf).read_text()
+    env = virtual_mic(samples, name=name)  # the same name rewrites the same file, unrestricted
+    assert env["ALSA_CONFIG_PATH"].split(":")[-1] == conf
+    return env, [conf, restricted_text]
+
+
+def test_device_falls_back_to_a_rate_it_can_open(virtual_mic, clip, tmp_path):
+    env, reconfigure = _rate_restricted_after_enumeration(virtual_mic, clip, "ratemic", 48000)
+    frames = 2 * CLIP_RATE_HZ
+    got = probe_device(
+        env,
+        tmp_path,
+        "ratemic",
+        frames=frames,
+        capacity_frames=2 * frames,
+        channels=1,
+        reconfigure=reconfigure,
+    )
+    assert got["reported_rate_hz"] == 44100, "premise: the reported default rate is one that now fails"
+    assert got["sample_rate_hz"] == 48000  # the first fallback
+    np.testing.assert_array_equal(got["data"][:frames], clip[:frames])
+
+
+def test_device_that_opens_at_no_rate_is_a_clear_error(virtual_mic, clip, tmp_path):
+    # 11025 Hz is in no fallback list, so every rate tried fails.
+    env, reconfigure = _rate_restricted_after_enumeration(virtual_mic, clip, "oddmic", 11025)
+    got = probe_device(
+        env, tmp_path, "oddmic", frames=1024, capacity_frames=4096, channels=1, reconfigure=reconfigure
+    )
+    message = got["source_error"]
+    assert "cannot open input device 'oddmic'" in message and "any sample rate" in message
+    assert "tried 44100, 48000, 96000, 32000, 22050, 16000 Hz" in message
+
+
+def test_virtual_mic_restricted_from_the_start_reports_its_only_rate(virtual_mic, clip, tmp_path):
+    env = virtual_mic(clip, name="mic48k", only_rate_hz=48000)
+    got = probe_device(env, tmp_path, "mic48k", frames=4096, capacity_frames=8192, channels=1)
+    assert got["reported_rate_hz"] == got["sample_rate_hz"] == 48000
+    np.testing.assert_array_equal(got["data"][:4096], clip[:4096])
+
+
+def test_device_that_dies_after_start_reports_error(virtual_mic, clip, tmp_path):
+    env = virtual_mic(clip, name="flakymic", fail_after_start=True)
+    got = probe_device(env, tmp_path, "flakymic", frames=10**9, capacity_frames=4096, channels=1, timeout_s=5)
+    assert got["state"] == "error"
+    assert "flakymic" in got["error"] and "stopped delivering" in got["error"]
+
+
+# --------------------------------------------------------------------------- files
+
+
+def test_file_missing_directory_and_corrupt_are_clear_errors(tmp_path):
+    missing = tmp_path / "nope.ogg"
+    with pytest.raises(SourceError, match="not found") as info:
+        FileSource(missing)
+    assert str(missing) in str(info.value)
+
+    with pytest.raises(SourceError, match="not a regular file"):
+        FileSource(tmp_path)
+
+    corrupt = tmp_path / "corrupt.ogg"
+    corrupt.write_bytes(np.random.default_rng(0).bytes(8192))
+    with pytest.raises(SourceError, match="cannot decode") as info:
+        FileSource(corrupt)
+    assert str(corrupt) in str(info.value) and "Format not recognised" in str(info.value)
+
+
+def test_file_fast_mode_never_drops_with_a_tiny_ring(music_clip, clip):
+    src = FileSource(music_clip)
+    assert (src.kind, src.sample_rate_hz, src.channels) == ("file", CLIP_RATE_HZ, 1)
+    ring = RingBuffer(1000, 1)  # smaller than one 2048-frame block
+    src.start(ring)
+    got = drain(ring, src)
+    assert ring.dropped_frames == 0
+    np.testing.assert_array_equal(got, clip)
+    assert src.state == "ended" and src.error is None
+    assert timed_stop(src) < 0.5
+
+
+def test_file_realtime_paces_to_the_wall_clock(clip, tmp_path):
+    excerpt = tmp_path / "one_second.wav"
+    sf.write(excerpt, clip[:CLIP_RATE_HZ], CLIP_RATE_HZ, subtype="FLOAT")
+    src = FileSource(excerpt, realtime=True, blocksize=1024)
+    ring = RingBuffer(4 * CLIP_RATE_HZ, 1)
+    t0 = time.perf_counter()
+    src.start(ring)
+    wait_for(lambda: src.finished, 5.0, "the realtime file to end")
+    elapsed_s = time.perf_counter() - t0
+    assert 0.8 <= elapsed_s <= 2.5, elapsed_s
+    got, _ = ring.read()
+    np.testing.assert_array_equal(got, clip[:CLIP_RATE_HZ])
+
+
+def test_file_realtime_stops_quickly(music_clip):
+    src = FileSource(music_clip, realtime=True)
+    ring = RingBuffer(2**20, 1)
+    src.start(ring)
+    wait_for(lambda: ring.available() > 0, 2.0, "the first block")
+    assert src.state == "running"
+    assert timed_stop(src) < 0.5
+    assert src.state == "ended"
+    written = ring.write_index
+    time.sleep(0.2)
+    assert ring.write_index == written  # nothing arrives after stop()
+    src.stop()  # idempotent
+
+
+def test_ring_with_other_channel_count_is_refused(music_clip):
+    with pytest.raises(ValueError, match="channel"):
+        FileSource(music_clip).start(RingBuffer(1024, 2))
+
+
+# --------------------------------------------------------------------------- stdin
+
+
+def _feed_in_odd_chunks(fd: int, payload: bytes, chunk_bytes: int = 1001) -> threading.Thread:
+    """Write ``payload`` to ``fd`` in chunks that split samples and frames, then close it."""
+
+    def feed():
+        with os.fdopen(fd, "wb", buffering=0) as pipe:
+            for i in range(0, len(payload), chunk_bytes):
+                pipe.write(payload[i : i + chunk_bytes])
+
+    thread = threading.Thread(target=feed, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_stdin_f32le_through_a_pipe_with_partial_frames(clip):
+    samples = clip[: 4 * CLIP_RATE_HZ]
+    read_fd, write_fd = os.pipe()
+    with os.fdopen(read_fd, "rb") as stream:
+        src = StdinSource(CLIP_RATE_HZ, "f32le", channels=1, stream=stream)
+        ring = RingBuffer(700, 1)  # tiny: the writer must be back-pressured, not dropped
+        src.start(ring)
+        feeder = _feed_in_odd_chunks(write_fd, samples.astype("<f4").tobytes())
+        got = drain(ring, src)
+        feeder.join(5)
+    assert ring.dropped_frames == 0
+    np.testing.assert_array_equal(got, samples)
+    assert src.state == "ended"
+
+
+def test_stdin_s16le_stereo_from_another_process(clip, tmp_path):
+    left = clip[: 3 * CLIP_RATE_HZ, 0]
+    stereo_s16 = np.stack([np.round(left * 32767), np.round(-left * 16000)], axis=1).astype("<i2")
+    raw = tmp_path / "stereo.s16le"
+    stereo_s16.tofile(raw)
+    writer = subprocess.Popen(["cat", str(raw)], stdout=subprocess.PIPE)
+    try:
+        src = StdinSource(CLIP_RATE_HZ, "s16le", channels=2, stream=writer.stdout)
+        ring = RingBuffer(2**16, 2)
+        src.start(ring)
+        got = drain(ring, src)
+    finally:
+        writer.stdout.close()
+        writer.wait(5)
+    np.testing.assert_array_equal(got, stereo_s16.astype(np.float32) / 32768.0)
+    assert got.min() >= -1.0 and got.max() < 1.0
+
+
+def test_stdin_stream_without_a_file_descriptor(clip):
+    samples = clip[:CLIP_RATE_HZ]
+    src = StdinSource(CLIP_RATE_HZ, stream=io.BytesIO(samples.astype("<f4").tobytes() + b"\x00\x01"))
+    ring = RingBuffer(2 * CLIP_RATE_HZ, 1)
+    src.start(ring)
+    got = drain(ring, src)
+    np.testing.assert_array_equal(got, samples)  # the trailing partial frame is discarded
+
+
+def test_stdin_unknown_format_lists_the_allowed_ones():
+    with open(os.devnull, "rb") as stream, pytest.raises(SourceError, match="f32le, s16le"):
+        StdinSource(16000, "u8", stream=stream)
+
+
+def test_stdin_stop_returns_while_the_pipe_is_silent():
+    read_fd, write_fd = os.pipe()
+    try:
+        with os.fdopen(read_fd, "rb") as stream:
+            src = StdinSource(CLIP_RATE_HZ, stream=stream)
+            src.start(RingBuffer(1024, 1))
+            time.sleep(0.1)
+            assert src.state == "running"  # no data, no EOF: still waiting
+            assert timed_stop(src) < 0.5
+            assert not src._thread.is_alive()
+    finally:
+        os.close(write_fd)
+
+
+# --------------------------------------------------------------------------- urls (ffmpeg)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # keep the test output clean
+        pass
+
+
+@pytest.fixture(scope="module")
+def http_base_url(music_clip, tmp_path_factory):
+    """A local HTTP server on an ephemeral port serving the clip (as clip.ogg) and not-audio.ogg."""
+    root = tmp_path_factory.mktemp("http_root")
+    (root / "clip.ogg").symlink_to(music_clip)
+    (root / "not-audio.ogg").write_text("<html><body>this is not audio</body></html>\n" * 50)
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _process_is_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True  # neither running nor a zombie: it was reaped
+    return False
+
+
+def test_url_over_http_matches_the_clip(http_base_url, clip):
+    src = UrlSource(f"{http_base_url}/clip.ogg", sample_rate_hz=CLIP_RATE_HZ)
+    assert (src.kind, src.channels) == ("url", 1)
+    ring = RingBuffer(2**16, 1)  # smaller than the clip: no-drop back-pressure on ffmpeg
+    src.start(ring)
+    got = drain(ring, src)[:, 0]
+    assert src.state == "ended" and src.error is None
+    assert ring.dropped_frames == 0
+    # ffmpeg's Opus decoder is not libsndfile's: compare closely, not bit-exactly.
+    ref = clip[:, 0]
+    assert abs(len(got) - len(ref)) <= 960, (len(got), len(ref))
+    n = min(len(got), len(ref))
+    assert np.corrcoef(got[:n], ref[:n])[0, 1] > 0.999
+    assert np.sqrt(np.mean((got[:n] - ref[:n]) ** 2)) < 0.02 * np.sqrt(np.mean(ref**2)) + 1e-3
+    assert _process_is_gone(src.pid)
+
+
+def test_url_resamples_to_the_requested_rate(http_base_url):
+    src = UrlSource(f"{http_base_url}/clip.ogg", sample_rate_hz=8000)
+    ring = RingBuffer(2**18, 1)
+    src.start(ring)
+    got = drain(ring, src)
+    assert abs(len(got) - 30.06 * 8000) < 0.05 * 8000
+
+
+def test_url_404_is_a_clear_error(http_base_url):
+    src = UrlSource(f"{http_base_url}/missing.ogg")
+    with pytest.raises(SourceError, match="404") as info:
+        src.start(RingBuffer(1024, 1))
+    assert "missing.ogg" in str(info.value)
+    assert src.state == "error" and _process_is_gone(src.pid)
+
+
+def test_url_failure_after_start_sets_error_and_finished(http_base_url):
+    src = UrlSource(f"{http_base_url}/not-audio.ogg", open_timeout_s=0)
+    src.start(RingBuffer(1024, 1))  # returns at once: the failure comes later
+    wait_for(lambda: src.finished, 10.0, "ffmpeg to fail on a non-audio file")
+    assert src.state == "error"
+    assert src.error.startswith(f"ffmpeg could not read {http_base_url}/not-audio.ogg: ")
+    src.stop()
+    assert _process_is_gone(src.pid)
+
+
+def test_url_connection_refused_is_a_clear_error():
+    with socket.socket() as sock:  # a port that was free a moment ago: nobody listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    src = UrlSource(f"http://127.0.0.1:{port}/clip.ogg")
+    with pytest.raises(SourceError, match="(?i)connection refused"):
+        src.start(RingBuffer(1024, 1))
+
+
+def test_url_stop_kills_ffmpeg(http_base_url):
+    src = UrlSource(f"{http_base_url}/clip.ogg", realtime=True)  # -re: would run for 30 s
+    ring = RingBuffer(2**16, 1)
+    src.start(ring)
+    wait_for(lambda: ring.available() > 0, 5.0, "the first decoded samples")
+    time.sleep(0.3)
+    # Paced by -re: after ~0.3 s far less than the 30 s clip has arrived.
+    assert ring.write_index < 10 * CLIP_RATE_HZ
+    pid = src.pid
+    assert not _process_is_gone(pid)
+    assert timed_stop(src) < 0.5
+    assert _process_is_gone(pid)
+    assert src.state == "ended" and src.error is None
+    src.stop()  # idempotent
+
+
+def test_url_without_ffmpeg_says_how_to_install(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no ffmpeg on PATH
+    with pytest.raises(SourceError, match="ffmpeg not found; install it"):
+        UrlSource("http://127.0.0.1/clip.ogg")

@@ -1,0 +1,261 @@
+"""``python -m realtime.subscribe`` as a real subprocess against a real Publisher on loopback."""
+
+from __future__ import annotations
+
+import json
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+
+from realtime import feed, subscribe
+from realtime.publisher import Publisher
+
+REPO = Path(__file__).resolve().parents[2]
+EPHEMERAL = "tcp://127.0.0.1:0"
+PUBLISH_EVERY_S = 0.02
+
+
+def valid_mood(seq: int = 0, **overrides: object) -> dict:
+    """A mood message as the engine publishes it (t_publish/latency_ms are stamped on send)."""
+    t_capture = time.time() - 0.035
+    message = {
+        "schema": 1,
+        "seq": seq,
+        "model": "musicnn-mtat",
+        "t_capture": t_capture,
+        "t_publish": t_capture,
+        "latency_ms": 0.0,
+        "silent": False,
+        "tags": {"rock": 0.81, "pop": 0.55, "indie": 0.40, "jazz": 0.02, "sad": 0.1},
+        "active": ["rock", "pop"],
+        "valence": 0.31,
+        "arousal": -0.2,
+        "t_stream": 12.0 + 0.5 * seq,
+        "hop_s": 0.5,
+        "context_s": 3.0,
+    }
+    message.update(overrides)
+    return message
+
+
+def valid_status(seq: int = 0) -> dict:
+    """A status message of a device source that is running."""
+    return {
+        "schema": 1,
+        "seq": seq,
+        "t": time.time(),
+        "model": "musicnn-mtat",
+        "uptime_s": float(seq),
+        "source": {
+            "kind": "device",
+            "name": "Built-in Mic",
+            "state": "running",
+            "sample_rate_hz": 48000,
+            "error": None,
+        },
+        "overflows": 0,
+        "dropped_samples": 0,
+        "sanitized_samples": 0,
+        "clipped_samples": 0,
+        "published": 2 * seq,
+        "latency_ms": {"p50": 30.0, "p99": 48.0, "count": 2 * seq},
+    }
+
+
+# `python -m realtime.subscribe`, except that SIGINT raises KeyboardInterrupt even when this
+# test runs with SIGINT ignored (a shell starts background jobs so, and children inherit it).
+RUN_WITH_SIGINT = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'subscribe'; runpy.run_module('realtime.subscribe', run_name='__main__', alter_sys=True)"
+)
+
+
+def start_subscriber(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", RUN_WITH_SIGINT, *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def publish_until_exit(proc: subprocess.Popen, send, deadline_s: float = 15.0) -> tuple[str, str]:
+    """Call ``send(i)`` repeatedly until ``proc`` exits (the slow joiner misses the first ones)."""
+    deadline = time.monotonic() + deadline_s
+    i = 0
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            send(i)
+            i += 1
+            time.sleep(PUBLISH_EVERY_S)
+        out, err = proc.communicate(timeout=5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode is not None
+    return out, err
+
+
+def both_topics(pub: Publisher):
+    def send(i: int) -> None:
+        pub.send("mood", valid_mood(i))
+        pub.send("status", valid_status(i))
+
+    return send
+
+
+def free_tcp_endpoint() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_count_and_json_print_valid_json_lines():
+    with Publisher(EPHEMERAL) as pub:
+        proc = start_subscriber(pub.endpoint, "--count", "3", "--json")
+        out, err = publish_until_exit(proc, both_topics(pub))
+    assert proc.returncode == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 3
+    for line in lines:
+        message = json.loads(line)
+        topic = "mood" if "tags" in message else "status"
+        feed.validate(topic, message)
+        if topic == "mood":
+            assert message["latency_ms"] >= 35  # stamped by the publisher, not the builder's 0.0
+
+
+def test_default_prints_one_human_line_per_message():
+    with Publisher(EPHEMERAL) as pub:
+        proc = start_subscriber(pub.endpoint, "--count", "4")
+        out, err = publish_until_exit(proc, both_topics(pub))
+    assert proc.returncode == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 4
+    mood = next(line for line in lines if line.startswith("mood"))
+    status = next(line for line in lines if line.startswith("status"))
+    assert "valence +0.31 arousal -0.20" in mood
+    assert "active: rock, pop | top: rock 0.81, pop 0.55, indie 0.40" in mood
+    assert " ms" in mood and "lat " in mood
+    assert "source device running" in status and "overflows 0" in status
+    assert "p50 30 ms p99 48 ms" in status
+
+
+def test_topic_filter():
+    with Publisher(EPHEMERAL) as pub:
+        proc = start_subscriber(pub.endpoint, "--topic", "status", "--count", "2")
+        out, err = publish_until_exit(proc, both_topics(pub))
+    assert proc.returncode == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 2 and all(line.startswith("status") for line in lines)
+
+
+def test_invalid_message_is_skipped_with_a_warning():
+    context = zmq.Context()
+    raw = context.socket(zmq.PUB)
+    raw.setsockopt(zmq.LINGER, 0)
+    try:
+        raw.bind(EPHEMERAL)
+        endpoint = raw.getsockopt_string(zmq.LAST_ENDPOINT)
+        proc = start_subscriber(endpoint, "--count", "2", "--json")
+
+        def send(i: int) -> None:
+            # Garbage first each round, so some always lies between two valid messages.
+            raw.send_multipart([b"mood", b"\x00 this is not json"])
+            raw.send_multipart([b"mood", json.dumps(valid_mood(i, t_publish=time.time())).encode()])
+
+        out, err = publish_until_exit(proc, send)
+    finally:
+        raw.close(linger=0)
+        context.term()
+    assert proc.returncode == 0, err
+    assert "warning" in err and "not valid JSON" in err
+    assert "Traceback" not in err
+    lines = out.splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        feed.validate("mood", json.loads(line))
+
+
+def test_text_from_the_feed_cannot_drive_the_terminal():
+    hostile = "\x1b[2J\x1b[31mred"
+    with Publisher(EPHEMERAL) as pub:
+        proc = start_subscriber(pub.endpoint, "--topic", "mood", "--count", "1")
+        message = valid_mood(tags={hostile: 0.9}, active=[hostile])
+        out, err = publish_until_exit(proc, lambda i: pub.send("mood", dict(message)))
+    assert proc.returncode == 0, err
+    assert "\x1b" not in out
+    assert "\\x1b[2J\\x1b[31mred" in out
+
+
+def test_timeout_without_a_publisher_exits_1_with_a_message():
+    start = time.monotonic()
+    proc = start_subscriber(free_tcp_endpoint(), "--timeout", "1")
+    out, err = proc.communicate(timeout=10)
+    elapsed_s = time.monotonic() - start
+    assert proc.returncode == 1
+    assert out == ""
+    assert "no message for 1 s" in err
+    assert 1.0 <= elapsed_s < 5.0
+
+
+def _lines(stream, into: queue.Queue) -> None:
+    for line in stream:
+        into.put(line)
+
+
+def test_sigint_exits_0_quietly_within_a_second():
+    with Publisher(EPHEMERAL) as pub:
+        proc = start_subscriber(pub.endpoint)
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=_lines, args=(proc.stdout, lines), daemon=True).start()
+        try:
+            # Interrupt only once it is receiving: a SIGINT during interpreter start-up is
+            # Python's business, not ours.
+            deadline = time.monotonic() + 10
+            i = 0
+            while lines.empty() and time.monotonic() < deadline and proc.poll() is None:
+                pub.send("status", valid_status(i))
+                i += 1
+                time.sleep(PUBLISH_EVERY_S)
+            assert not lines.empty(), "the subscriber printed nothing"
+
+            start = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            returncode = proc.wait(timeout=5)
+            elapsed_s = time.monotonic() - start
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        err = proc.stderr.read()
+        proc.stdout.close()
+        proc.stderr.close()
+    assert returncode == 0
+    assert elapsed_s < 1.0
+    assert err == ""
+
+
+def test_count_must_be_positive(capsys):
+    with pytest.raises(SystemExit) as caught:
+        subscribe.main(["--count", "0"])
+    assert caught.value.code == 2
+    assert "--count must be positive" in capsys.readouterr().err
+
+
+def test_help_explains_the_feed(capsys):
+    with pytest.raises(SystemExit) as caught:
+        subscribe.main(["--help"])
+    assert caught.value.code == 0
+    out = capsys.readouterr().out
+    assert "two frames" in out and "status" in out and feed.DEFAULT_ENDPOINT in out
