@@ -30,8 +30,8 @@ class FeedConfig:
     """How raw window outputs become what the lights see."""
 
     smooth_s: float = 2.0  # exponential smoothing time constant
-    tag_on: float = 0.5  # hysteresis thresholds for `active`
-    tag_off: float = 0.35
+    tag_on: float = 0.3  # hysteresis thresholds for `active` (musicnn rarely passes 0.5)
+    tag_off: float = 0.2
     status_interval_s: float = 1.0
     stall_after_s: float = 1.0  # no audio for this long (source not ended): state "stalled"
     ring_s: float = 10.0  # ring buffer capacity in seconds of source audio

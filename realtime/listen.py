@@ -28,10 +28,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m realtime.listen",
         description=(
-            "Listen to a sound card, a file, raw PCM on stdin or a stream URL; publish mood tags and "
-            "valence/arousal over ZeroMQ: topic 'mood' once per hop, topic 'status' once a second "
-            "(two frames: topic, UTF-8 JSON; schema in realtime/schema/feed.schema.json). "
-            "Watch it with: python -m realtime.subscribe"
+            "Listen to a sound card, a file, raw PCM on stdin or a stream URL, and publish mood tags\n"
+            "and valence/arousal over ZeroMQ: topic 'mood' once per hop, topic 'status' once a second\n"
+            "(two frames: topic, then UTF-8 JSON; schema: realtime/schema/feed.schema.json).\n"
+            "During silence, moods say silent=true with no active tags. Watch the feed with:\n"
+            "  python -m realtime.subscribe"
         ),
         epilog="examples:" + __doc__.split("Examples:", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -56,8 +57,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="ENDPOINT",
         help=f"ZeroMQ endpoint to bind (default {DEFAULT_ENDPOINT}; loopback only unless you say otherwise)",
     )
-    out.add_argument("--on", type=float, default=0.5, help="a tag turns active at this probability (0.5)")
-    out.add_argument("--off", type=float, default=0.35, help="an active tag turns off below this (0.35)")
+    out.add_argument("--on", type=float, default=0.3, help="a tag turns active at this probability (0.3)")
+    out.add_argument("--off", type=float, default=0.2, help="an active tag turns off below this (0.2)")
     out.add_argument("--quiet", action="store_true", help="no live line on the terminal")
     args = parser.parse_args(argv)
     chosen = [flag for flag in ("device", "file", "url") if getattr(args, flag) is not None] + (

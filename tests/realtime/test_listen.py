@@ -214,7 +214,9 @@ def test_stdin_s16le(feed, music):
     endpoint, sub = feed
     audio, rate = music
     pcm = (np.clip(audio[: 4 * rate], -1, 1) * 32767).astype("<i2").tobytes()
-    proc = listen("--stdin", "--rate", str(rate), "--format", "s16le", "--pub", endpoint, stdin=subprocess.PIPE)
+    proc = listen(
+        "--stdin", "--rate", str(rate), "--format", "s16le", "--pub", endpoint, stdin=subprocess.PIPE
+    )
     sub.collect(first_status, 60)
     proc.stdin.write(pcm)
     proc.stdin.close()

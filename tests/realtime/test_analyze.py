@@ -1,0 +1,62 @@
+"""``python -m realtime.analyze``: the engine over a file, one JSON line per window."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from models.musicnn import MSD_LABELS
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def analyze(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "realtime.analyze", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_json_windows_match_the_reference_taggram(shared_data):
+    ref = np.load(shared_data / "reference" / "musicnn" / "MSD_musicnn.npz")
+    clip = shared_data / str(ref["files"][1])
+    # A hop of one segment and no pooling gives the reference's non-overlapping patches.
+    proc = analyze(str(clip), "--json", "--hop", "2.992", "--context", "2.9")
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(lines) == len(ref["t1"])
+    for line, expected in zip(lines, ref["t1"], strict=True):
+        assert set(line) == {"t", "silent", "tags", "valence", "arousal"}
+        assert line["valence"] is None and line["arousal"] is None
+        got = np.array([line["tags"][name] for name in MSD_LABELS])
+        np.testing.assert_allclose(got, expected, atol=1e-3)
+    assert "x real time" in proc.stderr
+
+
+def test_default_windows_and_readable_output(shared_data):
+    proc = analyze(str(shared_data / "emotify" / "audio" / "rock" / "120.ogg"), "--top", "3")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 58  # 60 s, windows from 2.99 s every 0.992 s (plus the end pad)
+    assert lines[0].split()[0] == "2.99s" and len(lines[0].split()) == 1 + 2 * 3
+
+
+def test_bad_files_and_short_files(tmp_path):
+    proc = analyze(str(tmp_path / "absent.wav"))
+    assert proc.returncode == 2 and "absent.wav" in proc.stderr
+    garbage = tmp_path / "garbage.flac"
+    garbage.write_bytes(b"fLaC" + bytes(range(256)) * 10)
+    proc = analyze(str(garbage))
+    assert proc.returncode == 2 and "garbage.flac" in proc.stderr
+    short = tmp_path / "short.wav"
+    sf.write(short, np.zeros(8000, np.float32), 16000)
+    proc = analyze(str(short), "--json")
+    assert proc.returncode == 0 and proc.stdout == "" and "shorter than one 2.99 s segment" in proc.stderr

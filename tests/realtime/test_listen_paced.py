@@ -1,0 +1,112 @@
+"""``python -m realtime.listen --device`` on a capture device paced at real time (JACK's dummy backend).
+
+Music plays into the device at the sound card's pace, so the feed must come out at the hop
+rate, with the clip's tags, no drops, sub-second latency, and a clean stop.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import soundfile as sf
+import zmq
+
+from models.musicnn import MSD_LABELS
+from tests.realtime.paced_mic import paced_mic  # noqa: F401
+
+REPO = Path(__file__).resolve().parents[2]
+SCHEMA = json.loads((REPO / "realtime" / "schema" / "feed.schema.json").read_text())
+CLIP = "4q/audio/Q1/MT0000040632.ogg"  # reference index 0 in MSD_musicnn.npz
+EXCERPT_S = 12
+MOODS = 8  # windows end at 2.99 s, then every 0.992 s: the 8th at 9.9 s, inside the music
+
+
+def free_endpoint() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+def receive(endpoint: str, proc: subprocess.Popen, moods: int, timeout_s: float) -> list[tuple[str, dict, float]]:
+    """(topic, message, receipt time) with plain pyzmq + json until ``moods`` moods arrived."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SUBSCRIBE, b"")
+    sock.connect(endpoint)
+    messages: list[tuple[str, dict, float]] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while sum(t == "mood" for t, _, _ in messages) < moods:
+            assert proc.poll() is None, proc.communicate()[1].decode(errors="replace")
+            assert time.monotonic() < deadline, f"timed out; got {[(t, m['seq']) for t, m, _ in messages]}"
+            if sock.poll(200):
+                topic, body = sock.recv_multipart()
+                received = time.time()
+                message = json.loads(body)
+                jsonschema.validate(message, {**SCHEMA, "$ref": f"#/$defs/{topic.decode()}"})
+                messages.append((topic.decode(), message, received))
+    finally:
+        sock.close()
+        ctx.term()
+    return messages
+
+
+def test_paced_device_feed_runs_at_the_hop_rate_with_the_clips_tags(paced_mic, shared_data):  # noqa: F811
+    audio, rate = sf.read(shared_data / CLIP, dtype="float32")
+    mic = paced_mic(audio[: EXCERPT_S * rate], rate)
+    endpoint = free_endpoint()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "realtime.listen", "--quiet", "--device", mic.device, "--pub", endpoint],
+        cwd=REPO,
+        env=mic.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        messages = receive(endpoint, proc, MOODS, timeout_s=40)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+        stop_s = time.monotonic() - started
+    finally:
+        proc.kill()
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err.decode(errors="replace")
+    assert stop_s < 1.5
+    assert mic.playing.is_set() and mic.error is None, mic.error
+
+    moods = [m for t, m, _ in messages if t == "mood"]
+    statuses = [m for t, m, _ in messages if t == "status"]
+    mood_gaps = np.diff([r for t, _, r in messages if t == "mood"])
+    status_gaps = np.diff([r for t, _, r in messages if t == "status"])
+    report = f"mood gaps {np.round(mood_gaps, 3)}, status gaps {np.round(status_gaps, 3)}, last {statuses[-1]}"
+    print("\nDIAG", report, "\nplay delay vs first status", mic.started_at, [ (t, m.get('t_capture'), m.get('t_stream'), m.get('latency_ms'), r) for t, m, r in messages[:4]])
+    print("DIAG moods", [(round(m['t_stream'],3), round(m['latency_ms'],1)) for m in moods], "median gap", np.median(mood_gaps), "status median", np.median(status_gaps))
+    # Paced by the device: one mood per hop (0.992 s), a status about every second.
+    assert len(moods) >= 6 and [m["seq"] for m in moods] == list(range(len(moods))), report
+    assert 0.85 < np.median(mood_gaps) < 1.15, report
+    assert len(status_gaps) >= 4 and 0.85 < np.median(status_gaps) < 1.2, report
+    # Nothing lost between the device and the analysis; latency well under a hop's worth of delay.
+    assert all(s["dropped_samples"] == 0 and s["overflows"] == 0 for s in statuses), report
+    assert statuses[-1]["latency_ms"]["count"] >= 6 and statuses[-1]["latency_ms"]["p99"] < 1000, report
+    source = statuses[-1]["source"]
+    assert (source["kind"], source["name"], source["state"]) == ("device", mic.device, "running"), report
+    assert source["sample_rate_hz"] == mic.rate_hz
+    # The music came through: not silent, and the tags of the clip (musicnn's own outputs, 3 s patches).
+    assert not any(m["silent"] for m in moods), report
+    got = np.mean([[m["tags"][name] for name in MSD_LABELS] for m in moods], axis=0)
+    reference = np.load(shared_data / "reference" / "musicnn" / "MSD_musicnn.npz")
+    assert list(reference["tags"]) == list(MSD_LABELS)
+    expected = reference["t0"][: EXCERPT_S // 3].mean(axis=0)
+    top_got, top_expected = set(np.argsort(-got)[:5]), set(np.argsort(-expected)[:5])
+    names = lambda idx: sorted(MSD_LABELS[i] for i in idx)  # noqa: E731
+    assert len(top_got & top_expected) >= 3, (names(top_got), names(top_expected))
