@@ -1,12 +1,18 @@
-"""Frontend parameters a model declares: how audio becomes the mel patches it reads.
+"""How audio becomes the mel patches a model reads: the parameters, and the one-pass module.
 
-The computation itself lives in ``realtime.frontend`` (shared by the engine and ``train``);
-this module only holds the configuration, so ``models`` never touches audio devices.
+``MelFrontend`` is the single implementation shared by ``train``, the ONNX export (with
+``--with-frontend``) and the engine, whose ``realtime.frontend.StreamingMel`` feeds it only the
+samples that complete new frames.  It wraps nnAudio's ``MelSpectrogram`` (a convolution STFT,
+so it runs on the GPU when moved there) with ``center=False`` and pads itself.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+
+import torch
+from nnAudio.features import MelSpectrogram
+from torch import nn
 
 SCALINGS = ("log10_1p", "db", "power")
 
@@ -56,3 +62,44 @@ class FrontendConfig:
         if unknown:
             raise ValueError(f"unknown frontend keys {sorted(unknown)}; allowed: {sorted(known)}")
         return cls(**data)
+
+
+class MelFrontend(nn.Module):
+    """(batch, samples) audio -> (batch, n_mels, frames) scaled mel, as the model expects."""
+
+    def __init__(self, config: FrontendConfig):
+        super().__init__()
+        self.config = config
+        self.mel = MelSpectrogram(
+            sr=config.sample_rate_hz,
+            n_fft=config.n_fft,
+            hop_length=config.hop_length,
+            n_mels=config.n_mels,
+            fmin=config.f_min_hz,
+            fmax=config.f_max_hz,
+            power=config.power,
+            norm=1 if config.mel_norm == "slaney" else None,
+            htk=False,
+            center=False,
+            verbose=False,
+        )
+
+    def frames(self, padded: torch.Tensor) -> torch.Tensor:
+        """Already padded audio (batch, samples) -> scaled mel frames (batch, n_mels, frames)."""
+        return self.scale(self.mel(padded))
+
+    def scale(self, mel: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        if c.scaling == "log10_1p":
+            return torch.log10(1.0 + c.log_gain * mel)
+        if c.scaling == "db":
+            return 10.0 * torch.log10(torch.clamp(mel, min=10.0 ** (c.db_floor / 10.0)))
+        return mel
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        """One pass over whole signals (batch, samples), centred frames as librosa computes them."""
+        if self.config.center:
+            half = self.config.n_fft // 2
+            mode = "reflect" if audio.shape[-1] > half else "constant"
+            audio = nn.functional.pad(audio.unsqueeze(1), (half, half), mode=mode).squeeze(1)
+        return self.frames(audio)

@@ -1,60 +1,16 @@
-"""The mel frontend shared by the engine and ``train``: one-pass and streaming, same numbers.
+"""Streaming mel: push audio blocks, get exactly the frames a one-pass ``MelFrontend`` gives.
 
-``MelFrontend`` wraps nnAudio's ``MelSpectrogram`` (convolution STFT, so it runs on the GPU
-when the module is moved there) with ``center=False``; this module does the centring pad
-itself, so that ``StreamingMel`` can emit exactly the frames a one-pass computation of the
-same signal would, as soon as the samples that complete them arrive.
+``models.frontend.MelFrontend`` is the one-pass computation shared with ``train`` and the
+ONNX export; it leaves the centring pad to its caller, so this module can emit each frame as
+soon as the samples that complete it arrive.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from nnAudio.features import MelSpectrogram
-from torch import nn
 
-from models.frontend import FrontendConfig
-
-
-class MelFrontend(nn.Module):
-    """(batch, samples) audio -> (batch, n_mels, frames) scaled mel, as the model expects."""
-
-    def __init__(self, config: FrontendConfig):
-        super().__init__()
-        self.config = config
-        self.mel = MelSpectrogram(
-            sr=config.sample_rate_hz,
-            n_fft=config.n_fft,
-            hop_length=config.hop_length,
-            n_mels=config.n_mels,
-            fmin=config.f_min_hz,
-            fmax=config.f_max_hz,
-            power=config.power,
-            norm=1 if config.mel_norm == "slaney" else None,
-            htk=False,
-            center=False,
-            verbose=False,
-        )
-
-    def frames(self, padded: torch.Tensor) -> torch.Tensor:
-        """Already padded audio (batch, samples) -> scaled mel frames (batch, n_mels, frames)."""
-        return self.scale(self.mel(padded))
-
-    def scale(self, mel: torch.Tensor) -> torch.Tensor:
-        c = self.config
-        if c.scaling == "log10_1p":
-            return torch.log10(1.0 + c.log_gain * mel)
-        if c.scaling == "db":
-            return 10.0 * torch.log10(torch.clamp(mel, min=10.0 ** (c.db_floor / 10.0)))
-        return mel
-
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        """One pass over whole signals (batch, samples), centred frames as librosa computes them."""
-        if self.config.center:
-            half = self.config.n_fft // 2
-            mode = "reflect" if audio.shape[-1] > half else "constant"
-            audio = nn.functional.pad(audio.unsqueeze(1), (half, half), mode=mode).squeeze(1)
-        return self.frames(audio)
+from models.frontend import FrontendConfig, MelFrontend
 
 
 class StreamingMel:

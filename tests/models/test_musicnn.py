@@ -8,9 +8,9 @@ import soundfile as sf
 import torch
 
 import models
+from models.frontend import MelFrontend
 from models.musicnn import SEGMENT_FRAMES, convert_checkpoint, package_checkpoint
 from models.weights import WeightsError
-from realtime.frontend import MelFrontend
 
 
 def _patches(model, path):

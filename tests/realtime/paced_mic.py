@@ -116,7 +116,9 @@ def paced_mic(tmp_path_factory):
         if shutil.which(tool) is None:
             pytest.skip(f"paced microphone needs `{tool}` (apt-get install {package})")
     if not ALSA_CONF.is_file() or not _plugin_present():
-        pytest.skip(f"paced microphone needs ALSA's jack PCM plugin {_PLUGIN} (apt-get install libasound2-plugins)")
+        pytest.skip(
+            f"paced microphone needs ALSA's jack PCM plugin {_PLUGIN} (apt-get install libasound2-plugins)"
+        )
     root = tmp_path_factory.mktemp("paced_mic")
     server = f"moodstream-{os.getpid()}-{root.name}"
     env = dict(os.environ)
@@ -130,7 +132,18 @@ def paced_mic(tmp_path_factory):
     log = open(root / "jackd.log", "wb")  # noqa: SIM115 (closed at teardown)
     # --no-realtime: no SCHED_FIFO in a container; the dummy driver's timer paces it anyway.
     jackd = subprocess.Popen(
-        ["jackd", "--name", server, "--no-realtime", "-d", "dummy", "-r", str(RATE_HZ), "-p", str(PERIOD_FRAMES)],
+        [
+            "jackd",
+            "--name",
+            server,
+            "--no-realtime",
+            "-d",
+            "dummy",
+            "-r",
+            str(RATE_HZ),
+            "-p",
+            str(PERIOD_FRAMES),
+        ],
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=log,
@@ -199,7 +212,9 @@ def paced_mic(tmp_path_factory):
                 if code == 0:
                     mic.playing.set()
                 else:
-                    mic.error = f"aplay exited with {code}: {(root / f'{name}_player.log').read_text().strip()}"
+                    mic.error = (
+                        f"aplay exited with {code}: {(root / f'{name}_player.log').read_text().strip()}"
+                    )
 
             thread = threading.Thread(target=play_when_captured, name=f"paced-mic-{name}", daemon=True)
             thread.start()

@@ -8,8 +8,9 @@ import soundfile as sf
 import torch
 
 from models import FrontendConfig
+from models.frontend import MelFrontend
 from models.musicnn import MUSICNN_FRONTEND
-from realtime.frontend import MelFrontend, StreamingMel
+from realtime.frontend import StreamingMel
 
 
 def _one_pass(config, audio):

@@ -35,7 +35,9 @@ def free_endpoint() -> str:
         return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
-def receive(endpoint: str, proc: subprocess.Popen, moods: int, timeout_s: float) -> list[tuple[str, dict, float]]:
+def receive(
+    endpoint: str, proc: subprocess.Popen, moods: int, timeout_s: float
+) -> list[tuple[str, dict, float]]:
     """(topic, message, receipt time) with plain pyzmq + json until ``moods`` moods arrived."""
     ctx = zmq.Context()
     sock = ctx.socket(zmq.SUB)
@@ -88,9 +90,9 @@ def test_paced_device_feed_runs_at_the_hop_rate_with_the_clips_tags(paced_mic, s
     statuses = [m for t, m, _ in messages if t == "status"]
     mood_gaps = np.diff([r for t, _, r in messages if t == "mood"])
     status_gaps = np.diff([r for t, _, r in messages if t == "status"])
-    report = f"mood gaps {np.round(mood_gaps, 3)}, status gaps {np.round(status_gaps, 3)}, last {statuses[-1]}"
-    print("\nDIAG", report, "\nplay delay vs first status", mic.started_at, [ (t, m.get('t_capture'), m.get('t_stream'), m.get('latency_ms'), r) for t, m, r in messages[:4]])
-    print("DIAG moods", [(round(m['t_stream'],3), round(m['latency_ms'],1)) for m in moods], "median gap", np.median(mood_gaps), "status median", np.median(status_gaps))
+    report = (
+        f"mood gaps {np.round(mood_gaps, 3)}, status gaps {np.round(status_gaps, 3)}, last {statuses[-1]}"
+    )
     # Paced by the device: one mood per hop (0.992 s), a status about every second.
     assert len(moods) >= 6 and [m["seq"] for m in moods] == list(range(len(moods))), report
     assert 0.85 < np.median(mood_gaps) < 1.15, report
