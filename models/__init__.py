@@ -3,13 +3,14 @@
 ``models.available()`` lists the registered names, ``models.build(name, **overrides)`` builds one.
 """
 
-from models import musicnn  # noqa: F401  (registers musicnn-msd, musicnn-mtt)
+from models import musicnn, segment_attention  # noqa: F401  (each module registers its models)
 from models.base import HeadSpec, SegmentModel, probabilities
-from models.frontend import FrontendConfig
+from models.frontend import FrontendConfig, MelFrontend
 from models.registry import UnknownModelError, available, build, entry, register
 
 __all__ = [
     "FrontendConfig",
+    "MelFrontend",
     "HeadSpec",
     "SegmentModel",
     "UnknownModelError",

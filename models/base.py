@@ -55,7 +55,26 @@ class SegmentModel(nn.Module):
         raise NotImplementedError
 
     def forward(self, patch: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(batch, n_mels, input_frames) -> logits per head (K = 1 unless a model says otherwise).
+
+        A model whose paper trains extra outputs returns them too, under keys starting with
+        ``aux_`` (e.g. resnet34-attention's per-segment path); the engine ignores those.
+        """
         return self.predict(self.pool(self.encode(patch).unsqueeze(1)))
+
+    @property
+    def input_frames(self) -> int:
+        """Frames ``forward`` takes; a model that pools segments internally takes several."""
+        return self.segment_frames
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        """(n_mels, input_frames) of one example for ``forward``."""
+        return (self.frontend.n_mels, self.input_frames)
+
+    def receptive_field(self) -> dict[str, int] | None:
+        """{"frequency": bands, "time": frames} seen by one output unit of the encoder, if known."""
+        return None
 
     @property
     def segment_seconds(self) -> float:

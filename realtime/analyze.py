@@ -17,7 +17,7 @@ import numpy as np
 import soundfile as sf
 
 from realtime.analyzer import Analyzer, TagMerger
-from realtime.options import add_model_options, build_model
+from realtime.options import add_model_options, build_model, build_runner
 from realtime.smoothing import Smoother
 
 BLOCK_FRAMES = 65536
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot read {args.file}: {exc}", file=sys.stderr)
         return 2
     model, windowing, compute = build_model(args)
-    analyzer = Analyzer(model, info.samplerate, windowing, compute)
+    analyzer = Analyzer(model, info.samplerate, windowing, compute, build_runner(args, model, compute))
     merger = TagMerger(model.heads)
     smooth_tags, smooth_va = Smoother(args.smooth), Smoother(args.smooth)
     started = time.perf_counter()

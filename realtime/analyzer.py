@@ -17,6 +17,7 @@ import soxr
 import torch
 
 from models import SegmentModel, probabilities
+from models.export import OnnxRunner, TorchRunner
 from realtime.frontend import StreamingMel
 from realtime.smoothing import rms_dbfs
 
@@ -48,12 +49,11 @@ class Window:
     outputs: dict[str, np.ndarray] = field(default_factory=dict)  # head -> probabilities / [-1, 1]
 
 
-def warm_up(model: SegmentModel, device: str | torch.device = "cpu") -> None:
+def warm_up(runner: TorchRunner | OnnxRunner) -> None:
     """Run the model once on silence, so the first real hop is not slowed by lazy set-up."""
-    fe = model.frontend
-    with torch.inference_mode():
-        patch = torch.zeros((1, fe.n_mels, model.segment_frames), device=device)
-        model.predict(model.pool(model.encode(patch).unsqueeze(1)))
+    model = runner.model
+    patch = torch.zeros((1, model.frontend.n_mels, model.segment_frames))
+    runner.pool_predict(runner.encode(patch).unsqueeze(1))
 
 
 class Analyzer:
@@ -65,9 +65,11 @@ class Analyzer:
         input_rate_hz: int,
         windowing: Windowing | None = None,
         device: str | torch.device = "cpu",
+        runner: TorchRunner | OnnxRunner | None = None,
     ):
         self.model = model.eval().to(device)
         self.device = torch.device(device)
+        self.runner = runner or TorchRunner(model, device)
         self.windowing = windowing or Windowing()
         fe = model.frontend
         self.input_rate_hz = int(input_rate_hz)
@@ -157,17 +159,19 @@ class Analyzer:
                 for e in ends
             ]
         )  # (B, n_mels, segment_frames)
-        with torch.inference_mode():
-            embeddings = self.model.encode(patches)  # (B, D)
-            pooled = []
-            for emb in embeddings:
-                self._embeddings.append(emb)
-                pooled.append(self.model.pool(torch.stack(list(self._embeddings)).unsqueeze(0))[0])
-            logits = self.model.predict(torch.stack(pooled))
-            outputs = {
-                name: probabilities(spec, logits[name]).float().cpu().numpy()
-                for name, spec in self.model.heads.items()
-            }
+        embeddings = self.runner.encode(patches)  # (B, D)
+        outputs = []
+        for emb in embeddings:
+            self._embeddings.append(emb)
+            logits = self.runner.pool_predict(
+                torch.stack(list(self._embeddings)).unsqueeze(0)
+            )  # K <= context
+            outputs.append(
+                {
+                    name: probabilities(spec, torch.from_numpy(logits[name][0])).numpy()
+                    for name, spec in self.model.heads.items()
+                }
+            )
         fe = self.model.frontend
         windows = []
         for i, end in enumerate(ends):
@@ -181,7 +185,7 @@ class Analyzer:
                     t_stream=(last_sample + 1) / fe.sample_rate_hz,
                     level_dbfs=level,
                     silent=level < self.windowing.silence_dbfs,
-                    outputs={name: out[i] for name, out in outputs.items()},
+                    outputs=outputs[i],
                 )
             )
             self.seq += 1

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models import SegmentModel
+from models.export import OnnxRunner, TorchRunner
 from realtime.analyzer import Analyzer, TagMerger, Window, Windowing, warm_up
 from realtime.feed import SCHEMA_VERSION
 from realtime.publisher import Publisher
@@ -70,11 +71,13 @@ class Engine:
         config: FeedConfig | None = None,
         on_mood: Callable[[dict], None] | None = None,
         compute: str = "cpu",
+        runner: TorchRunner | OnnxRunner | None = None,
     ):
         self.source = source
         self.model = model
         self.windowing = windowing
         self.compute = compute
+        self.runner = runner or TorchRunner(model, compute)
         self.analyzer: Analyzer | None = None  # built once the source knows its rate
         self.publisher = publisher
         self.model_name = model_name
@@ -100,12 +103,13 @@ class Engine:
         cfg = self.config
         ring = RingBuffer(max(1, int(cfg.ring_s * self.source.sample_rate_hz)), self.source.channels)
         self.ring = ring
-        self.model.to(self.compute).eval()
-        warm_up(self.model, self.compute)
+        warm_up(self.runner)
         try:
             self.source.start(ring)
             # The device may have opened at a fallback rate: only now is the input rate known.
-            self.analyzer = Analyzer(self.model, self.source.sample_rate_hz, self.windowing, self.compute)
+            self.analyzer = Analyzer(
+                self.model, self.source.sample_rate_hz, self.windowing, self.compute, self.runner
+            )
             self.clock = CaptureClock(self.source.sample_rate_hz)
             next_status = time.monotonic()
             # Read at most a quarter second per turn, so a backlog (a burst from the device,

@@ -19,7 +19,7 @@ import threading
 
 from realtime.engine import Engine, FeedConfig
 from realtime.feed import DEFAULT_ENDPOINT
-from realtime.options import add_model_options, build_model
+from realtime.options import add_model_options, build_model, build_runner
 from realtime.publisher import Publisher, PublisherError
 from realtime.sources import DeviceSource, FileSource, SourceError, StdinSource, UrlSource, list_devices
 
@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         print(list_devices())
         return 0
     model, windowing, compute = build_model(args)
+    runner = build_runner(args, model, compute)
     try:
         source = make_source(args, model.frontend.sample_rate_hz)
     except SourceError as exc:
@@ -138,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     view = None if args.quiet else LiveLine()
     feed = FeedConfig(smooth_s=args.smooth, tag_on=args.on, tag_off=args.off)
-    engine = Engine(source, model, windowing, publisher, args.model, feed, on_mood=view, compute=compute)
+    engine = Engine(
+        source, model, windowing, publisher, args.model, feed, on_mood=view, compute=compute, runner=runner
+    )
     if not args.quiet:
         print(
             f"moodstream: {args.model} on {source.kind} {source.name!r}, publishing on {publisher.endpoint} "

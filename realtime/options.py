@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 
 import torch
 
 import models
+from models.export import OnnxRunner, TorchRunner
 from models.weights import WeightsError
 from realtime.analyzer import Windowing
 
@@ -52,7 +54,17 @@ def add_model_options(parser: argparse.ArgumentParser, smooth_default: float) ->
         help="where the mel and the model run: cuda when present with auto (default)",
     )
     g.add_argument(
-        "--threads", type=int, default=None, metavar="N", help="torch CPU threads (default: torch's)"
+        "--backend",
+        choices=("torch", "onnx"),
+        default="torch",
+        help="run the model with PyTorch (default) or ONNX Runtime (CUDA provider when present)",
+    )
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="CPU threads for torch / ONNX Runtime (default: the library's)",
     )
 
 
@@ -76,3 +88,16 @@ def build_model(args: argparse.Namespace) -> tuple[models.SegmentModel, Windowin
     if not getattr(model, "pretrained", True):
         print(f"WARNING: {args.model} has untrained weights; its output is meaningless", file=sys.stderr)
     return model, windowing, compute_device(args.compute)
+
+
+def build_runner(
+    args: argparse.Namespace, model: models.SegmentModel, device: str
+) -> TorchRunner | OnnxRunner:
+    """The backend that runs the model's streaming parts (encoder; pooling + heads)."""
+    if args.backend == "torch":
+        return TorchRunner(model, device)
+    # The sessions hold the graphs in memory once created: the exported files can go.
+    with tempfile.TemporaryDirectory(prefix="moodstream-onnx-") as folder:
+        runner = OnnxRunner(model.cpu(), folder, threads=args.threads)
+    print(f"{args.model}: ONNX Runtime with {', '.join(runner.providers)}", file=sys.stderr)
+    return runner

@@ -304,7 +304,7 @@ def test_bad_endpoint_is_a_clear_error(endpoint):
 
 
 def test_a_subscriber_that_never_reads_blocks_neither_the_engine_nor_the_others(context):
-    total = 100_000
+    total = 20_000
     with Publisher(EPHEMERAL, sndhwm=10) as pub:
         stuck = subscriber(context, pub.endpoint, rcvhwm=10)
         live = subscriber(context, pub.endpoint)
@@ -314,7 +314,6 @@ def test_a_subscriber_that_never_reads_blocks_neither_the_engine_nor_the_others(
         message = valid_mood(tags=padding, active=[])
         slowest_s = 0.0
         received_live = 0
-        start = time.perf_counter()
         for seq in range(total):
             message["seq"] = seq
             t0 = time.perf_counter()
@@ -323,18 +322,18 @@ def test_a_subscriber_that_never_reads_blocks_neither_the_engine_nor_the_others(
             while live.poll(0):
                 live.recv_multipart()
                 received_live += 1
-        elapsed_s = time.perf_counter() - start
-        assert elapsed_s < 20, f"{total} sends took {elapsed_s:.1f} s"
+        # A blocking send would hang for good; speed itself is bench/'s business.
         assert slowest_s < 0.5, f"one send took {slowest_s:.3f} s"
-        # The stuck subscriber's queue is full, yet a message sent now reaches the live one.
-        marker = valid_status(seq=total)
-        assert pub.send("status", marker)
-        deadline = time.monotonic() + 5
+        # The stuck subscriber's queue stays full, yet the feed still reaches the live one (its
+        # own queue may be full for a moment too, so keep publishing as the engine would).
+        deadline = time.monotonic() + 10
         got_marker = False
         while not got_marker and time.monotonic() < deadline:
-            if live.poll(100):
+            marker = valid_status(seq=total)
+            assert pub.send("status", marker)
+            while not got_marker and live.poll(50):
                 topic, msg = feed.decode(live.recv_multipart())
-                got_marker = msg == marker
+                got_marker = topic == "status" and msg["seq"] == total
                 received_live += 1
         assert got_marker, "the live subscriber stopped hearing the feed"
         assert received_live > total // 2  # it kept up while the other one never read

@@ -1,0 +1,146 @@
+"""segment-attention: our streaming model, any registered encoder + attention over recent segments.
+
+The engine caches each segment's embedding; this model's ``pool`` is the learned step that
+combines the last K of them (K varies at stream start, so positions are counted back from
+the newest segment), and ``predict`` holds the mood heads.  The encoder's own heads (e.g.
+musicnn's 50 MSD tags) can be kept and applied to the pooled embedding, so their tags stay in
+the feed beside the moods.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models.base import HeadSpec, SegmentModel
+from models.registry import build, entry, register
+from models.vocab import JAMENDO_MOODTHEME
+
+
+class AttentionPooling(nn.Module):
+    """Additive attention over K embeddings with a learned recency embedding (newest = 0)."""
+
+    def __init__(self, dim: int, hidden: int, max_segments: int):
+        super().__init__()
+        self.max_segments = max_segments
+        self.project = nn.Linear(dim, hidden)
+        self.recency = nn.Embedding(max_segments, hidden)
+        self.score = nn.Linear(hidden, 1)
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:  # (B, K, D)
+        # Only the newest max_segments count; older ones fall out of the context.
+        embeddings = embeddings[:, -self.max_segments :]
+        # Ages K-1 .. 0 without arange(K), which ONNX tracing would freeze at the example's K.
+        age = (torch.ones_like(embeddings[0, :, 0], dtype=torch.long).cumsum(0) - 1).flip(0)  # (K,)
+        h = torch.tanh(self.project(embeddings) + self.recency(age))  # (B, K, H)
+        weights = torch.softmax(self.score(h), dim=1)  # (B, K, 1)
+        return (weights * embeddings).sum(dim=1)  # (B, D)
+
+
+class SegmentAttention(SegmentModel):
+    """moodstream's streaming model: a registered segment encoder, attention pooling, mood heads.
+
+    Input of ``forward``: one segment (batch, n_mels, segment_frames) of the encoder's frontend;
+    ``pool`` takes (batch, K, embedding_dim) for any K >= 1.
+    """
+
+    def __init__(
+        self,
+        encoder: SegmentModel,
+        encoder_name: str,
+        tags: tuple[str, ...],
+        valence_arousal: bool,
+        keep_encoder_heads: bool,
+        freeze_encoder: bool,
+        max_segments: int,
+        hidden: int,
+        dropout: float,
+    ):
+        super().__init__()
+        self.encoder = encoder
+        self.frontend = encoder.frontend
+        self.segment_frames = encoder.segment_frames
+        self.embedding_dim = encoder.embedding_dim
+        self.freeze_encoder = freeze_encoder
+        if freeze_encoder:
+            encoder.requires_grad_(False)
+        self.attention = AttentionPooling(self.embedding_dim, hidden, max_segments)
+        self.dropout = nn.Dropout(dropout)
+        self.heads = {}
+        self.outputs = nn.ModuleDict()
+        if tags:
+            self.heads["mood"] = HeadSpec("tags", tuple(tags))
+            self.outputs["mood"] = nn.Linear(self.embedding_dim, len(tags))
+        if valence_arousal:
+            self.heads["valence_arousal"] = HeadSpec("valence_arousal", ("valence", "arousal"))
+            self.outputs["valence_arousal"] = nn.Linear(self.embedding_dim, 2)
+        self.encoder_heads = {}
+        if keep_encoder_heads:
+            for name, spec in encoder.heads.items():
+                self.encoder_heads[name] = f"{encoder_name}:{name}" if name in self.heads else name
+                self.heads[self.encoder_heads[name]] = spec
+        if not self.heads:
+            raise ValueError(
+                "segment-attention needs at least one head: tags, valence_arousal or encoder heads"
+            )
+
+    def train(self, mode: bool = True) -> SegmentAttention:
+        super().train(mode)
+        if self.freeze_encoder:  # a frozen encoder keeps its batch-norm statistics
+            self.encoder.eval()
+        return self
+
+    def encode(self, patch: torch.Tensor) -> torch.Tensor:
+        if self.freeze_encoder:
+            with torch.no_grad():
+                return self.encoder.encode(patch)
+        return self.encoder.encode(patch)
+
+    def pool(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return self.attention(embeddings)
+
+    def predict(self, pooled: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = {name: layer(self.dropout(pooled)) for name, layer in self.outputs.items()}
+        if self.encoder_heads:
+            encoder_out = self.encoder.predict(pooled)
+            out.update({ours: encoder_out[theirs] for theirs, ours in self.encoder_heads.items()})
+        return out
+
+    def receptive_field(self) -> dict[str, int] | None:
+        return self.encoder.receptive_field()
+
+
+@register(
+    "segment-attention", paper="moodstream: any registered encoder + attention pooling over recent segments"
+)
+def segment_attention(
+    encoder: str = "musicnn-msd",
+    encoder_pretrained: bool = True,
+    tags: tuple[str, ...] = JAMENDO_MOODTHEME,
+    valence_arousal: bool = True,
+    keep_encoder_heads: bool = True,
+    freeze_encoder: bool = True,
+    max_segments: int = 16,
+    hidden: int = 128,
+    dropout: float = 0.1,
+) -> SegmentAttention:
+    if encoder == "segment-attention":
+        raise ValueError("segment-attention cannot encode with itself; choose another registered encoder")
+    if max_segments < 1 or hidden < 1 or not 0.0 <= dropout < 1.0:
+        raise ValueError("need max_segments >= 1, hidden >= 1 and 0 <= dropout < 1")
+    overrides = {"pretrained": encoder_pretrained} if "pretrained" in entry(encoder).overrides() else {}
+    enc = build(encoder, **overrides)
+    model = SegmentAttention(
+        enc,
+        encoder,
+        tuple(tags),
+        valence_arousal,
+        keep_encoder_heads,
+        freeze_encoder,
+        max_segments,
+        hidden,
+        dropout,
+    )
+    # The heads start untrained, whatever the encoder.
+    model.pretrained = False
+    return model

@@ -1,0 +1,50 @@
+"""segment-attention: attention pooling over a variable number of cached segments."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import models
+
+
+@pytest.fixture(scope="module")
+def model():
+    return models.build("segment-attention").eval()
+
+
+def test_heads_keep_the_encoders_tags(model):
+    assert list(model.heads) == ["mood", "valence_arousal", "tags"]
+    assert model.heads["tags"].labels == models.build("musicnn-msd").heads["tags"].labels
+    assert model.frontend == models.build("musicnn-msd").frontend and model.segment_frames == 187
+
+
+def test_pooling_is_a_convex_combination_weighted_by_recency(model):
+    e = torch.randn(2, 5, model.embedding_dim)
+    with torch.no_grad():
+        pooled = model.pool(e)
+    lo, hi = e.min(dim=1).values, e.max(dim=1).values
+    assert ((pooled >= lo - 1e-5) & (pooled <= hi + 1e-5)).all()
+    with torch.no_grad():  # one segment: the attention can only return it
+        assert torch.allclose(model.pool(e[:, :1]), e[:, 0], atol=1e-6)
+        # Only the newest max_segments count.
+        long = torch.randn(1, 40, model.embedding_dim)
+        assert torch.allclose(model.pool(long), model.pool(long[:, -16:]), atol=1e-6)
+
+
+def test_frozen_encoder_gets_no_gradient_and_keeps_its_statistics():
+    model = models.build("segment-attention").train()
+    assert not model.encoder.training
+    x = torch.randn(3, 96, 187)
+    sum(v.sum() for v in model(x).values()).backward()
+    assert all(p.grad is None for p in model.encoder.parameters())
+    assert model.attention.project.weight.grad is not None
+
+
+def test_any_encoder_and_clear_errors():
+    m = models.build("segment-attention", encoder="musicnn-mtt", tags=("calm", "energetic"), valence_arousal=False)
+    assert list(m.heads) == ["mood", "tags"] and len(m.heads["tags"].labels) == 50
+    with pytest.raises(ValueError, match="cannot encode with itself"):
+        models.build("segment-attention", encoder="segment-attention")
+    with pytest.raises(models.UnknownModelError):
+        models.build("segment-attention", encoder="nope")
