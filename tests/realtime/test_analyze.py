@@ -60,3 +60,17 @@ def test_bad_files_and_short_files(tmp_path):
     sf.write(short, np.zeros(8000, np.float32), 16000)
     proc = analyze(str(short), "--json")
     assert proc.returncode == 0 and proc.stdout == "" and "shorter than one 2.99 s segment" in proc.stderr
+
+
+def test_onnx_backend_gives_the_same_windows(shared_data):
+    clip = str(shared_data / "4q" / "audio" / "Q3" / "MT0000044741.ogg")
+    runs = {}
+    for backend in ("torch", "onnx"):
+        proc = analyze(clip, "--json", "--backend", backend, "--hop", "3")
+        assert proc.returncode == 0, proc.stderr
+        runs[backend] = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert "ONNX Runtime with CPUExecutionProvider" in proc.stderr
+    assert len(runs["torch"]) == len(runs["onnx"]) == 10
+    for a, b in zip(runs["torch"], runs["onnx"], strict=True):
+        assert a["t"] == b["t"]
+        assert max(abs(a["tags"][k] - b["tags"][k]) for k in a["tags"]) < 1e-4
