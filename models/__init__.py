@@ -3,7 +3,7 @@
 ``models.available()`` lists the registered names, ``models.build(name, **overrides)`` builds one.
 """
 
-from models import musicnn, segment_attention  # noqa: F401  (each module registers its models)
+from models import musicnn, resnet34_attention, segment_attention  # noqa: F401  (each registers its models)
 from models.base import HeadSpec, SegmentModel, probabilities
 from models.frontend import FrontendConfig, MelFrontend
 from models.registry import UnknownModelError, available, build, entry, register
