@@ -3,7 +3,12 @@
 ``models.available()`` lists the registered names, ``models.build(name, **overrides)`` builds one.
 """
 
-from models import musicnn, resnet34_attention, segment_attention  # noqa: F401  (each registers its models)
+from models import (  # noqa: F401  (each module registers its models)
+    cp_resnet,
+    musicnn,
+    resnet34_attention,
+    segment_attention,
+)
 from models.base import HeadSpec, SegmentModel, probabilities
 from models.frontend import FrontendConfig, MelFrontend
 from models.registry import UnknownModelError, available, build, entry, register
