@@ -5,6 +5,8 @@
 
 from models import (  # noqa: F401  (each module registers its models)
     cp_resnet,
+    crnn,
+    deepspectrum,
     musicnn,
     resnet34_attention,
     segment_attention,

@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 OVERRIDES = {
     "segment-attention": {"freeze_encoder": False, "encoder_pretrained": False},
     "resnet34-attention": {"n_segments": 2},
+    "deepspectrum-rnn": {"width": 1 / 16},
     **{name: {"width": 32, "segment_frames": 256} for name in ("cp-resnet", "fa-resnet", "shake-fa-resnet")},
 }
 
