@@ -102,6 +102,40 @@ def _end(proc: subprocess.Popen, grace_s: float = 3.0) -> None:
     proc.wait()
 
 
+def _play_when_captured(
+    mic: PacedMic, wav: Path, mic_ports: list[str], log: Path, stop: threading.Event
+) -> None:
+    """Start ``aplay`` into the microphone's ports once a stream has opened it (runs in a thread)."""
+    try:
+        # PortAudio's enumeration only opens the PCM; a stream's hw_params connects its ports
+        # (to the silent input), and only then can the player's ports connect to them.
+        while not stop.wait(_POLL_S):
+            ports = _connections(mic.env) or {}
+            if all(_SILENT_INPUT in ports.get(port, ()) for port in mic_ports):
+                break
+        else:
+            return
+        mic.started_at = time.time()
+        with open(log, "wb") as out:
+            mic.player = subprocess.Popen(
+                ["aplay", "-q", "-D", f"{mic.device}_player", str(wav)],
+                env=mic.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            code = mic.player.wait(0.5)  # a port it cannot connect makes it fail at once
+        except subprocess.TimeoutExpired:
+            code = 0
+        if code != 0:
+            mic.error = f"aplay exited with {code}: {log.read_text().strip()}"
+            return
+        mic.playing.set()
+    except Exception as exc:  # reported to the test through mic.error
+        mic.error = f"paced_mic player failed: {exc!r}"
+
+
 @pytest.fixture
 def paced_mic(tmp_path_factory):
     """Factory: ``make(audio, rate_hz=None, *, name="moodmic") -> PacedMic``, a paced capture device.
@@ -129,21 +163,12 @@ def paced_mic(tmp_path_factory):
     )
     conf = root / "asoundrc"
     env["ALSA_CONFIG_PATH"] = f"{ALSA_CONF}:{conf}"
-    log = open(root / "jackd.log", "wb")  # noqa: SIM115 (closed at teardown)
+    log = open(root / "jackd.log", "wb")  # closed at teardown
     # --no-realtime: no SCHED_FIFO in a container; the dummy driver's timer paces it anyway.
+    command = ["jackd", "--name", server, "--no-realtime"]
+    command += ["-d", "dummy", "-r", str(RATE_HZ), "-p", str(PERIOD_FRAMES)]
     jackd = subprocess.Popen(
-        [
-            "jackd",
-            "--name",
-            server,
-            "--no-realtime",
-            "-d",
-            "dummy",
-            "-r",
-            str(RATE_HZ),
-            "-p",
-            str(PERIOD_FRAMES),
-        ],
+        command,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=log,
@@ -188,35 +213,12 @@ def paced_mic(tmp_path_factory):
             mic = PacedMic(name, env, RATE_HZ, channels, len(audio) / RATE_HZ)
             mics.append(mic)
 
-            def play_when_captured() -> None:
-                # Enumeration only opens the PCM; a stream connects its ports (to the silent input).
-                while not stop.wait(_POLL_S):
-                    ports = _connections(env) or {}
-                    if all(_SILENT_INPUT in ports.get(port, ()) for port in mic_ports):
-                        break
-                else:
-                    return
-                mic.started_at = time.time()
-                with open(root / f"{name}_player.log", "wb") as player_log:
-                    mic.player = subprocess.Popen(
-                        ["aplay", "-q", "-D", f"{name}_player", str(wav)],
-                        env=env,
-                        stdin=subprocess.DEVNULL,
-                        stdout=player_log,
-                        stderr=subprocess.STDOUT,
-                    )
-                try:
-                    code = mic.player.wait(0.5)  # a port that cannot be connected fails at once
-                except subprocess.TimeoutExpired:
-                    code = 0
-                if code == 0:
-                    mic.playing.set()
-                else:
-                    mic.error = (
-                        f"aplay exited with {code}: {(root / f'{name}_player.log').read_text().strip()}"
-                    )
-
-            thread = threading.Thread(target=play_when_captured, name=f"paced-mic-{name}", daemon=True)
+            thread = threading.Thread(
+                target=_play_when_captured,
+                args=(mic, wav, mic_ports, root / f"{name}_player.log", stop),
+                name=f"paced-mic-{name}",
+                daemon=True,
+            )
             thread.start()
             threads.append(thread)
             return mic
