@@ -18,6 +18,7 @@ import torch
 
 from models import SegmentModel, probabilities
 from models.export import OnnxRunner, TorchRunner
+from models.windowing import hop_frames
 from realtime.frontend import StreamingMel
 from realtime.smoothing import rms_dbfs
 
@@ -81,7 +82,7 @@ class Analyzer:
             else soxr.ResampleStream(self.input_rate_hz, self.rate_hz, 1, dtype="float32", quality="HQ")
         )
         self.segment_frames = model.segment_frames
-        self.hop_frames = max(1, round(self.windowing.hop_s * fe.frame_rate_hz))
+        self.hop_frames = hop_frames(self.windowing.hop_s, fe.frame_rate_hz)
         self.hop_s = self.hop_frames / fe.frame_rate_hz
         segment_s = self.segment_frames / fe.frame_rate_hz
         # K segments ending one hop apart cover segment_s + (K - 1) hops of audio.
@@ -215,18 +216,22 @@ class Analyzer:
 
 
 class TagMerger:
-    """Flattens a model's heads into the feed's ``tags`` / ``valence`` / ``arousal``."""
+    """Flattens a model's heads into the feed's ``tags`` / ``valence`` / ``arousal``.
+
+    Tag heads keep their labels (prefixed ``head:`` only where two heads share a label);
+    class heads (softmax, e.g. genre) are listed as ``head:label`` so they never clash.
+    """
 
     def __init__(self, heads: dict):
-        self.tag_heads = [name for name, spec in heads.items() if spec.kind == "tags"]
+        self.tag_heads = [name for name, spec in heads.items() if spec.kind in ("tags", "classes")]
         self.va_head = next((name for name, spec in heads.items() if spec.kind == "valence_arousal"), None)
         seen: dict[str, int] = {}
         for name in self.tag_heads:
-            for label in heads[name].labels:
-                seen[label] = seen.get(label, 0) + 1
-        # Labels that two heads share are prefixed by their head's name.
+            if heads[name].kind == "tags":
+                for label in heads[name].labels:
+                    seen[label] = seen.get(label, 0) + 1
         self.names = [
-            label if seen[label] == 1 else f"{name}:{label}"
+            label if heads[name].kind == "tags" and seen[label] == 1 else f"{name}:{label}"
             for name in self.tag_heads
             for label in heads[name].labels
         ]
