@@ -9,6 +9,7 @@ import tempfile
 import torch
 
 import models
+from models.artifact import load_model
 from models.export import OnnxRunner, TorchRunner
 from models.weights import WeightsError
 from realtime.analyzer import Windowing
@@ -21,7 +22,8 @@ def add_model_options(parser: argparse.ArgumentParser, smooth_default: float) ->
     g.add_argument(
         "--model",
         default=DEFAULT_MODEL,
-        help=f"registered model name (default {DEFAULT_MODEL}); available: {', '.join(models.available())}",
+        help=f"a registered model name (default {DEFAULT_MODEL}) or a trained artifact directory; "
+        f"registered: {', '.join(models.available())}",
     )
     g.add_argument(
         "--hop", type=float, default=1.0, metavar="S", help="seconds between analyses (default 1.0)"
@@ -82,7 +84,7 @@ def build_model(args: argparse.Namespace) -> tuple[models.SegmentModel, Windowin
         torch.set_num_threads(args.threads)
     try:
         windowing = Windowing(hop_s=args.hop, context_s=args.context, silence_dbfs=args.silence_db)
-        model = models.build(args.model)
+        model = load_model(args.model)
     except (ValueError, models.UnknownModelError, WeightsError) as exc:
         raise SystemExit(f"error: {exc}") from None
     if not getattr(model, "pretrained", True):
