@@ -4,12 +4,15 @@
 """
 
 from models import (  # noqa: F401  (each module registers its models)
+    attention_cnn,
     cp_resnet,
     crnn,
     deepspectrum,
+    jamendo_baseline,
     musicnn,
     resnet34_attention,
     segment_attention,
+    va_cnn,
 )
 from models.base import HeadSpec, SegmentModel, probabilities
 from models.frontend import FrontendConfig, MelFrontend

@@ -33,14 +33,12 @@ import torch
 from torch import nn
 
 from models.base import HeadSpec, SegmentModel
-from models.frontend import FrontendConfig
+from models.frontend import ESSENTIA_JAMENDO, FrontendConfig
 from models.registry import register
 from models.vocab import JAMENDO_MOODTHEME
 
-# The MTG-Jamendo mels (Essentia): 12 kHz, frame 512, hop 256, 96 bands up to 6 kHz, dB.
-JAMENDO_FRONTEND = FrontendConfig(
-    sample_rate_hz=12000, n_fft=512, hop_length=256, n_mels=96, f_max_hz=6000.0, scaling="db"
-)
+# The MTG-Jamendo mels exactly as the official .npy features (Essentia; see models/frontend.py).
+JAMENDO_FRONTEND = ESSENTIA_JAMENDO
 SEGMENT_FRAMES = 1024  # 21.8 s of 46.9 frames/s, a random training crop
 DEFAULT_RHO = 7  # the kernel layout of CP-JKU's configs/cp_resnet.json
 DEFAULT_DEPTH = 26  # 3 stages of 4 blocks of 2 convolutions, plus stem and classifier

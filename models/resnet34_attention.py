@@ -24,20 +24,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from models.base import HeadSpec, SegmentModel
-from models.frontend import FrontendConfig
+from models.frontend import ESSENTIA_JAMENDO
 from models.registry import register
 from models.vocab import JAMENDO_MOODTHEME
 
-# The MTG-Jamendo mels (Essentia): 12 kHz, frame 512, hop 256, 96 bands up to 6 kHz, dB.
-JAMENDO_FRONTEND = FrontendConfig(
-    sample_rate_hz=12000,
-    n_fft=512,
-    hop_length=256,
-    n_mels=96,
-    f_max_hz=6000.0,
-    scaling="db",
-    mel_norm="slaney",
-)
+# The MTG-Jamendo mels exactly as the official .npy features (Essentia; see models/frontend.py).
+JAMENDO_FRONTEND = ESSENTIA_JAMENDO
 SEGMENT_FRAMES = 256
 RESNET34_BLOCKS = (3, 4, 6, 3)
 RESNET34_CHANNELS = (64, 128, 256, 512)

@@ -18,7 +18,9 @@ class StreamingMel:
 
     With ``center`` the first frame needs the reflection of the first n_fft/2 samples, so
     output starts once n_fft/2 + 1 samples arrived; ``flush`` adds the end reflection and
-    returns the last frames, as a one-pass computation over the whole signal would.
+    returns the last frames, as a one-pass computation over the whole signal would.  With
+    ``pad_mode="zero"`` (Essentia's centring) the start pad is known at once, and ``flush``
+    appends the zeros that give ``config.n_frames(samples_in)`` frames in all.
     """
 
     def __init__(self, config: FrontendConfig, device: torch.device | str = "cpu"):
@@ -26,10 +28,12 @@ class StreamingMel:
         self.device = torch.device(device)
         self.module = MelFrontend(config).to(self.device).eval()
         self._half = config.n_fft // 2
-        self._buffer = np.zeros(0, dtype=np.float32)  # padded signal from the next frame's start
+        self._reflect = config.center and config.pad_mode == "reflect"
+        # padded signal from the next frame's start; zero centring's pad is there from the start
+        self._buffer = np.zeros(config.start_pad if not self._reflect else 0, dtype=np.float32)
         self._head = np.zeros(0, dtype=np.float32)  # first samples, until the start pad is known
         self._tail = np.zeros(0, dtype=np.float32)  # last n_fft/2 + 1 samples, for the end pad
-        self._started = not config.center
+        self._started = not self._reflect
         self.frames_out = 0
         self.samples_in = 0
 
@@ -37,7 +41,7 @@ class StreamingMel:
         """Mono float32 samples -> (n_mels, new_frames) on the frontend's device."""
         samples = np.asarray(samples, dtype=np.float32)
         self.samples_in += samples.size
-        if self.config.center:
+        if self._reflect:
             self._tail = np.concatenate([self._tail, samples])[-(self._half + 1) :]
         if not self._started:
             self._head = np.concatenate([self._head, samples])
@@ -49,9 +53,16 @@ class StreamingMel:
         return self._emit()
 
     def flush(self) -> torch.Tensor:
-        """The frames that need the end of the signal (its reflection pad); call once at the end."""
+        """The frames that need the end of the signal (its end pad); call once at the end."""
         if not self.config.center:
             return self._empty()
+        if not self._reflect:
+            missing = self.config.n_frames(self.samples_in) - self.frames_out
+            if missing <= 0:
+                return self._empty()
+            needed = (missing - 1) * self.config.hop_length + self.config.n_fft - self._buffer.size
+            self._buffer = np.concatenate([self._buffer, np.zeros(max(needed, 0), np.float32)])
+            return self._emit()
         if not self._started:  # shorter than n_fft/2 + 1 samples: zero padding, as MelFrontend
             self._buffer = np.concatenate([np.zeros(self._half, np.float32), self._head])
             self._started, self._head = True, None

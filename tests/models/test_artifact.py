@@ -54,10 +54,14 @@ def test_bad_artifacts_are_clear_errors(trained, tmp_path):
     (folder / "config.json").write_text(json.dumps({**config, "surprise": 1}))
     with pytest.raises(ArtifactError, match="unknown keys"):
         load(folder)
-    (folder / "config.json").write_text(json.dumps({**config, "frontend": {**config["frontend"], "n_mels": 64}}))
+    (folder / "config.json").write_text(
+        json.dumps({**config, "frontend": {**config["frontend"], "n_mels": 64}})
+    )
     with pytest.raises(ArtifactError, match="frontend differs"):
         load(folder)
-    (folder / "config.json").write_text(json.dumps({**config, "overrides": {"tags": ["a"], "max_segments": 4}}))
+    (folder / "config.json").write_text(
+        json.dumps({**config, "overrides": {"tags": ["a"], "max_segments": 4}})
+    )
     with pytest.raises(ArtifactError, match="heads differ|does not fit"):
         load(folder)
     (folder / "config.json").write_text(json.dumps(config))

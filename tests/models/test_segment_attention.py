@@ -42,7 +42,9 @@ def test_frozen_encoder_gets_no_gradient_and_keeps_its_statistics():
 
 
 def test_any_encoder_and_clear_errors():
-    m = models.build("segment-attention", encoder="musicnn-mtt", tags=("calm", "energetic"), valence_arousal=False)
+    m = models.build(
+        "segment-attention", encoder="musicnn-mtt", tags=("calm", "energetic"), valence_arousal=False
+    )
     assert list(m.heads) == ["mood", "tags"] and len(m.heads["tags"].labels) == 50
     with pytest.raises(ValueError, match="cannot encode with itself"):
         models.build("segment-attention", encoder="segment-attention")
