@@ -74,3 +74,17 @@ def test_onnx_backend_gives_the_same_windows(shared_data):
     for a, b in zip(runs["torch"], runs["onnx"], strict=True):
         assert a["t"] == b["t"]
         assert max(abs(a["tags"][k] - b["tags"][k]) for k in a["tags"]) < 1e-4
+
+
+def test_any_registered_model_runs_untrained_with_a_loud_warning(shared_data):
+    clip = str(shared_data / "emotify" / "audio" / "pop" / "301.ogg")
+    proc = analyze(clip, "--json", "--model", "va-cnn", "--hop", "5")
+    assert proc.returncode == 0, proc.stderr
+    assert "WARNING: va-cnn has untrained weights" in proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert lines and all(-1 <= ln["valence"] <= 1 and -1 <= ln["arousal"] <= 1 for ln in lines)
+    proc = analyze(clip, "--json", "--model", "attention-cnn", "--hop", "5")
+    assert proc.returncode == 0, proc.stderr
+    tags = json.loads(proc.stdout.splitlines()[0])["tags"]
+    assert "genre:jazz" in tags and "valence_class:happy" in tags
+    assert abs(sum(v for k, v in tags.items() if k.startswith("genre:")) - 1) < 1e-3
