@@ -48,7 +48,7 @@ class SegmentAttention(SegmentModel):
         self,
         encoder: SegmentModel,
         encoder_name: str,
-        tags: tuple[str, ...],
+        tag_heads: dict[str, tuple[str, ...]],
         valence_arousal: bool,
         keep_encoder_heads: bool,
         freeze_encoder: bool,
@@ -68,9 +68,9 @@ class SegmentAttention(SegmentModel):
         self.dropout = nn.Dropout(dropout)
         self.heads = {}
         self.outputs = nn.ModuleDict()
-        if tags:
-            self.heads["mood"] = HeadSpec("tags", tuple(tags))
-            self.outputs["mood"] = nn.Linear(self.embedding_dim, len(tags))
+        for name, labels in tag_heads.items():
+            self.heads[name] = HeadSpec("tags", tuple(labels))
+            self.outputs[name] = nn.Linear(self.embedding_dim, len(labels))
         if valence_arousal:
             self.heads["valence_arousal"] = HeadSpec("valence_arousal", ("valence", "arousal"))
             self.outputs["valence_arousal"] = nn.Linear(self.embedding_dim, 2)
@@ -117,6 +117,7 @@ def segment_attention(
     encoder: str = "musicnn-msd",
     encoder_pretrained: bool = True,
     tags: tuple[str, ...] = JAMENDO_MOODTHEME,
+    tag_heads: dict[str, list[str]] | None = None,
     valence_arousal: bool = True,
     keep_encoder_heads: bool = True,
     freeze_encoder: bool = True,
@@ -128,12 +129,18 @@ def segment_attention(
         raise ValueError("segment-attention cannot encode with itself; choose another registered encoder")
     if max_segments < 1 or hidden < 1 or not 0.0 <= dropout < 1.0:
         raise ValueError("need max_segments >= 1, hidden >= 1 and 0 <= dropout < 1")
+    # One "mood" head of ``tags``, or several named tag heads (each dataset supervises its own).
+    heads = {"mood": tuple(tags)} if tag_heads is None else {k: tuple(v) for k, v in tag_heads.items()}
+    if any(not labels for labels in heads.values()):
+        raise ValueError("every tag head needs at least one label")
+    if heads.keys() & {"valence_arousal"}:
+        raise ValueError("'valence_arousal' is not a tag head name; use valence_arousal=True")
     overrides = {"pretrained": encoder_pretrained} if "pretrained" in entry(encoder).overrides() else {}
     enc = build(encoder, **overrides)
     model = SegmentAttention(
         enc,
         encoder,
-        tuple(tags),
+        heads,
         valence_arousal,
         keep_encoder_heads,
         freeze_encoder,

@@ -1,0 +1,269 @@
+"""python -m train: fit, evaluate, export and score models.
+
+  python -m train fit --model NAME --dataset KIND --data PATH [--dataset KIND --data PATH ...]
+                      [--recipe NAME] [--epochs N] [--out DIR] [--set key=value] [--model-arg key=value]
+  python -m train evaluate ARTIFACT --dataset KIND --data PATH [--split test]
+  python -m train export ARTIFACT [--with-frontend]
+  python -m train score --predictions P.npy --groundtruth G.npy
+
+Dataset kinds: jamendo (official TSV splits; --jamendo-npy DIR or --jamendo-audio DIR),
+4q (labels.csv; artist-grouped validation), emotify (ratings.csv; track-grouped),
+va-table (a CSV of path, valence, arousal; --va-preset deam|pmemo|1000songs), folder (a CSV of
+path + tags or path, valence, arousal).  Several --dataset/--data pairs train one model on all
+of them, each supervising only its own heads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import models
+from models.artifact import ArtifactError, load
+from models.export import export_onnx
+from models.weights import WeightsError, cache_dir
+from train import datasets
+from train.features import FeatureCache
+from train.fit import Data, evaluate, examples, fit, stack_targets, validate
+from train.recipes import RECIPES, recipe_for
+
+KINDS = ("jamendo", "4q", "emotify", "va-table", "folder")
+
+
+def _pairs(items: list[str], what: str) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{what} must be key=value, got {item!r}")
+        out[key] = value
+    return out
+
+
+def _model_args(items: list[str]) -> dict:
+    """key=value with JSON values where they parse (numbers, booleans, lists), else strings."""
+    out = {}
+    for key, text in _pairs(items, "--model-arg").items():
+        try:
+            out[key] = json.loads(text)
+        except json.JSONDecodeError:
+            out[key] = text
+    return out
+
+
+def load_dataset(kind: str, path: str, args, subset: str) -> datasets.TrackSet:
+    if kind == "jamendo":
+        return datasets.load_jamendo(
+            path, args.jamendo_split, subset, args.jamendo_audio, args.jamendo_npy, on_missing=args.on_missing
+        )
+    if kind == "4q":
+        return datasets.load_4q(path, min_mood_count=args.min_mood_count, on_missing=args.on_missing)
+    if kind == "emotify":
+        return datasets.load_emotify(path, on_missing=args.on_missing)
+    if kind == "va-table":
+        csv = Path(path)
+        return datasets.load_va_table(
+            csv, args.audio_root or csv.parent, preset=args.va_preset, on_missing=args.on_missing
+        )
+    if kind == "folder":
+        csv = Path(path)
+        return datasets.load_folder_csv(csv, args.audio_root or csv.parent, on_missing=args.on_missing)
+    raise ValueError(f"unknown dataset kind {kind!r}; kinds: {', '.join(KINDS)}")
+
+
+def splits(args, quiet: bool) -> tuple[list, list, dict, dict]:
+    """(train tracks, validation tracks, heads, description) over every --dataset/--data pair."""
+    if len(args.dataset) != len(args.data):
+        raise ValueError("give one --data PATH for each --dataset KIND")
+    train, val, heads, description = [], [], {}, {}
+    for kind, path in zip(args.dataset, args.data, strict=True):
+        if kind == "jamendo":  # the official splits
+            parts = [load_dataset(kind, path, args, "train"), load_dataset(kind, path, args, "validation")]
+            whole = parts[0]
+        else:
+            whole = load_dataset(kind, path, args, "train")
+            parts = whole.split((1 - args.val_fraction, args.val_fraction), seed=args.split_seed)
+        if args.limit:
+            parts = [p.subset(p.tracks[: args.limit], p.name) for p in parts]
+        for name, spec in whole.heads.items():
+            if name in heads and heads[name] != spec:
+                raise ValueError(f"two datasets define head {name!r} differently")
+            heads[name] = spec
+        train += parts[0].tracks
+        val += parts[1].tracks
+        if not quiet:
+            print(whole.report(), file=sys.stderr)
+        description[kind] = {
+            "path": str(path),
+            "train": len(parts[0]),
+            "validation": len(parts[1]),
+            "split": "official"
+            if kind == "jamendo"
+            else f"grouped, seed {args.split_seed}, val {args.val_fraction}",
+            "missing": len(whole.missing),
+        }
+    return train, val, heads, description
+
+
+def cmd_fit(args) -> int:
+    overrides = _model_args(args.model_arg)
+    recipe = recipe_for(args.model, args.recipe).with_overrides(_pairs(args.set, "--set"))
+    if args.epochs:
+        recipe = recipe.with_overrides({"epochs": str(args.epochs)})
+    train_tracks, val_tracks, heads, description = splits(args, args.quiet)
+    if args.model == "segment-attention" and "tag_heads" not in overrides and "tags" not in overrides:
+        # Our streaming model grows the heads the data supervises.
+        overrides["tag_heads"] = {n: list(spec.labels) for n, spec in heads.items() if spec.kind == "tags"}
+        overrides.setdefault("valence_arousal", "valence_arousal" in heads)
+    model = models.build(args.model, **overrides)
+    unknown = set(heads) - set(model.heads)
+    if unknown:
+        raise ValueError(
+            f"{args.model} has no head(s) {sorted(unknown)} that the data supervises; its heads: "
+            f"{', '.join(model.heads)} (segment-attention: --model-arg tag_heads=...)"
+        )
+    for name in heads:
+        if heads[name].labels != model.heads[name].labels or heads[name].kind != model.heads[name].kind:
+            raise ValueError(f"head {name!r}: the model's labels/kind differ from the data's")
+    cache = FeatureCache(args.cache or cache_dir() / "features", model.frontend)
+    data = Data(
+        examples(model, train_tracks, cache, recipe, "train", args.quiet),
+        examples(model, val_tracks, cache, recipe, "validation", args.quiet),
+        heads,
+        description,
+    )
+    command = "python -m train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    final = fit(model, args.model, overrides, data, recipe, Path(args.out), args.resume, command, args.quiet)
+    if final:
+        print(json.dumps({"artifact": str(args.out), "validation": final}, indent=1))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    model, artifact = load(args.artifact)
+    recipe = RECIPES["small"].with_overrides(_pairs(args.set, "--set"))
+    tracks, heads, description = [], {}, {}
+    for kind, path in zip(args.dataset, args.data, strict=True):
+        subset = args.split if kind == "jamendo" else "train"
+        ts = load_dataset(kind, path, args, subset)
+        if kind != "jamendo" and args.split != "all":
+            index = {"train": 0, "validation": 1}[args.split] if args.split in ("train", "validation") else 1
+            ts = ts.split((1 - args.val_fraction, args.val_fraction), seed=args.split_seed)[index]
+        tracks += ts.tracks
+        heads.update({k: v for k, v in ts.heads.items() if k in model.heads})
+        description[kind] = {"path": str(path), "tracks": len(ts)}
+    cache = FeatureCache(args.cache or cache_dir() / "features", model.frontend)
+    ex = examples(model, tracks, cache, recipe, args.split, args.quiet)
+    data = Data([], ex, heads, description)
+    result, per_head = validate(model, data, recipe)
+    targets, _ = stack_targets(heads, ex)
+    table = []
+    for name, spec in heads.items():
+        if spec.kind == "tags" and len(targets[name]):
+            for i, label in enumerate(spec.labels):
+                sub = evaluate({name: models.HeadSpec("tags", (label,))}, {name: targets[name][:, i : i + 1]},
+                               {name: per_head[name][:, i : i + 1]})  # fmt: skip
+                table.append({"head": name, "tag": label, **{k.split("/")[-1]: v for k, v in sub.items()}})
+    out = {
+        "artifact": str(args.artifact),
+        "split": args.split,
+        "data": description,
+        "metrics": result,
+        "per_tag": table,
+    }
+    text = json.dumps(out, indent=1)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    print(json.dumps({"metrics": result}, indent=1))
+    for row in table:
+        print(f"  {row['head']:>8} {row['tag']:<24} ROC-AUC {row.get('roc_auc_macro', float('nan')):.3f}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    model, _ = load(args.artifact)
+    out = Path(args.out or Path(args.artifact) / "model.onnx")
+    names = export_onnx(model, out, with_frontend=args.with_frontend)
+    print(f"wrote {out} (outputs {names})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m train",
+        description=__doc__.split("\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def data_options(p):
+        p.add_argument(
+            "--dataset", action="append", default=[], choices=KINDS, help="dataset kind (repeatable)"
+        )
+        p.add_argument("--data", action="append", default=[], help="its path (repeatable, in the same order)")
+        p.add_argument(
+            "--audio-root", help="va-table/folder: where the CSV's paths are (default: the CSV's folder)"
+        )
+        p.add_argument(
+            "--va-preset", choices=sorted(datasets.VA_PRESETS), help="va-table column/scale preset"
+        )
+        p.add_argument("--jamendo-split", type=int, default=0, help="official split 0-4 (0)")
+        p.add_argument("--jamendo-npy", help="folder of the official .npy mels")
+        p.add_argument("--jamendo-audio", help="folder of the MP3s")
+        p.add_argument(
+            "--min-mood-count", type=int, default=20, help="4q: keep AllMusic moods with this many clips"
+        )
+        p.add_argument(
+            "--on-missing", choices=("skip", "error"), default="skip", help="files listed but absent"
+        )
+        p.add_argument("--val-fraction", type=float, default=0.2, help="grouped validation share (0.2)")
+        p.add_argument("--split-seed", type=int, default=0)
+        p.add_argument("--cache", help="feature cache folder (default: the moodstream cache)")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe setting")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("fit", help="train a registered model")
+    p.add_argument("--model", required=True, help=f"one of: {', '.join(models.available())}")
+    p.add_argument("--recipe", help=f"one of: {', '.join(RECIPES)} (default: the model's paper)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--out", default="runs/latest", help="artifact folder (runs/latest)")
+    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE", help="model override")
+    p.add_argument("--limit", type=int, default=0, help="at most N tracks per split and dataset (quick runs)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    data_options(p)
+    p = sub.add_parser("evaluate", help="metrics of an artifact on a dataset split")
+    p.add_argument("artifact")
+    p.add_argument("--split", default="test", help="jamendo: train|validation|test; others: validation|all")
+    p.add_argument("--json", help="write metrics and the per-tag table here")
+    data_options(p)
+    p = sub.add_parser("export", help="ONNX next to the artifact")
+    p.add_argument("artifact")
+    p.add_argument("--out")
+    p.add_argument("--with-frontend", action="store_true")
+    sub.add_parser("score", help="official MTG-Jamendo metrics of prediction files", add_help=False)
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv and argv[0] == "score":
+        from train.score import main as score_main
+
+        return score_main(argv[1:])
+    args = parser.parse_args(argv)
+    try:
+        return {"fit": cmd_fit, "evaluate": cmd_evaluate, "export": cmd_export}[args.command](args)
+    except (
+        ValueError,
+        KeyError,
+        ArtifactError,
+        WeightsError,
+        datasets.DatasetError,
+        FileNotFoundError,
+    ) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

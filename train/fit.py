@@ -1,0 +1,368 @@
+"""``fit``: data -> features -> the training loop -> a model artifact the engine loads.
+
+Runs on one process, or on several under ``torchrun`` (DistributedDataParallel: gloo on CPU,
+NCCL on CUDA); rank 0 evaluates, logs and writes the artifact.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from models.artifact import Artifact, save
+from models.base import HeadSpec, SegmentModel
+from models.windowing import hop_frames, window_starts
+from train import metrics
+from train.augment import Compose, GaussianNoise, Mixup, RandomGain, SpecAugment
+from train.averaging import SWA
+from train.features import FeatureCache
+from train.loop import (
+    DivergedError,
+    Example,
+    MetricsLog,
+    TrainState,
+    crop_batches,
+    load_checkpoint,
+    predict_tracks,
+    run_batches,
+    save_checkpoint,
+    train_step,
+)
+from train.losses import total_loss, two_output_loss
+from train.recipes import Recipe
+from train.schedules import make_optimizer
+
+
+@dataclass
+class Data:
+    train: list[Example]
+    val: list[Example]
+    heads: dict[str, HeadSpec]  # the heads the data supervises (a subset of the model's)
+    description: dict = field(default_factory=dict)
+
+
+def is_embedded(model: SegmentModel) -> bool:
+    """Frozen encoders are run once per window and their embeddings cached."""
+    return bool(getattr(model, "freeze_encoder", False))
+
+
+def examples(model, tracks, cache: FeatureCache, recipe: Recipe, label: str, quiet: bool) -> list[Example]:
+    """Mel (or, for frozen encoders, window embeddings) of every track, with its targets."""
+    out = []
+    hop = hop_frames(recipe.hop_s, model.frontend.frame_rate_hz)
+    for track in tqdm(tracks, desc=f"features {label}", unit="track", disable=quiet, file=sys.stderr):
+        mel = cache.mel(track.path)
+        data = mel
+        if is_embedded(model):
+            data = embed_windows(model, mel, hop, cache, track.path)
+        out.append(Example(track.key, track.group, data, dict(track.targets)))
+    return out
+
+
+@torch.no_grad()
+def embed_windows(model: SegmentModel, mel: np.ndarray, hop: int, cache: FeatureCache, path) -> np.ndarray:
+    """(n_windows, D) embeddings of the engine's windows of one track; cached beside the mels."""
+    key = cache.entry(path).with_suffix(f".emb-{type(model.encoder).__name__}-h{hop}.npy")
+    if key.is_file():
+        return np.load(key, allow_pickle=False)
+    if mel.shape[1] < model.segment_frames:
+        mel = np.pad(mel, ((0, 0), (0, model.segment_frames - mel.shape[1])), mode="wrap")
+    starts = window_starts(mel.shape[1], model.segment_frames, hop)
+    patches = torch.from_numpy(np.stack([mel[:, s : s + model.segment_frames] for s in starts])).float()
+    model.encoder.eval()
+    emb = torch.cat([model.encode(patches[i : i + 64]) for i in range(0, len(patches), 64)]).numpy()
+    tmp = key.with_suffix(f".tmp{os.getpid()}.npy")
+    np.save(tmp, emb)
+    tmp.replace(key)
+    return emb
+
+
+def evaluate(
+    heads: dict[str, HeadSpec], targets: dict[str, np.ndarray], predictions: dict[str, np.ndarray]
+) -> dict:
+    """Track-level metrics per head, and one ``score`` to select models by (higher is better)."""
+    out: dict[str, float] = {}
+    primary = []
+    for name, spec in heads.items():
+        if name not in targets or not len(targets[name]):
+            continue
+        y, p = targets[name], predictions[name]
+        if spec.kind == "tags":
+            binary = (
+                y if set(np.unique(y)) <= {0.0, 1.0} else (y >= y.mean(axis=0, keepdims=True)).astype(float)
+            )
+            keep = binary.min(axis=0) != binary.max(axis=0)  # ROC needs both classes
+            if keep.any():
+                out[f"{name}/roc_auc_macro"] = float(metrics.roc_auc(binary[:, keep], p[:, keep], "macro"))
+                out[f"{name}/pr_auc_macro"] = float(metrics.pr_auc(binary[:, keep], p[:, keep], "macro"))
+                primary.append(out[f"{name}/roc_auc_macro"])
+        elif spec.kind == "valence_arousal":
+            binary = set(np.unique(y)) <= {0.0, 1.0}
+            if binary:  # quadrant-style labels: published value > 0 means positive / high
+                for i, dim in enumerate(spec.labels):
+                    out[f"{name}/{dim}_balanced_accuracy"] = float(
+                        metrics.balanced_accuracy(y[:, i].astype(int), (p[:, i] > 0).astype(int), 2)
+                    )
+                quadrant_true = y[:, 0].astype(int) * 2 + y[:, 1].astype(int)
+                quadrant_pred = (p[:, 0] > 0).astype(int) * 2 + (p[:, 1] > 0).astype(int)
+                out[f"{name}/quadrant_accuracy"] = float(metrics.accuracy(quadrant_true, quadrant_pred))
+                primary.append(out[f"{name}/quadrant_accuracy"])
+            else:
+                for i, dim in enumerate(spec.labels):
+                    out[f"{name}/{dim}_ccc"] = float(metrics.ccc(y[:, i], p[:, i]))
+                    out[f"{name}/{dim}_r2"] = float(metrics.r2(y[:, i], p[:, i]))
+                    out[f"{name}/{dim}_rmse"] = float(metrics.rmse(y[:, i], p[:, i]))
+                    out[f"{name}/{dim}_pearson"] = float(metrics.pearson_r(y[:, i], p[:, i]))
+                primary.append(np.mean([out[f"{name}/{d}_ccc"] for d in spec.labels]))
+        else:
+            truth, pred = y.argmax(axis=1), p.argmax(axis=1)
+            out[f"{name}/accuracy"] = float(metrics.accuracy(truth, pred))
+            out[f"{name}/balanced_accuracy"] = float(metrics.balanced_accuracy(truth, pred, len(spec.labels)))
+            primary.append(out[f"{name}/balanced_accuracy"])
+    out["score"] = float(np.mean(primary)) if primary else float("nan")
+    return out
+
+
+def stack_targets(heads: dict[str, HeadSpec], examples: list[Example]) -> tuple[dict, dict]:
+    """Per head: the targets of the examples that have them, and those examples' indices."""
+    targets, index = {}, {}
+    for name in heads:
+        idx = [i for i, ex in enumerate(examples) if name in ex.targets]
+        index[name] = idx
+        targets[name] = np.stack([examples[i].targets[name] for i in idx]) if idx else np.zeros((0, 0))
+    return targets, index
+
+
+def validate(model, data: Data, recipe: Recipe) -> tuple[dict, dict]:
+    hop = hop_frames(recipe.hop_s, model.frontend.frame_rate_hz)
+    preds = predict_tracks(model, data.val, is_embedded(model), recipe.context_segments, hop)
+    targets, index = stack_targets(data.heads, data.val)
+    per_head = {name: preds[name][index[name]] for name in data.heads}
+    return evaluate(data.heads, targets, per_head), per_head
+
+
+class _Forward(nn.Module):
+    """What DDP wraps: the model's forward, or pool + predict over cached embedding runs."""
+
+    def __init__(self, model: SegmentModel, embedded: bool):
+        super().__init__()
+        self.model = model
+        self.embedded = embedded
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.model.predict(self.model.pool(x)) if self.embedded else self.model(x)
+
+
+def fit(
+    model: SegmentModel,
+    model_name: str,
+    overrides: dict,
+    data: Data,
+    recipe: Recipe,
+    out_dir: Path,
+    resume: bool = False,
+    command: str = "",
+    quiet: bool = False,
+) -> dict:
+    """Train, keep the best validation epoch, write the artifact; returns the final metrics."""
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank = 0
+    if distributed:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        rank = dist.get_rank()
+    torch.manual_seed(recipe.seed)
+    rng = np.random.default_rng(recipe.seed + rank)
+    embedded = is_embedded(model)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    forward = _Forward(model, embedded)
+    if distributed:
+        forward = nn.parallel.DistributedDataParallel(forward)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(recipe.optimizer, trainable, recipe.lr, weight_decay=recipe.weight_decay)
+    world = dist.get_world_size() if distributed else 1
+    train_part = data.train[rank::world]  # each rank its own share of the tracks
+    steps_per_epoch = max(1, -(-len(train_part) // recipe.batch_size))
+    schedule = recipe.schedule_for(steps_per_epoch)
+    state = TrainState(
+        model=model,
+        optimizer=optimizer,
+        loss_fn=_loss(recipe),
+        lr_at=schedule.lr_at,
+        augment=_augment(model, recipe, embedded),
+        embedded=embedded,
+        forward=forward,
+    )
+    state.generator.manual_seed(recipe.seed + rank)
+    checkpoint = out_dir / "checkpoint.pt"
+    start_epoch, best = 0, {"score": -float("inf"), "epoch": -1}
+    if resume and checkpoint.is_file():
+        start_epoch, best = load_checkpoint(checkpoint, state)
+        start_epoch += 1
+    log = MetricsLog(out_dir, resume=resume) if rank == 0 else None
+    swa = SWA(model) if recipe.swa_start_epoch else None
+    stale = 0
+    for epoch in range(start_epoch, recipe.epochs):
+        batches = (
+            run_batches(train_part, recipe.context_segments, recipe.batch_size, rng, data.heads)
+            if embedded
+            else crop_batches(train_part, model.input_frames, recipe.batch_size, rng, data.heads)
+        )
+        losses = []
+        bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{recipe.epochs}", unit="batch",
+                   disable=quiet or rank != 0, file=sys.stderr, leave=False)  # fmt: skip
+        try:
+            for batch in bar:
+                losses.append(train_step(state, batch))
+                bar.set_postfix(loss=f"{losses[-1]['loss']:.4f}")
+        except DivergedError as exc:
+            if rank == 0:
+                print(f"error: {exc}; stopping. The last good checkpoint is {checkpoint}", file=sys.stderr)
+            raise
+        if swa is not None and epoch + 1 >= recipe.swa_start_epoch:
+            swa.update(model)
+        if rank != 0:
+            continue
+        val, _ = validate(model, data, recipe)
+        row = {
+            "epoch": epoch + 1,
+            "step": state.step,
+            "train_loss": float(np.mean([r["loss"] for r in losses])),
+        }
+        row.update({f"val/{k}": v for k, v in val.items()})
+        log.append(row)
+        if not quiet:
+            print(
+                f"epoch {epoch + 1}: loss {row['train_loss']:.4f}  val score {val['score']:.4f}",
+                file=sys.stderr,
+            )
+        if val["score"] > best["score"]:
+            best = {"score": val["score"], "epoch": epoch + 1, "metrics": val}
+            torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, out_dir / "best.pt")
+            stale = 0
+        else:
+            stale += 1
+        save_checkpoint(checkpoint, state, epoch, best)
+        if recipe.patience and stale >= recipe.patience:
+            print(f"early stop: no better validation score for {stale} epochs", file=sys.stderr)
+            break
+    if distributed:
+        dist.barrier()
+        if rank != 0:
+            dist.destroy_process_group()
+            return {}
+    final = _finish(model, model_name, overrides, data, recipe, out_dir, best, swa, command, log)
+    if distributed:
+        dist.destroy_process_group()
+    return final
+
+
+def _finish(model, model_name, overrides, data, recipe, out_dir, best, swa, command, log) -> dict:
+    """Best (or SWA) weights -> thresholds fitted on validation -> artifact + curves + metrics.json."""
+    chosen = "best epoch"
+    if swa is not None and swa.n_averaged:
+        if not is_embedded(model):  # batch-norm statistics of the averaged weights, over the data
+            swa.update_bn(_bn_batches(model, data, recipe), input_of=lambda b: b.x)
+        model.load_state_dict(swa.state_dict())
+        chosen = f"SWA of {swa.n_averaged} epochs"
+    elif (out_dir / "best.pt").is_file():
+        model.load_state_dict(torch.load(out_dir / "best.pt", map_location="cpu", weights_only=True))
+    val, per_head = validate(model, data, recipe)
+    targets, _ = stack_targets(data.heads, data.val)
+    thresholds = {
+        name: [float(t) for t in metrics.fit_thresholds(_binarize(targets[name]), per_head[name])]
+        for name, spec in data.heads.items()
+        if spec.kind == "tags" and len(targets[name])
+    }
+    provenance = {
+        "command": command,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "data": data.description,
+        "recipe": recipe.to_dict(),
+        "weights": chosen,
+        "best_epoch": best.get("epoch"),
+        "validation": val,
+    }
+    external = ["encoder."] if is_embedded(model) else []
+    # Heads the data did not supervise keep their thresholds at the engine's defaults.
+    model_thresholds = {h: t for h, t in thresholds.items() if h in model.heads}
+    save(model, out_dir, Artifact(model_name, overrides, external, model_thresholds, provenance))
+    (out_dir / "metrics.json").write_text(
+        json.dumps({"validation": val, "best_epoch": best.get("epoch")}, indent=1)
+    )
+    if log is not None and log.rows:
+        plot_curves(log.rows, out_dir / "learning_curves.png")
+    return val
+
+
+def _binarize(y: np.ndarray) -> np.ndarray:
+    return y if set(np.unique(y)) <= {0.0, 1.0} else (y >= y.mean(axis=0, keepdims=True)).astype(float)
+
+
+def _bn_batches(model, data, recipe):
+    rng = np.random.default_rng(recipe.seed)
+    if is_embedded(model):
+        return list(run_batches(data.train, recipe.context_segments, recipe.batch_size, rng, data.heads))
+    return list(crop_batches(data.train, model.input_frames, recipe.batch_size, rng, data.heads))
+
+
+def _loss(recipe: Recipe):
+    """The recipe's loss over the supervised heads; with ``aux_weight`` the two-output loss for tags."""
+
+    def loss_fn(heads, outputs, targets, masks):
+        if recipe.aux_weight and "aux_segments" in outputs and "tags" in targets:
+            rest = {k: v for k, v in targets.items() if k != "tags"}
+            others = {k: v for k, v in heads.items() if k != "tags"}
+            loss, parts = total_loss(others, outputs, rest, {k: v for k, v in masks.items() if k in rest},
+                                     va_loss=recipe.va_loss) if rest else (0.0, {})  # fmt: skip
+            tags_loss, tags_parts = two_output_loss(
+                outputs, targets, aux_weight=recipe.aux_weight, masks=masks
+            )
+            return loss + tags_loss, {**parts, **tags_parts}
+        return total_loss(heads, outputs, targets, masks, va_loss=recipe.va_loss)
+
+    return loss_fn
+
+
+def _augment(model: SegmentModel, recipe: Recipe, embedded: bool):
+    if embedded:
+        return None  # embedding runs are not spectrograms: no spectrogram augmentation
+    transforms = []
+    if recipe.gain_db:
+        transforms.append(RandomGain.for_frontend(model.frontend, (-recipe.gain_db, recipe.gain_db)))
+    if recipe.noise_std:
+        transforms.append(GaussianNoise(recipe.noise_std))
+    if recipe.specaugment:
+        transforms.append(SpecAugment())
+    if recipe.mixup_alpha:
+        transforms.append(Mixup(recipe.mixup_alpha))
+    return Compose(transforms) if transforms else None
+
+
+def plot_curves(rows: list[dict], path: Path) -> None:
+    """Training loss and validation score per epoch, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(epochs, [r["train_loss"] for r in rows], marker="o")
+    ax1.set(xlabel="epoch", ylabel="training loss", title="training loss")
+    for key in sorted(k for k in rows[-1] if k.startswith("val/")):
+        ax2.plot(epochs, [r.get(key) for r in rows], marker=".", label=key[4:])
+    ax2.set(xlabel="epoch", ylabel="validation", title="validation metrics")
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
