@@ -93,6 +93,9 @@ class CRNN(SegmentModel):
     Input (batch, 64 mel bands, 192 frames) of log10(1 + 100·|mel|) at 16 kHz, hop 256.
     """
 
+    # What ImageNet/AudioSet weights initialise: frozen first by the amiriparian recipe.
+    pretrained_prefixes = ("features.",)
+
     def __init__(self, labels: tuple[str, ...], cell: str, segment_frames: int = SEGMENT_FRAMES):
         super().__init__()
         self.frontend = CRNN_FRONTEND

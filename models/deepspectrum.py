@@ -126,6 +126,9 @@ class DeepSpectrumRNN(SegmentModel):
     hop 128; ``encode`` takes one 1 s chunk (batch, 128, 125).
     """
 
+    # What ImageNet/AudioSet weights initialise: frozen first by the amiriparian recipe.
+    pretrained_prefixes = ("features.", "classifier.")
+
     def __init__(self, labels: tuple[str, ...], chunks: int = 5, cell: str = "gru", width: float = 1.0):
         super().__init__()
         self.frontend = DEEPSPECTRUM_FRONTEND

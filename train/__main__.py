@@ -152,7 +152,7 @@ def cmd_evaluate(args) -> int:
         if kind != "jamendo" and args.split != "all":
             index = {"train": 0, "validation": 1}[args.split] if args.split in ("train", "validation") else 1
             ts = ts.split((1 - args.val_fraction, args.val_fraction), seed=args.split_seed)[index]
-        tracks += ts.tracks
+        tracks += ts.tracks[: args.limit] if args.limit else ts.tracks
         heads.update({k: v for k, v in ts.heads.items() if k in model.heads})
         description[kind] = {"path": str(path), "tracks": len(ts)}
     cache = FeatureCache(args.cache or cache_dir() / "features", model.frontend)
@@ -224,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--cache", help="feature cache folder (default: the moodstream cache)")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe setting")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.add_argument("--limit", type=int, default=0, help="at most N tracks per split and dataset (quick runs)")
 
     p = sub.add_parser("fit", help="train a registered model")
     p.add_argument("--model", required=True, help=f"one of: {', '.join(models.available())}")
@@ -231,7 +232,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int)
     p.add_argument("--out", default="runs/latest", help="artifact folder (runs/latest)")
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE", help="model override")
-    p.add_argument("--limit", type=int, default=0, help="at most N tracks per split and dataset (quick runs)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     data_options(p)
     p = sub.add_parser("evaluate", help="metrics of an artifact on a dataset split")

@@ -190,7 +190,9 @@ def fit(
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(recipe.optimizer, trainable, recipe.lr, weight_decay=recipe.weight_decay)
     world = dist.get_world_size() if distributed else 1
-    train_part = data.train[rank::world]  # each rank its own share of the tracks
+    # Each rank its own share of the tracks, all shares the same size: DDP needs every rank to
+    # take the same number of steps, or the gradient all-reduce waits for ever.
+    train_part = data.train[rank::world][: len(data.train) // world]
     steps_per_epoch = max(1, -(-len(train_part) // recipe.batch_size))
     schedule = recipe.schedule_for(steps_per_epoch)
     state = TrainState(
@@ -211,7 +213,15 @@ def fit(
     log = MetricsLog(out_dir, resume=resume) if rank == 0 else None
     swa = SWA(model) if recipe.swa_start_epoch else None
     stale = 0
+    pretrained = [
+        p
+        for name, p in model.named_parameters()
+        if name.startswith(tuple(getattr(model, "pretrained_prefixes", ())))
+    ]
     for epoch in range(start_epoch, recipe.epochs):
+        # Amiriparian et al.: the pretrained encoder stays frozen for the first epochs.
+        for p in pretrained:
+            p.requires_grad_(epoch >= recipe.encoder_frozen_epochs)
         batches = (
             run_batches(train_part, recipe.context_segments, recipe.batch_size, rng, data.heads)
             if embedded

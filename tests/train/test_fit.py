@@ -1,0 +1,149 @@
+"""``python -m train fit`` on real data, and what the loop promises: resume, divergence, DDP, freezing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import models
+from models.base import HeadSpec
+from train.fit import Data, fit
+from train.loop import Example
+from train.recipes import Recipe
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "train", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(shared_data, tmp_path_factory):
+    """segment-attention over frozen musicnn, trained on 60 4Q clips, validated on 60 clips of other artists."""
+    root = tmp_path_factory.mktemp("fit")
+    out, cache = root / "artifact", root / "cache"
+    proc = run(
+        "fit", "--model", "segment-attention", "--dataset", "4q", "--data", str(shared_data / "4q"),
+        "--limit", "60", "--epochs", "25", "--set", "patience=0", "--out", str(out), "--cache", str(cache), "--quiet",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, cache, json.loads(proc.stdout)
+
+
+def test_fit_learns_arousal_for_artists_it_never_heard(trained):
+    out, _, result = trained
+    val = result["validation"]
+    # Chance is 0.5; musicnn embeddings carry arousal well even from 60 clips.
+    assert val["valence_arousal/arousal_balanced_accuracy"] > 0.7, val
+    assert val["score"] > 0.3
+    for name in ("config.json", "weights.safetensors", "metrics.jsonl", "metrics.csv", "learning_curves.png"):
+        assert (out / name).is_file(), name
+    config = json.loads((out / "config.json").read_text())
+    provenance = config["provenance"]
+    assert provenance["command"].startswith("python -m train fit --model segment-attention")
+    assert provenance["data"]["4q"]["validation"] == 60 and provenance["validation"] == val
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(1, 26))
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+
+
+def test_artifact_runs_in_analyze_and_evaluate_and_exports(trained, shared_data):
+    out, cache, _ = trained
+    clip = shared_data / "4q" / "audio" / "Q2" / "MT0000011357.ogg"
+    proc = subprocess.run(
+        [sys.executable, "-m", "realtime.analyze", str(clip), "--model", str(out), "--json", "--hop", "3"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert lines and all(-1 <= ln["valence"] <= 1 and -1 <= ln["arousal"] <= 1 for ln in lines)
+    assert "Gloomy" in lines[0]["tags"] and "rock" in lines[0]["tags"]  # 4Q moods and the MSD tags
+    proc = run(
+        "evaluate", str(out), "--dataset", "4q", "--data", str(shared_data / "4q"), "--split", "validation",
+        "--limit", "60", "--cache", str(cache), "--quiet",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "valence_arousal/arousal_balanced_accuracy" in proc.stdout
+    proc = run("export", str(out))
+    assert proc.returncode == 0 and (out / "model.onnx").is_file(), proc.stderr
+
+
+def test_resume_and_divergence_keep_the_last_good_checkpoint(trained, shared_data, tmp_path):
+    out, cache, _ = trained
+    work = tmp_path / "run"
+    shutil.copytree(out, work)
+    before = (work / "checkpoint.pt").read_bytes()
+    args = ["fit", "--model", "segment-attention", "--dataset", "4q", "--data", str(shared_data / "4q"),
+            "--limit", "60", "--out", str(work), "--cache", str(cache), "--quiet", "--resume"]  # fmt: skip
+    proc = run(*args, "--epochs", "27", "--set", "lr=1e30")
+    assert proc.returncode != 0 and "loss became" in proc.stderr
+    assert (work / "checkpoint.pt").read_bytes() == before  # the good epoch-25 state survives
+    proc = run(*args, "--epochs", "27")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(1, 28))
+
+
+def test_two_processes_with_torchrun_gloo(trained, shared_data, tmp_path):
+    _, cache, _ = trained
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [str(torchrun), "--nproc_per_node", "2", "--master_port", "29631", "-m", "train", "fit",
+         "--model", "segment-attention", "--dataset", "4q", "--data", str(shared_data / "4q"), "--limit", "60",
+         "--epochs", "2", "--out", str(tmp_path / "ddp"), "--cache", str(cache), "--quiet"],
+        cwd=REPO, capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert models.artifact.load(tmp_path / "ddp")[0] is not None
+
+
+def synthetic(n: int, frames: int, n_mels: int, seed: int) -> list[Example]:
+    """Random mels whose tag is whether the upper half of the spectrum is louder (a learnable rule)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        mel = rng.standard_normal((n_mels, frames)).astype(np.float32)
+        label = float(i % 2)
+        mel[n_mels // 2 :] += 2.0 * label
+        out.append(Example(str(i), str(i), mel, {"tags": np.full(56, label, np.float32)}))
+    return out
+
+
+def test_frozen_then_unfrozen_encoder_and_early_stopping(tmp_path):
+    torch.manual_seed(0)
+    model = models.build("crnn-gru")
+    first = model.features[0].weight.detach().clone()
+    data = Data(synthetic(8, 192, 64, 0), synthetic(4, 192, 64, 1), {"tags": model.heads["tags"]})
+    recipe = Recipe(optimizer="rmsprop", lr=1e-3, batch_size=4, epochs=1, encoder_frozen_epochs=1)
+    fit(model, "crnn-gru", {}, data, recipe, tmp_path / "a", quiet=True)
+    assert torch.equal(model.features[0].weight, first), "the encoder trained while frozen"
+    dense_before = model.dense.weight.detach().clone()
+    recipe = Recipe(optimizer="rmsprop", lr=1e-3, batch_size=4, epochs=3, encoder_frozen_epochs=1)
+    model2 = models.build("crnn-gru")
+    model2.load_state_dict({**model.state_dict()})
+    fit(model2, "crnn-gru", {}, data, recipe, tmp_path / "b", quiet=True)
+    rows = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 3
+    assert not torch.equal(model2.dense.weight, dense_before)
+    # Early stopping: with lr 0 nothing improves after the first epoch.
+    model3 = models.build("va-cnn")
+    heads = {"valence_arousal": HeadSpec("valence_arousal", ("valence", "arousal"))}
+    rng = np.random.default_rng(0)
+    ex = [Example(str(i), str(i), rng.standard_normal((80, 469)).astype(np.float32),
+                  {"valence_arousal": np.array([i % 2, (i // 2) % 2], np.float32)}) for i in range(8)]  # fmt: skip
+    recipe = Recipe(lr=0.0, batch_size=4, epochs=20, patience=2, va_loss="bce")
+    fit(model3, "va-cnn", {}, Data(ex, ex, heads), recipe, tmp_path / "c", quiet=True)
+    rows = [json.loads(line) for line in (tmp_path / "c" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 3  # epoch 1 is the best; two epochs without improvement stop it
