@@ -139,8 +139,15 @@ def load(folder: str | Path) -> tuple[SegmentModel, Artifact]:
     return model.eval(), artifact
 
 
+DEFAULT = Path(__file__).resolve().parent / "default"  # the trained model that ships with moodstream
+
+
 def load_model(name_or_path: str) -> SegmentModel:
-    """A registry name, or the path of an artifact directory."""
+    """``default`` (the shipped artifact), a registry name, or the path of an artifact directory."""
+    if name_or_path == "default":
+        if not is_artifact(DEFAULT):
+            raise ArtifactError(f"the default model is missing from {DEFAULT}; reinstall moodstream")
+        return load(DEFAULT)[0]
     if is_artifact(name_or_path):
         return load(name_or_path)[0]
     if Path(name_or_path).exists() and not is_artifact(name_or_path):

@@ -46,14 +46,13 @@ import math
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from models.base import HeadSpec, SegmentModel
 from models.frontend import FrontendConfig
 from models.registry import register
 from models.vocab import JAMENDO_MOODTHEME
-from models.weights import WeightsError
+from models.weights import load_parts
 
 CRNN_FRONTEND = FrontendConfig(
     sample_rate_hz=16000,
@@ -136,32 +135,7 @@ class CRNN(SegmentModel):
 
 def load_vggish(model: CRNN, path: str | Path) -> None:
     """Copy VGGish conv weights (the layout in the module docstring) into ``model.features``."""
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        raise WeightsError(
-            f"VGGish weights must be a .safetensors file, got {path.name}; pickles are never loaded. "
-            'Convert a torchvggish .pth once: save_file(torch.load(pth, weights_only=True), "vggish.safetensors")'
-        )
-    if not path.is_file():
-        raise WeightsError(f"VGGish weights not found: {path}")
-    try:
-        state = load_file(str(path))
-    except Exception as exc:  # safetensors raises its own error types for corrupt headers
-        raise WeightsError(f"cannot read VGGish weights {path}: {exc}") from exc
-    expected = {f"features.{k}": v.shape for k, v in model.features.state_dict().items()}
-    given = {k: v for k, v in state.items() if not k.startswith(IGNORED_PREFIXES)}
-    missing, unexpected = sorted(set(expected) - set(given)), sorted(set(given) - set(expected))
-    if missing or unexpected:
-        raise WeightsError(
-            f"VGGish weights {path} do not have the documented layout (see models/crnn.py): "
-            f"missing {missing[:6]}, unexpected {unexpected[:6]}"
-        )
-    for k, shape in expected.items():
-        if given[k].shape != shape:
-            raise WeightsError(
-                f"VGGish weights {path}: {k} has shape {tuple(given[k].shape)}, expected {tuple(shape)}"
-            )
-    model.features.load_state_dict({k.removeprefix("features."): v for k, v in given.items()})
+    load_parts({"features": model.features}, path, "VGGish weights", "see models/crnn.py", IGNORED_PREFIXES)
 
 
 def _build(cell: str, vggish_weights: str | None, segment_frames: int) -> CRNN:

@@ -41,7 +41,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 from torch.nn import functional as F
 
@@ -49,7 +48,7 @@ from models.base import HeadSpec, SegmentModel
 from models.frontend import FrontendConfig
 from models.registry import register
 from models.vocab import JAMENDO_MOODTHEME
-from models.weights import WeightsError
+from models.weights import load_parts
 
 DEEPSPECTRUM_FRONTEND = FrontendConfig(
     sample_rate_hz=16000, n_fft=512, hop_length=128, n_mels=128, scaling="db"
@@ -201,35 +200,10 @@ class DeepSpectrumRNN(SegmentModel):
 
 def load_imagenet(model: DeepSpectrumRNN, path: str | Path) -> None:
     """Copy torchvision-format VGG16 weights (module docstring) into ``features`` and fc6/fc7."""
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        raise WeightsError(
-            f"ImageNet weights must be a .safetensors file, got {path.name}; pickles are never loaded. "
-            'Convert torchvision\'s vgg16 .pth once: save_file(torch.load(pth, weights_only=True), "vgg16.safetensors")'
-        )
-    if not path.is_file():
-        raise WeightsError(f"ImageNet VGG16 weights not found: {path}")
-    try:
-        state = load_file(str(path))
-    except Exception as exc:  # safetensors raises its own error types for corrupt headers
-        raise WeightsError(f"cannot read ImageNet weights {path}: {exc}") from exc
     parts = {"features": model.features, "classifier": model.classifier}
-    expected = {f"{name}.{k}": v.shape for name, part in parts.items() for k, v in part.state_dict().items()}
-    given = {k: v for k, v in state.items() if not k.startswith(IGNORED_PREFIXES)}
-    missing, unexpected = sorted(set(expected) - set(given)), sorted(set(given) - set(expected))
-    if missing or unexpected:
-        raise WeightsError(
-            f"ImageNet weights {path} are not torchvision's vgg16 layout (see models/deepspectrum.py): "
-            f"missing {missing[:6]}, unexpected {unexpected[:6]}"
-        )
-    for k, shape in expected.items():
-        if given[k].shape != shape:
-            raise WeightsError(
-                f"ImageNet weights {path}: {k} has shape {tuple(given[k].shape)}, expected {tuple(shape)}"
-            )
-    for name, part in parts.items():
-        prefix = f"{name}."
-        part.load_state_dict({k.removeprefix(prefix): v for k, v in given.items() if k.startswith(prefix)})
+    load_parts(
+        parts, path, "ImageNet weights", "torchvision's vgg16, see models/deepspectrum.py", IGNORED_PREFIXES
+    )
 
 
 @register(

@@ -50,3 +50,43 @@ def load_state(model: torch.nn.Module, path: Path) -> None:
             f"weights {path} do not fit {type(model).__name__}: "
             f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
         )
+
+
+def load_parts(
+    parts: dict[str, torch.nn.Module], path: str | Path, what: str, layout: str, ignore=()
+) -> None:
+    """Load a safetensors file into named submodules (keys ``<part>.<param>``), all or nothing.
+
+    ``what`` names the weights in messages (e.g. "VGGish weights"), ``layout`` says where their
+    documented layout is; keys starting with ``ignore`` (parts we do not have) are skipped.
+    Only safetensors: a pickle is never loaded, and the message says how to convert one.
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise WeightsError(
+            f"{what} must be a .safetensors file, got {path.name}; pickles are never loaded. Convert a "
+            '.pth state dict once: save_file(torch.load(pth, weights_only=True), "weights.safetensors")'
+        )
+    if not path.is_file():
+        raise WeightsError(f"{what} not found: {path}")
+    try:
+        state = load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise WeightsError(f"cannot read {what} {path}: {exc}") from exc
+    expected = {f"{name}.{k}": v.shape for name, part in parts.items() for k, v in part.state_dict().items()}
+    given = {k: v for k, v in state.items() if not k.startswith(tuple(ignore))}
+    missing, unexpected = sorted(set(expected) - set(given)), sorted(set(given) - set(expected))
+    if missing or unexpected:
+        raise WeightsError(
+            f"{what} {path} do not have the documented layout ({layout}): "
+            f"missing {missing[:6]}, unexpected {unexpected[:6]}"
+        )
+    for k, shape in expected.items():
+        if given[k].shape != shape:
+            raise WeightsError(
+                f"{what} {path}: {k} has shape {tuple(given[k].shape)}, expected {tuple(shape)}"
+            )
+    for name, part in parts.items():
+        part.load_state_dict(
+            {k.removeprefix(f"{name}."): v for k, v in given.items() if k.startswith(f"{name}.")}
+        )

@@ -38,6 +38,23 @@ class FeedConfig:
     ring_s: float = 10.0  # ring buffer capacity in seconds of source audio
 
 
+def tag_thresholds(
+    model: SegmentModel, merger: TagMerger, config: FeedConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-tag on/off thresholds: a trained artifact's (fitted on validation) where it has them.
+
+    The off threshold keeps the same ratio to the on threshold as the configured pair.
+    """
+    fitted = getattr(getattr(model, "artifact", None), "thresholds", {}) or {}
+    on = []
+    for head in merger.tag_heads:
+        n = len(model.heads[head].labels)
+        values = fitted.get(head)
+        on.extend(np.clip(values, 0.02, 0.98) if values is not None else [config.tag_on] * n)
+    on = np.asarray(on, dtype=np.float64)
+    return on, on * (config.tag_off / config.tag_on)
+
+
 class CaptureClock:
     """Maps absolute source frame indices to the wall-clock time they were captured."""
 
@@ -86,7 +103,8 @@ class Engine:
         self.merger = TagMerger(model.heads)
         self.smoother_tags = Smoother(self.config.smooth_s)
         self.smoother_va = Smoother(self.config.smooth_s)
-        self.hysteresis = Hysteresis(len(self.merger.names), self.config.tag_on, self.config.tag_off)
+        on, off = tag_thresholds(model, self.merger, self.config)
+        self.hysteresis = Hysteresis(len(self.merger.names), on, off)
         self.latencies: deque[tuple[float, float]] = deque()  # (t_publish, latency_ms), last minute
         self.mood_seq = 0
         self.moods_sent = 0

@@ -57,7 +57,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="ENDPOINT",
         help=f"ZeroMQ endpoint to bind (default {DEFAULT_ENDPOINT}; loopback only unless you say otherwise)",
     )
-    out.add_argument("--on", type=float, default=0.3, help="a tag turns active at this probability (0.3)")
+    out.add_argument(
+        "--on",
+        type=float,
+        default=0.3,
+        help="a tag turns active at this probability (0.3; trained models use their fitted per-tag thresholds)",
+    )
     out.add_argument("--off", type=float, default=0.2, help="an active tag turns off below this (0.2)")
     out.add_argument("--quiet", action="store_true", help="no live line on the terminal")
     args = parser.parse_args(argv)

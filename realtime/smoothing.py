@@ -30,10 +30,12 @@ class Smoother:
 
 
 class Hysteresis:
-    """Per-tag on/off: on at ``on`` or above, off below ``off`` (off < on)."""
+    """Per-tag on/off: on at ``on`` or above, off below ``off`` (off < on); scalars or per-tag arrays."""
 
-    def __init__(self, n_tags: int, on: float = 0.5, off: float = 0.4):
-        if not 0.0 <= off < on <= 1.0:
+    def __init__(self, n_tags: int, on: float | np.ndarray = 0.5, off: float | np.ndarray = 0.4):
+        on = np.broadcast_to(np.asarray(on, dtype=np.float64), (n_tags,))
+        off = np.broadcast_to(np.asarray(off, dtype=np.float64), (n_tags,))
+        if not ((0.0 <= off) & (off < on) & (on <= 1.0)).all():
             raise ValueError(f"need 0 <= off < on <= 1 for tag hysteresis, got on={on}, off={off}")
         self.on, self.off = on, off
         self.state = np.zeros(n_tags, dtype=bool)
