@@ -14,7 +14,7 @@ from models.export import OnnxRunner, TorchRunner
 from models.weights import WeightsError
 from realtime.analyzer import Windowing
 
-DEFAULT_MODEL = "musicnn-msd"
+DEFAULT_MODEL = "default"
 
 
 def add_model_options(parser: argparse.ArgumentParser, smooth_default: float) -> None:

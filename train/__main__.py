@@ -5,6 +5,7 @@
   python -m train evaluate ARTIFACT --dataset KIND --data PATH [--split test]
   python -m train export ARTIFACT [--with-frontend]
   python -m train score --predictions P.npy --groundtruth G.npy
+  python -m train probe --dataset 4q --data PATH      (linear-probe floor on musicnn embeddings)
 
 Dataset kinds: jamendo (official TSV splits; --jamendo-npy DIR or --jamendo-audio DIR),
 4q (labels.csv; artist-grouped validation), emotify (ratings.csv; track-grouped),
@@ -28,6 +29,7 @@ from models.weights import WeightsError, cache_dir
 from train import datasets
 from train.features import FeatureCache
 from train.fit import Data, evaluate, examples, fit, stack_targets, validate
+from train.probe import probe_valence_arousal
 from train.recipes import RECIPES, recipe_for
 
 KINDS = ("jamendo", "4q", "emotify", "va-table", "folder")
@@ -183,6 +185,20 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_probe(args) -> int:
+    """Linear probe on clip-averaged embeddings of a frozen encoder: the floor for trained heads."""
+    recipe = recipe_for("segment-attention", "heads").with_overrides(_pairs(args.set, "--set"))
+    model = models.build("segment-attention", encoder=args.encoder)
+    train_tracks, val_tracks, heads, description = splits(args, args.quiet)
+    cache = FeatureCache(args.cache or cache_dir() / "features", model.frontend)
+    train_ex = examples(model, train_tracks, cache, recipe, "train", args.quiet)
+    val_ex = examples(model, val_tracks, cache, recipe, "validation", args.quiet)
+    result = probe_valence_arousal(train_ex, val_ex)
+    print(json.dumps({"probe": f"logistic regression on clip-averaged {args.encoder} embeddings",
+                      "data": description, "validation": result}, indent=1))  # fmt: skip
+    return 0
+
+
 def cmd_export(args) -> int:
     model, _ = load(args.artifact)
     out = Path(args.out or Path(args.artifact) / "model.onnx")
@@ -224,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--cache", help="feature cache folder (default: the moodstream cache)")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe setting")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
-        p.add_argument("--limit", type=int, default=0, help="at most N tracks per split and dataset (quick runs)")
+        p.add_argument(
+            "--limit", type=int, default=0, help="at most N tracks per split and dataset (quick runs)"
+        )
 
     p = sub.add_parser("fit", help="train a registered model")
     p.add_argument("--model", required=True, help=f"one of: {', '.join(models.available())}")
@@ -243,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("artifact")
     p.add_argument("--out")
     p.add_argument("--with-frontend", action="store_true")
+    p = sub.add_parser("probe", help="linear-probe floor for valence/arousal on frozen embeddings")
+    p.add_argument("--encoder", default="musicnn-msd", help="the frozen encoder (musicnn-msd)")
+    data_options(p)
     sub.add_parser("score", help="official MTG-Jamendo metrics of prediction files", add_help=False)
     if argv is None:
         argv = sys.argv[1:]
@@ -252,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         return score_main(argv[1:])
     args = parser.parse_args(argv)
     try:
-        return {"fit": cmd_fit, "evaluate": cmd_evaluate, "export": cmd_export}[args.command](args)
+        commands = {"fit": cmd_fit, "evaluate": cmd_evaluate, "export": cmd_export, "probe": cmd_probe}
+        return commands[args.command](args)
     except (
         ValueError,
         KeyError,

@@ -29,7 +29,7 @@ def test_json_windows_match_the_reference_taggram(shared_data):
     ref = np.load(shared_data / "reference" / "musicnn" / "MSD_musicnn.npz")
     clip = shared_data / str(ref["files"][1])
     # A hop of one segment and no pooling gives the reference's non-overlapping patches.
-    proc = analyze(str(clip), "--json", "--hop", "2.992", "--context", "2.9")
+    proc = analyze(str(clip), "--model", "musicnn-msd", "--json", "--hop", "2.992", "--context", "2.9")
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(lines) == len(ref["t1"])
@@ -42,7 +42,9 @@ def test_json_windows_match_the_reference_taggram(shared_data):
 
 
 def test_default_windows_and_readable_output(shared_data):
-    proc = analyze(str(shared_data / "emotify" / "audio" / "rock" / "120.ogg"), "--top", "3")
+    proc = analyze(
+        str(shared_data / "emotify" / "audio" / "rock" / "120.ogg"), "--model", "musicnn-msd", "--top", "3"
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert len(lines) == 58  # 60 s, windows from 2.99 s every 0.992 s (plus the end pad)

@@ -129,7 +129,19 @@ def test_file_in_real_time_publishes_a_mood_per_hop_and_status_every_second(feed
     audio, rate = music
     path = tmp_path / "excerpt.wav"
     sf.write(path, audio[: 7 * rate], rate)
-    proc = listen("--file", str(path), "--realtime", "--hop", "0.5", "--smooth", "0", "--pub", endpoint)
+    proc = listen(
+        "--model",
+        "musicnn-msd",
+        "--file",
+        str(path),
+        "--realtime",
+        "--hop",
+        "0.5",
+        "--smooth",
+        "0",
+        "--pub",
+        endpoint,
+    )
     sub.collect(ended, 60)
     code, err = finish(proc)
     assert code == 0, err
@@ -161,6 +173,8 @@ def test_virtual_device_feed_carries_the_ports_msd_tags(feed, music, virtual_mic
     env = virtual_mic(np.stack([signal_44k, signal_44k], axis=1), name="testmic")
     # One window per reference patch: hop = one segment (187 frames), no pooling, no smoothing.
     proc = listen(
+        "--model",
+        "musicnn-msd",
         "--device",
         "testmic",
         "--hop",
@@ -367,3 +381,22 @@ def test_help_explains_the_feed():
         "subscribe",
     ):
         assert words in proc.stdout
+
+
+def test_the_default_model_publishes_valence_arousal_and_moods(feed, music, tmp_path):
+    """No --model: the shipped artifact (segment-attention over musicnn, trained on 4Q + Emotify)."""
+    endpoint, sub = feed
+    audio, rate = music
+    path = tmp_path / "excerpt.wav"
+    sf.write(path, audio[: 6 * rate], rate)
+    proc = listen("--file", str(path), "--pub", endpoint)
+    sub.collect(first_status, 60)
+    sub.collect(ended, 60)
+    code, err = finish(proc)
+    assert code == 0, err
+    sub.drain()
+    moods = sub.moods()
+    assert moods and all(m["model"] == "default" for m in moods)
+    for m in moods:
+        assert -1 <= m["valence"] <= 1 and -1 <= m["arousal"] <= 1
+        assert {"calmness", "power", "tension", "Gloomy", "Happy", "rock", "jazz"} <= set(m["tags"])

@@ -67,7 +67,18 @@ def test_paced_device_feed_runs_at_the_hop_rate_with_the_clips_tags(paced_mic, s
     mic = paced_mic(audio[: EXCERPT_S * rate], rate)
     endpoint = free_endpoint()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "realtime.listen", "--quiet", "--device", mic.device, "--pub", endpoint],
+        [
+            sys.executable,
+            "-m",
+            "realtime.listen",
+            "--quiet",
+            "--model",
+            "musicnn-msd",
+            "--device",
+            mic.device,
+            "--pub",
+            endpoint,
+        ],
         cwd=REPO,
         env=mic.env,
         stdout=subprocess.PIPE,

@@ -1,0 +1,38 @@
+"""The shipped default model: rebuilt from its config.json alone, outputs as stored, provenance filled."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from models.artifact import DEFAULT, load
+from realtime.analyzer import Analyzer, Windowing
+
+EXPECTED = json.loads((Path(__file__).with_name("default_model_expected.json")).read_text())
+
+
+def test_the_committed_artifact_gives_the_stored_outputs(shared_data):
+    model, artifact = load(DEFAULT)
+    audio, rate = sf.read(shared_data / EXPECTED["clip"], dtype="float32")
+    analyzer = Analyzer(model, rate, Windowing(hop_s=EXPECTED["hop_s"], context_s=EXPECTED["context_s"]))
+    windows = analyzer.feed(audio[:, None]) + analyzer.finish()
+    for got, want in zip(windows, EXPECTED["windows"], strict=False):
+        assert abs(got.t_stream - want["t_stream"]) < 1e-9
+        for head in ("valence_arousal", "gems"):
+            np.testing.assert_allclose(got.outputs[head], want[head], atol=1e-4)
+    mean = np.mean([w.outputs["valence_arousal"] for w in windows], axis=0)
+    np.testing.assert_allclose(mean, EXPECTED["clip_mean_valence_arousal"], atol=1e-4)
+    assert mean[1] > 0  # a Q2 clip (high arousal): the model hears it as aroused
+
+
+def test_provenance_comes_from_the_real_training_run():
+    config = json.loads((DEFAULT / "config.json").read_text())
+    prov = config["provenance"]
+    assert prov["command"].startswith("python -m train fit --model segment-attention")
+    assert set(prov["data"]) == {"4q", "emotify"} and prov["data"]["4q"]["validation"] > 100
+    assert prov["validation"]["valence_arousal/arousal_balanced_accuracy"] > 0.85
+    assert prov["date"].startswith("20") and config["external_prefixes"] == ["encoder."]
+    assert set(config["thresholds"]) == {"mood", "gems"}
