@@ -72,6 +72,11 @@ class SegmentModel(nn.Module):
         """(n_mels, input_frames) of one example for ``forward``."""
         return (self.frontend.n_mels, self.input_frames)
 
+    @property
+    def max_context_segments(self) -> int | None:
+        """The most segments ``pool`` looks at (older ones are ignored); None: no limit."""
+        return None
+
     def receptive_field(self) -> dict[str, int] | None:
         """{"frequency": bands, "time": frames} seen by one output unit of the encoder, if known."""
         return None

@@ -202,7 +202,11 @@ def load_imagenet(model: DeepSpectrumRNN, path: str | Path) -> None:
     """Copy torchvision-format VGG16 weights (module docstring) into ``features`` and fc6/fc7."""
     parts = {"features": model.features, "classifier": model.classifier}
     load_parts(
-        parts, path, "ImageNet VGG16 weights", "torchvision's vgg16, see models/deepspectrum.py", IGNORED_PREFIXES
+        parts,
+        path,
+        "ImageNet VGG16 weights",
+        "torchvision's vgg16, see models/deepspectrum.py",
+        IGNORED_PREFIXES,
     )
 
 

@@ -192,6 +192,10 @@ class ResNet34Attention(SegmentModel):
     def input_frames(self) -> int:
         return self.n_segments * self.segment_frames
 
+    @property
+    def max_context_segments(self) -> int:
+        return self.n_segments
+
     def receptive_field(self) -> dict[str, int]:
         # ResNet-34's field (899 bins) exceeds the segment and the global max pool reads every
         # position of the last map: each embedding sees the whole segment.

@@ -106,6 +106,10 @@ class SegmentAttention(SegmentModel):
             out.update({ours: encoder_out[theirs] for theirs, ours in self.encoder_heads.items()})
         return out
 
+    @property
+    def max_context_segments(self) -> int:
+        return self.attention.max_segments
+
     def receptive_field(self) -> dict[str, int] | None:
         return self.encoder.receptive_field()
 

@@ -50,6 +50,18 @@ class Window:
     outputs: dict[str, np.ndarray] = field(default_factory=dict)  # head -> probabilities / [-1, 1]
 
 
+def effective_windows(model: SegmentModel, windowing: Windowing) -> tuple[int, float, int, float]:
+    """(hop in frames, hop in s, K segments pooled, context in s) that the options give for ``model``."""
+    fe = model.frontend
+    hop = hop_frames(windowing.hop_s, fe.frame_rate_hz)
+    hop_s = hop / fe.frame_rate_hz
+    # K segments ending one hop apart cover segment_s + (K - 1) hops of audio.
+    k = max(1, round((windowing.context_s - model.segment_seconds) / hop_s) + 1)
+    if model.max_context_segments:  # a model that pools fewer segments sees less context
+        k = min(k, model.max_context_segments)
+    return hop, hop_s, k, model.segment_seconds + (k - 1) * hop_s
+
+
 def warm_up(runner: TorchRunner | OnnxRunner) -> None:
     """Run the model once on silence, so the first real hop is not slowed by lazy set-up."""
     model = runner.model
@@ -82,12 +94,9 @@ class Analyzer:
             else soxr.ResampleStream(self.input_rate_hz, self.rate_hz, 1, dtype="float32", quality="HQ")
         )
         self.segment_frames = model.segment_frames
-        self.hop_frames = hop_frames(self.windowing.hop_s, fe.frame_rate_hz)
-        self.hop_s = self.hop_frames / fe.frame_rate_hz
-        segment_s = self.segment_frames / fe.frame_rate_hz
-        # K segments ending one hop apart cover segment_s + (K - 1) hops of audio.
-        self.context_segments = max(1, round((self.windowing.context_s - segment_s) / self.hop_s) + 1)
-        self.context_s = segment_s + (self.context_segments - 1) * self.hop_s
+        self.hop_frames, self.hop_s, self.context_segments, self.context_s = effective_windows(
+            model, self.windowing
+        )
         self._mel_frames = torch.zeros((fe.n_mels, 0), device=self.device)
         self._mel_start = 0  # absolute index of the first column kept in _mel_frames
         self._next_end = self.segment_frames

@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 
+from realtime.analyzer import effective_windows
 from realtime.engine import Engine, FeedConfig
 from realtime.feed import DEFAULT_ENDPOINT
 from realtime.options import add_model_options, build_model, build_runner
@@ -148,9 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         source, model, windowing, publisher, args.model, feed, on_mood=view, compute=compute, runner=runner
     )
     if not args.quiet:
+        _, hop_s, _, context_s = effective_windows(model, windowing)
         print(
             f"moodstream: {args.model} on {source.kind} {source.name!r}, publishing on {publisher.endpoint} "
-            f"(hop {engine.windowing.hop_s:g} s, context {engine.windowing.context_s:g} s); Ctrl-C stops",
+            f"(hop {hop_s:.3g} s, context {context_s:.3g} s); Ctrl-C stops",
             file=sys.stderr,
         )
     try:

@@ -85,7 +85,9 @@ def build_model(args: argparse.Namespace) -> tuple[models.SegmentModel, Windowin
     try:
         windowing = Windowing(hop_s=args.hop, context_s=args.context, silence_dbfs=args.silence_db)
         model = load_model(args.model)
-    except (ValueError, models.UnknownModelError, WeightsError) as exc:
+    except models.UnknownModelError as exc:
+        raise SystemExit(f"error: {exc}; or 'default', or a trained artifact directory") from None
+    except (ValueError, WeightsError) as exc:
         raise SystemExit(f"error: {exc}") from None
     if not getattr(model, "pretrained", True):
         print(f"WARNING: {args.model} has untrained weights; its output is meaningless", file=sys.stderr)

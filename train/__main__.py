@@ -29,6 +29,7 @@ from models.weights import WeightsError, cache_dir
 from train import datasets
 from train.features import FeatureCache
 from train.fit import Data, evaluate, examples, fit, stack_targets, validate
+from train.loop import DivergedError
 from train.probe import probe_valence_arousal
 from train.recipes import RECIPES, recipe_for
 
@@ -275,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         commands = {"fit": cmd_fit, "evaluate": cmd_evaluate, "export": cmd_export, "probe": cmd_probe}
         return commands[args.command](args)
+    except DivergedError:
+        return 3  # already reported, with the checkpoint to resume from
     except (
         ValueError,
         KeyError,

@@ -148,6 +148,9 @@ def validate(model, data: Data, recipe: Recipe) -> tuple[dict, dict]:
     preds = predict_tracks(model, data.val, is_embedded(model), recipe.context_segments, hop)
     targets, index = stack_targets(data.heads, data.val)
     per_head = {name: preds[name][index[name]] for name in data.heads}
+    if not all(np.isfinite(p).all() for p in per_head.values()):
+        # A finite loss can still leave inf weights behind (a huge step): that is divergence too.
+        raise DivergedError("the model's outputs became NaN or infinite")
     return evaluate(data.heads, targets, per_head), per_head
 
 
@@ -242,7 +245,14 @@ def fit(
             swa.update(model)
         if rank != 0:
             continue
-        val, _ = validate(model, data, recipe)
+        try:
+            val, _ = validate(model, data, recipe)
+        except DivergedError as exc:
+            print(
+                f"error: {exc} (epoch {epoch + 1}); stopping. The last good checkpoint is {checkpoint}",
+                file=sys.stderr,
+            )
+            raise
         row = {
             "epoch": epoch + 1,
             "step": state.step,

@@ -348,7 +348,8 @@ def test_port_in_use(tmp_path):
 
 def test_unknown_model_and_bad_options():
     proc = run_listen("--model", "nope", "--stdin", "--rate", "16000")
-    assert proc.returncode != 0 and "available: musicnn-msd" in proc.stderr
+    assert proc.returncode != 0 and "available: " in proc.stderr and "musicnn-msd" in proc.stderr
+    assert "'default'" in proc.stderr and "artifact directory" in proc.stderr
     proc = run_listen("--file", "x.wav", "--url", "http://127.0.0.1:1/")
     assert proc.returncode == 2 and "choose one audio source" in proc.stderr
     proc = run_listen("--stdin")
@@ -389,7 +390,7 @@ def test_the_default_model_publishes_valence_arousal_and_moods(feed, music, tmp_
     audio, rate = music
     path = tmp_path / "excerpt.wav"
     sf.write(path, audio[: 6 * rate], rate)
-    proc = listen("--file", str(path), "--pub", endpoint)
+    proc = listen("--file", str(path), "--realtime", "--pub", endpoint)
     sub.collect(first_status, 60)
     sub.collect(ended, 60)
     code, err = finish(proc)
