@@ -1,0 +1,203 @@
+"""Per-stage time of one hop, per model and backend: new mel frames, encoder, pooling + heads, feed.
+
+Each stage runs the engine's own code on one hop of audio (the default 0.992 s) after a
+warm-up, and its p50/p95/p99 are reported in milliseconds.  The audio is noise: none of the
+stages' costs depends on what the music is.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import tempfile
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from models.artifact import load_model
+from models.export import OnnxRunner, TorchRunner
+from realtime.analyzer import TagMerger, Windowing, effective_windows
+from realtime.feed import SCHEMA_VERSION
+from realtime.frontend import StreamingMel
+from realtime.publisher import Publisher
+from realtime.smoothing import Hysteresis, Smoother
+
+STAGES = ("mel", "encoder", "pool_heads", "feed")
+
+
+@dataclass
+class StageTimes:
+    model: str
+    backend: str
+    device: str
+    samples_ms: dict[str, list[float]]
+
+    def percentiles(self) -> dict[str, dict[str, float]]:
+        out = {}
+        for stage, values in self.samples_ms.items():
+            p50, p95, p99 = np.percentile(values, [50, 95, 99])
+            out[stage] = {
+                "p50": round(float(p50), 3),
+                "p95": round(float(p95), 3),
+                "p99": round(float(p99), 3),
+            }
+        total = np.sum([self.samples_ms[s] for s in STAGES], axis=0)
+        p50, p95, p99 = np.percentile(total, [50, 95, 99])
+        out["hop"] = {"p50": round(float(p50), 3), "p95": round(float(p95), 3), "p99": round(float(p99), 3)}
+        return out
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure(name: str, backend: str, device: str, hops: int, warmup: int, publisher: Publisher) -> StageTimes:
+    """Time ``hops`` hops of the engine's stages for one model and backend."""
+    model = load_model(name).eval()
+    runner = TorchRunner(model, device) if backend == "torch" else None
+    if backend == "onnx":
+        with tempfile.TemporaryDirectory() as folder:
+            runner = OnnxRunner(model.cpu(), folder)
+    fe = model.frontend
+    hop, _, k, _ = effective_windows(model, Windowing())
+    hop_samples = hop * fe.hop_length
+    mel = StreamingMel(fe, device)
+    rng = np.random.default_rng(0)
+    # Fill the mel history with one segment first, as a running stream has it.
+    mel.push(0.1 * rng.standard_normal(model.segment_frames * fe.hop_length).astype(np.float32))
+    patch = torch.randn(1, fe.n_mels, model.segment_frames, device=device)
+    merger = TagMerger(model.heads)
+    smoother = Smoother(2.0)
+    hysteresis = Hysteresis(len(merger.names), 0.3, 0.2)
+    embeddings = [runner.encode(patch)[0] for _ in range(k)]
+    samples = {stage: [] for stage in STAGES}
+    for i in range(warmup + hops):
+        audio = 0.1 * rng.standard_normal(hop_samples).astype(np.float32)
+        t0 = time.perf_counter()
+        mel.push(audio)
+        _sync(device)
+        t1 = time.perf_counter()
+        embedding = runner.encode(patch)[0]
+        _sync(device)
+        t2 = time.perf_counter()
+        embeddings = embeddings[1:] + [embedding]
+        logits = runner.pool_predict(torch.stack(embeddings).unsqueeze(0))
+        t3 = time.perf_counter()
+        probs = {h: 1 / (1 + np.exp(-logits[h][0])) for h in model.heads}
+        tags = smoother.update(merger.tags(probs), 1.0)
+        active = hysteresis.update(tags)
+        message = {
+            "schema": SCHEMA_VERSION,
+            "seq": i,
+            "model": name,
+            "t_capture": time.time(),
+            "t_stream": float(i),
+            "hop_s": 1.0,
+            "context_s": 3.0,
+            "silent": False,
+            "tags": {n: round(float(p), 5) for n, p in zip(merger.names, tags, strict=True)},
+            "active": [n for n, on in zip(merger.names, active, strict=True) if on],
+            "valence": None,
+            "arousal": None,
+        }
+        publisher.send("mood", message)
+        t4 = time.perf_counter()
+        if i >= warmup:
+            for stage, (a, b) in zip(STAGES, ((t0, t1), (t1, t2), (t2, t3), (t3, t4)), strict=True):
+                samples[stage].append((b - a) * 1000.0)
+    return StageTimes(name, backend, device, samples)
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import onnxruntime
+
+    return {
+        "cpu": cpu,
+        "cores": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+
+
+def table(results: list[StageTimes]) -> str:
+    header = f"{'model':<20} {'backend':<7} {'device':<6} " + " ".join(
+        f"{s + ' p50/p99':>19}" for s in (*STAGES, "hop")
+    )
+    lines = [header, "-" * len(header)]
+    for r in results:
+        p = r.percentiles()
+        cells = " ".join(f"{p[s]['p50']:>9.2f}/{p[s]['p99']:<9.2f}" for s in (*STAGES, "hop"))
+        lines.append(f"{r.model:<20} {r.backend:<7} {r.device:<6} {cells}")
+    return "\n".join(lines)
+
+
+def plot(results: list[StageTimes], path: str) -> None:
+    """Stacked p50 per stage, one bar per model × backend, with the p99 of the whole hop marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r.model}\n{r.backend}/{r.device}" for r in results]
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(results)), 4))
+    bottom = np.zeros(len(results))
+    for stage in STAGES:
+        values = np.array([r.percentiles()[stage]["p50"] for r in results])
+        ax.bar(labels, values, bottom=bottom, label=stage)
+        bottom += values
+    ax.scatter(
+        labels,
+        [r.percentiles()["hop"]["p99"] for r in results],
+        color="k",
+        marker="_",
+        s=400,
+        label="hop p99",
+    )
+    ax.set_ylabel("ms per hop")
+    ax.set_title("per-hop processing time by stage (p50 stacked)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run(models: list[str], backends: list[str], device: str, seconds: float, warmup: int) -> dict:
+    results = []
+    with Publisher("tcp://127.0.0.1:0") as publisher:
+        for name in models:
+            for backend in backends:
+                hops = max(10, int(seconds))  # one hop per second of audio
+                results.append(measure(name, backend, device, hops, warmup, publisher))
+    return {
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "results": [
+            {
+                "model": r.model,
+                "backend": r.backend,
+                "device": r.device,
+                "hops": len(r.samples_ms["mel"]),
+                "ms": r.percentiles(),
+            }  # fmt: skip
+            for r in results
+        ],
+        "table": table(results),
+        "_objects": results,
+    }
+
+
+def to_json(report: dict) -> str:
+    return json.dumps({k: v for k, v in report.items() if not k.startswith("_")}, indent=1)
