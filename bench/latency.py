@@ -7,8 +7,10 @@ stages' costs depends on what the music is.
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+import models
 from models.artifact import load_model
 from models.export import OnnxRunner, TorchRunner
 from realtime.analyzer import TagMerger, Windowing, effective_windows
@@ -201,3 +204,56 @@ def run(models: list[str], backends: list[str], device: str, seconds: float, war
 
 def to_json(report: dict) -> str:
     return json.dumps({k: v for k, v in report.items() if not k.startswith("_")}, indent=1)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "latency",
+        help="per-stage time of one hop, per model and backend",
+        description="Per-stage time of one hop (new mel frames, encoder, pooling + heads, smoothing + "
+        "publish), p50/p95/p99 after warm-up, per model x backend x device.",
+    )
+    p.add_argument(
+        "--models", default="default,musicnn-msd", help="comma-separated, or 'all' (default,musicnn-msd)"
+    )
+    p.add_argument("--backends", default="torch,onnx", help="comma-separated: torch, onnx (both)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--seconds", type=float, default=60, help="seconds of audio (hops of ~1 s) per model (60)")
+    p.add_argument("--warmup", type=int, default=5, help="hops before measuring (5)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--json", help="write the figures as JSON here")
+    p.add_argument("--plot", help="write a PNG chart here")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    names = models.available() + ["default"] if args.models == "all" else args.models.split(",")
+    backends = args.backends.split(",")
+    bad = [b for b in backends if b not in ("torch", "onnx")]
+    if bad:
+        parser.error(f"unknown backend(s) {bad}; backends: torch, onnx")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda, but no CUDA device is available")
+    if args.device == "cuda" and "onnx" in backends:
+        print(
+            "note: the onnx backend places itself (CUDA provider when ONNX Runtime has it)", file=sys.stderr
+        )
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        report = run(names, backends, args.device, args.seconds, args.warmup)
+    except (models.UnknownModelError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    m = report["machine"]
+    print(
+        f"{m['cpu']}, {m['cores']} threads, torch {m['torch']}, onnxruntime {m['onnxruntime']}, GPU {m['gpu']}"
+    )
+    print("milliseconds per hop (p50/p99)")
+    print(report["table"])
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(to_json(report) + "\n")
+    if args.plot:
+        plot(report["_objects"], args.plot)
+    return 0
