@@ -4,6 +4,10 @@ mono mix + sanitise -> soxr streaming resample -> streaming mel -> a window ever
 each segment encoded once and its embedding cached -> pooling over the last K segments
 -> heads.  ``listen`` drives it from the ring buffer; ``analyze`` drives it from a file
 as fast as it can; both get identical windows for identical audio.
+
+Several models on one stream (``MultiAnalyzer``) share the work where they can: the audio is
+sanitised once, resampled once per model sample rate and turned into mel frames once per
+distinct frontend; each model then cuts its own windows from those frames.
 """
 
 from __future__ import annotations
@@ -36,6 +40,15 @@ class Windowing:
             raise ValueError(f"--hop must be a positive number of seconds, got {self.hop_s}")
         if not (math.isfinite(self.context_s) and self.context_s > 0):
             raise ValueError(f"--context must be a positive number of seconds, got {self.context_s}")
+
+
+@dataclass(frozen=True)
+class Member:
+    """One model of the feed: the name it was asked for by, the model and what runs it."""
+
+    name: str
+    model: SegmentModel
+    runner: TorchRunner | OnnxRunner
 
 
 @dataclass
@@ -222,6 +235,85 @@ class Analyzer:
         start = max(0, stop - self.hop_frames)
         values = self._bins[start:stop]
         return rms_dbfs(float(np.mean(values))) if values else rms_dbfs(0.0)
+
+
+class MultiAnalyzer:
+    """Several models on one stream; the first (the primary) sets the feed's hop and timing.
+
+    ``feed``/``finish`` return ``(member index, window)`` pairs in stream order; at equal
+    stream times the other members come before the primary, so a message built at the
+    primary's window already holds theirs.
+    """
+
+    def __init__(
+        self,
+        members: list[Member],
+        input_rate_hz: int,
+        windowing: Windowing | None = None,
+        device: str | torch.device = "cpu",
+    ):
+        if not members:
+            raise ValueError("MultiAnalyzer needs at least one model")
+        self.members = members
+        self.analyzers = [Analyzer(m.model, input_rate_hz, windowing, device, m.runner) for m in members]
+        # Who does the shared work: the first analyzer at a model rate resamples for all at that
+        # rate; the first with a given frontend computes the mel frames for all that share it.
+        rates = [a.rate_hz for a in self.analyzers]
+        frontends = [a.model.frontend for a in self.analyzers]
+        self._rate_lead = [rates.index(r) for r in rates]
+        self._mel_lead = [
+            next(j for j in range(i + 1) if frontends[j] == frontends[i]) for i in range(len(rates))
+        ]
+        self.primary = self.analyzers[0]
+
+    @property
+    def mel_streams(self) -> int:
+        """How many streaming mels run (one per distinct frontend)."""
+        return len(set(self._mel_lead))
+
+    def __getattr__(self, name: str):
+        # hop_s, context_s, samples_in, sanitized/clipped counts: the primary's (it sanitises for all).
+        if name in ("hop_s", "context_s", "samples_in", "sanitized_samples", "clipped_samples", "rate_hz"):
+            return getattr(self.primary, name)
+        raise AttributeError(name)
+
+    def _run_all(self, mono_at: dict[int, np.ndarray], frames_at: dict[int, torch.Tensor]):
+        out = []
+        for i, a in enumerate(self.analyzers):
+            windows = a._consume(mono_at[self._rate_lead[i]], frames_at[self._mel_lead[i]])
+            out.extend((i, w) for w in windows)
+        out.sort(key=lambda iw: (iw[1].t_stream, iw[0] == 0))
+        return out
+
+    def feed(self, frames: np.ndarray) -> list[tuple[int, Window]]:
+        mono = self.primary.sanitize(frames)
+        for a in self.analyzers:
+            a.samples_in += len(frames)
+        mono_at = {}
+        for i in sorted(set(self._rate_lead)):
+            resampler = self.analyzers[i]._resampler
+            mono_at[i] = mono if resampler is None else resampler.resample_chunk(mono, last=False)
+        frames_at = {
+            i: self.analyzers[i].mel.push(mono_at[self._rate_lead[i]]) for i in sorted(set(self._mel_lead))
+        }
+        return self._run_all(mono_at, frames_at)
+
+    def finish(self) -> list[tuple[int, Window]]:
+        """End of stream: every model's last windows (resampler tails, then the mels' end padding)."""
+        empty = np.zeros(0, dtype=np.float32)
+        mono_at = {}
+        for i in sorted(set(self._rate_lead)):
+            resampler = self.analyzers[i]._resampler
+            mono_at[i] = empty if resampler is None else resampler.resample_chunk(empty, last=True)
+        out = []
+        if any(m.size for m in mono_at.values()):
+            frames_at = {
+                i: self.analyzers[i].mel.push(mono_at[self._rate_lead[i]])
+                for i in sorted(set(self._mel_lead))
+            }
+            out = self._run_all(mono_at, frames_at)
+        frames_at = {i: self.analyzers[i].mel.flush() for i in sorted(set(self._mel_lead))}
+        return out + self._run_all(dict.fromkeys(mono_at, empty), frames_at)
 
 
 class TagMerger:

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models import SegmentModel
-from models.export import OnnxRunner, TorchRunner
-from realtime.analyzer import Analyzer, TagMerger, Window, Windowing, warm_up
+from realtime.analyzer import Member, MultiAnalyzer, TagMerger, Window, Windowing, warm_up
 from realtime.feed import SCHEMA_VERSION
 from realtime.publisher import Publisher
 from realtime.ring import RingBuffer
@@ -75,44 +74,92 @@ class CaptureClock:
         return t - (end - index) / self.rate_hz
 
 
+class MemberFeed:
+    """One model's part of the mood message: its tags smoothed, thresholded and named."""
+
+    def __init__(self, member: Member, config: FeedConfig, prefix: set[str] = frozenset()):
+        self.member = member
+        self.merger = TagMerger(member.model.heads)
+        # A tag name another model of the feed also uses is prefixed with this model's name.
+        self.names = [f"{member.name}:{n}" if n in prefix else n for n in self.merger.names]
+        self.smoother_tags = Smoother(config.smooth_s)
+        self.smoother_va = Smoother(config.smooth_s)
+        on, off = tag_thresholds(member.model, self.merger, config)
+        self.hysteresis = Hysteresis(len(self.names), on, off)
+        self.last_t_stream: float | None = None
+        self.tags: np.ndarray | None = None  # None until this model's first window
+        self.active = np.zeros(len(self.names), dtype=bool)
+        self.valence: float | None = None
+        self.arousal: float | None = None
+
+    def update(self, window: Window, hop_s: float) -> None:
+        dt = hop_s if self.last_t_stream is None else window.t_stream - self.last_t_stream
+        self.last_t_stream = window.t_stream
+        if window.silent:
+            # Silence carries no mood: hold the tags, switch everything off, no valence/arousal.
+            if self.tags is None:
+                self.tags = np.zeros(len(self.names))
+            self.hysteresis.reset()
+            self.active = np.zeros(len(self.names), dtype=bool)
+            self.valence = self.arousal = None
+            return
+        self.tags = self.smoother_tags.update(self.merger.tags(window.outputs), dt).copy()
+        self.active = self.hysteresis.update(self.tags).copy()
+        if self.merger.va_head:
+            self.valence, self.arousal = (
+                float(v) for v in self.smoother_va.update(window.outputs[self.merger.va_head], dt)
+            )
+
+
+def clashing_names(members: list[Member]) -> set[str]:
+    """Tag names that more than one model of the feed publishes."""
+    seen: dict[str, int] = {}
+    for m in members:
+        for n in TagMerger(m.model.heads).names:
+            seen[n] = seen.get(n, 0) + 1
+    return {n for n, count in seen.items() if count > 1}
+
+
 class Engine:
-    """Runs one source through one analyzer into one publisher until stopped or the source ends."""
+    """Runs one source through one or more models into one publisher until stopped or the source ends.
+
+    With several models the first one (the primary) sets the hop: each of its windows is one
+    mood message holding every model's latest tags (a model whose first segment is not yet
+    complete contributes none yet), and valence/arousal from the first model that has them.
+    """
 
     def __init__(
         self,
         source: Source,
-        model: SegmentModel,
+        members: list[Member],
         windowing: Windowing,
         publisher: Publisher,
-        model_name: str,
         config: FeedConfig | None = None,
         on_mood: Callable[[dict], None] | None = None,
         compute: str = "cpu",
-        runner: TorchRunner | OnnxRunner | None = None,
     ):
+        if not members:
+            raise ValueError("the engine needs at least one model")
+        names = [m.name for m in members]
+        if len(set(names)) != len(names):
+            raise ValueError(f"a model is named twice in {','.join(names)}")
         self.source = source
-        self.model = model
+        self.members = members
         self.windowing = windowing
         self.compute = compute
-        self.runner = runner or TorchRunner(model, compute)
-        self.analyzer: Analyzer | None = None  # built once the source knows its rate
+        self.analyzer: MultiAnalyzer | None = None  # built once the source knows its rate
         self.publisher = publisher
-        self.model_name = model_name
+        self.model_name = ",".join(names)
         self.config = config or FeedConfig()
         self.on_mood = on_mood
-        self.merger = TagMerger(model.heads)
-        self.smoother_tags = Smoother(self.config.smooth_s)
-        self.smoother_va = Smoother(self.config.smooth_s)
-        on, off = tag_thresholds(model, self.merger, self.config)
-        self.hysteresis = Hysteresis(len(self.merger.names), on, off)
+        clash = clashing_names(members)
+        self.feeds = [MemberFeed(m, self.config, clash) for m in members]
         self.latencies: deque[tuple[float, float]] = deque()  # (t_publish, latency_ms), last minute
         self.mood_seq = 0
         self.moods_sent = 0
         self.status_seq = 0
         self.started = time.monotonic()
         self.last_audio: float | None = None
-        self.last_t_stream: float | None = None
-        self.last_tags: np.ndarray | None = None
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -121,12 +168,13 @@ class Engine:
         cfg = self.config
         ring = RingBuffer(max(1, int(cfg.ring_s * self.source.sample_rate_hz)), self.source.channels)
         self.ring = ring
-        warm_up(self.runner)
+        for member in self.members:
+            warm_up(member.runner)
         try:
             self.source.start(ring)
             # The device may have opened at a fallback rate: only now is the input rate known.
-            self.analyzer = Analyzer(
-                self.model, self.source.sample_rate_hz, self.windowing, self.compute, self.runner
+            self.analyzer = MultiAnalyzer(
+                self.members, self.source.sample_rate_hz, self.windowing, self.compute
             )
             self.clock = CaptureClock(self.source.sample_rate_hz)
             next_status = time.monotonic()
@@ -138,11 +186,9 @@ class Engine:
                 if len(frames):
                     self.last_audio = time.monotonic()
                     self.clock.mark(*ring.last_capture)
-                    for window in self.analyzer.feed(frames):
-                        self._publish_mood(window)
+                    self._handle(self.analyzer.feed(frames))
                 elif self.source.finished and ring.available() == 0:
-                    for window in self.analyzer.finish():
-                        self._publish_mood(window)
+                    self._handle(self.analyzer.finish())
                     break
                 now = time.monotonic()
                 if now >= next_status:
@@ -157,24 +203,24 @@ class Engine:
 
     # -- messages -----------------------------------------------------------------------
 
+    def _handle(self, windows: list[tuple[int, Window]]) -> None:
+        for i, window in windows:
+            self.feeds[i].update(window, self.analyzer.analyzers[i].hop_s)
+            if i == 0:
+                self._publish_mood(window)
+
     def _publish_mood(self, window: Window) -> None:
-        dt = self.analyzer.hop_s if self.last_t_stream is None else window.t_stream - self.last_t_stream
-        self.last_t_stream = window.t_stream
-        names = self.merger.names
+        tags: dict[str, float] = {}
+        active: list[str] = []
+        for feed in self.feeds:
+            if feed.tags is None:
+                continue
+            tags.update((n, round(float(p), 5)) for n, p in zip(feed.names, feed.tags, strict=True))
+            active.extend(n for n, on in zip(feed.names, feed.active, strict=True) if on)
+        va = next((f for f in self.feeds if f.merger.va_head), None)
         valence = arousal = None
-        if window.silent:
-            # Silence carries no mood: hold the tags, switch everything off, no valence/arousal.
-            tags = self.last_tags if self.last_tags is not None else np.zeros(len(names))
-            self.hysteresis.reset()
-            active = np.zeros(len(names), dtype=bool)
-        else:
-            tags = self.smoother_tags.update(self.merger.tags(window.outputs), dt)
-            self.last_tags = tags.copy()
-            active = self.hysteresis.update(tags)
-            if self.merger.va_head:
-                valence, arousal = (
-                    float(v) for v in self.smoother_va.update(window.outputs[self.merger.va_head], dt)
-                )
+        if va is not None and not window.silent:
+            valence, arousal = va.valence, va.arousal
         native_index = math.ceil(window.t_stream * self.source.sample_rate_hz) - 1
         message = {
             "schema": SCHEMA_VERSION,
@@ -185,8 +231,8 @@ class Engine:
             "hop_s": self.analyzer.hop_s,
             "context_s": self.analyzer.context_s,
             "silent": bool(window.silent),
-            "tags": {name: round(float(p), 5) for name, p in zip(names, tags, strict=True)},
-            "active": [name for name, on in zip(names, active, strict=True) if on],
+            "tags": tags,
+            "active": active,
             "valence": valence,
             "arousal": arousal,
         }

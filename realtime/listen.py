@@ -20,7 +20,7 @@ import threading
 from realtime.analyzer import effective_windows
 from realtime.engine import Engine, FeedConfig
 from realtime.feed import DEFAULT_ENDPOINT
-from realtime.options import add_model_options, build_model, build_runner
+from realtime.options import add_model_options, build_members
 from realtime.publisher import Publisher, PublisherError
 from realtime.sources import DeviceSource, FileSource, SourceError, StdinSource, UrlSource, list_devices
 
@@ -122,10 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.list_devices:
         print(list_devices())
         return 0
-    model, windowing, compute = build_model(args)
-    runner = build_runner(args, model, compute)
+    members, windowing, compute = build_members(args)
+    primary = members[0].model
     try:
-        source = make_source(args, model.frontend.sample_rate_hz)
+        source = make_source(args, primary.frontend.sample_rate_hz)
     except SourceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -145,13 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     view = None if args.quiet else LiveLine()
     feed = FeedConfig(smooth_s=args.smooth, tag_on=args.on, tag_off=args.off)
-    engine = Engine(
-        source, model, windowing, publisher, args.model, feed, on_mood=view, compute=compute, runner=runner
-    )
+    engine = Engine(source, members, windowing, publisher, feed, on_mood=view, compute=compute)
     if not args.quiet:
-        _, hop_s, _, context_s = effective_windows(model, windowing)
+        _, hop_s, _, context_s = effective_windows(primary, windowing)
         print(
-            f"moodstream: {args.model} on {source.kind} {source.name!r}, publishing on {publisher.endpoint} "
+            f"moodstream: {engine.model_name} on {source.kind} {source.name!r}, publishing on {publisher.endpoint} "
             f"(hop {hop_s:.3g} s, context {context_s:.3g} s); Ctrl-C stops",
             file=sys.stderr,
         )

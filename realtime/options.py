@@ -12,7 +12,7 @@ import models
 from models.artifact import load_model
 from models.export import OnnxRunner, TorchRunner
 from models.weights import WeightsError
-from realtime.analyzer import Windowing
+from realtime.analyzer import Member, Windowing
 
 DEFAULT_MODEL = "default"
 
@@ -23,7 +23,8 @@ def add_model_options(parser: argparse.ArgumentParser, smooth_default: float) ->
         "--model",
         default=DEFAULT_MODEL,
         help=f"a registered model name (default {DEFAULT_MODEL}) or a trained artifact directory; "
-        f"registered: {', '.join(models.available())}",
+        f"listen takes several, comma-separated (e.g. default,jamendo-baseline: one feed, the first "
+        f"model sets the hop); registered: {', '.join(models.available())}",
     )
     g.add_argument(
         "--hop", type=float, default=1.0, metavar="S", help="seconds between analyses (default 1.0)"
@@ -78,24 +79,62 @@ def compute_device(choice: str) -> str:
     return choice
 
 
-def build_model(args: argparse.Namespace) -> tuple[models.SegmentModel, Windowing, str]:
-    """The model, windowing and compute device the options name; exits with a clear message if bad."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def model_names(spec: str) -> list[str]:
+    """``--model a,b`` -> ["a", "b"]; exits with a clear message on an empty or repeated name."""
+    names = [n.strip() for n in spec.split(",")]
+    if not all(names):
+        raise SystemExit(
+            f"error: --model {spec!r} has an empty name (comma-separated names, no spaces needed)"
+        )
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise SystemExit(f"error: --model names {', '.join(repeated)} more than once")
+    return names
+
+
+def _load(name: str) -> models.SegmentModel:
     try:
-        windowing = Windowing(hop_s=args.hop, context_s=args.context, silence_dbfs=args.silence_db)
-        model = load_model(args.model)
+        model = load_model(name)
     except models.UnknownModelError as exc:
         raise SystemExit(f"error: {exc}; or 'default', or a trained artifact directory") from None
     except (ValueError, WeightsError) as exc:
-        raise SystemExit(f"error: {exc}") from None
+        raise SystemExit(f"error: {name}: {exc}") from None
     if not getattr(model, "pretrained", True):
-        print(f"WARNING: {args.model} has untrained weights; its output is meaningless", file=sys.stderr)
-    return model, windowing, compute_device(args.compute)
+        print(f"WARNING: {name} has untrained weights; its output is meaningless", file=sys.stderr)
+    return model
+
+
+def _windowing(args: argparse.Namespace) -> Windowing:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return Windowing(hop_s=args.hop, context_s=args.context, silence_dbfs=args.silence_db)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+def build_model(args: argparse.Namespace) -> tuple[models.SegmentModel, Windowing, str]:
+    """The one model, windowing and compute device the options name; exits with a clear message if bad."""
+    windowing = _windowing(args)
+    names = model_names(args.model)
+    if len(names) > 1:
+        raise SystemExit(f"error: this command runs one model at a time, not {args.model!r}")
+    return _load(names[0]), windowing, compute_device(args.compute)
+
+
+def build_members(args: argparse.Namespace) -> tuple[list[Member], Windowing, str]:
+    """Every model ``--model a,b,...`` names, each with its runner, the windowing and compute device."""
+    windowing = _windowing(args)
+    compute = compute_device(args.compute)
+    members = []
+    for name in model_names(args.model):
+        model = _load(name)
+        members.append(Member(name, model, build_runner(args, model, compute, name)))
+    return members, windowing, compute
 
 
 def build_runner(
-    args: argparse.Namespace, model: models.SegmentModel, device: str
+    args: argparse.Namespace, model: models.SegmentModel, device: str, name: str | None = None
 ) -> TorchRunner | OnnxRunner:
     """The backend that runs the model's streaming parts (encoder; pooling + heads)."""
     if args.backend == "torch":
@@ -103,5 +142,5 @@ def build_runner(
     # The sessions hold the graphs in memory once created: the exported files can go.
     with tempfile.TemporaryDirectory(prefix="moodstream-onnx-") as folder:
         runner = OnnxRunner(model.cpu(), folder, threads=args.threads)
-    print(f"{args.model}: ONNX Runtime with {', '.join(runner.providers)}", file=sys.stderr)
+    print(f"{name or args.model}: ONNX Runtime with {', '.join(runner.providers)}", file=sys.stderr)
     return runner

@@ -104,3 +104,66 @@ def test_bad_windowing_is_rejected():
         Windowing(hop_s=0)
     with pytest.raises(ValueError, match="--context"):
         Windowing(context_s=float("nan"))
+
+
+def _members(*pairs):
+    from models.export import TorchRunner
+    from realtime.analyzer import Member
+
+    return [Member(name, m, TorchRunner(m, "cpu")) for name, m in pairs]
+
+
+def _run_multi(members, audio, rate, windowing, block=4096):
+    from realtime.analyzer import MultiAnalyzer
+
+    a = MultiAnalyzer(members, rate, windowing)
+    frames = audio[:, None] if audio.ndim == 1 else audio
+    out = []
+    for i in range(0, len(frames), block):
+        out += a.feed(frames[i : i + block])
+    return a, out + a.finish()
+
+
+def _same_windows(got, expected):
+    assert [w.t_stream for w in got] == [w.t_stream for w in expected]
+    for g, e in zip(got, expected, strict=True):
+        assert g.silent == e.silent and g.level_dbfs == pytest.approx(e.level_dbfs, abs=1e-9)
+        for head, values in e.outputs.items():
+            np.testing.assert_allclose(g.outputs[head], values, atol=1e-6)
+
+
+def test_models_with_one_frontend_share_one_mel_stream_and_keep_their_windows(msd, clip):
+    from models.artifact import load_model
+
+    audio, rate = clip
+    default, mtt = load_model("default"), models.build("musicnn-mtt")
+    windowing = Windowing(hop_s=1.0, context_s=3.0)
+    multi, pairs = _run_multi(_members(("default", default), ("musicnn-mtt", mtt)), audio, rate, windowing)
+    assert multi.mel_streams == 1
+    assert multi.hop_s == pytest.approx(0.992)
+    # The other model's window comes first at equal times: a message at the primary's has both.
+    assert [i for i, _ in pairs[:2]] == [1, 0]
+    for i, model in enumerate((default, mtt)):
+        _, alone = _run(model, audio, rate, windowing)
+        _same_windows([w for j, w in pairs if j == i], alone)
+
+
+def test_models_with_different_frontends_and_rates_each_get_their_own(shared_data):
+    """default (16 kHz musicnn mels, 3 s) + the Jamendo baseline (12 kHz Essentia mels, 29 s segments)."""
+    from models.artifact import load_model
+
+    audio, rate = sf.read(shared_data / CLIP, dtype="float32")
+    default = load_model("default")
+    baseline = models.build(
+        "jamendo-baseline", weights=str(shared_data / "mtg-jamendo/baseline/best_model.pth")
+    )
+    windowing = Windowing(hop_s=1.0, context_s=3.0)
+    multi, pairs = _run_multi(
+        _members(("default", default), ("jamendo-baseline", baseline)), audio, rate, windowing
+    )
+    assert multi.mel_streams == 2
+    baseline_windows = [w for j, w in pairs if j == 1]
+    assert baseline_windows and baseline_windows[0].t_stream == pytest.approx(1366 * 256 / 12000, abs=0.03)
+    for i, model in enumerate((default, baseline)):
+        _, alone = _run(model, audio, rate, windowing)
+        _same_windows([w for j, w in pairs if j == i], alone)

@@ -407,3 +407,50 @@ def test_the_default_model_publishes_valence_arousal_and_moods(feed, music, tmp_
     for m in moods:
         assert -1 <= m["valence"] <= 1 and -1 <= m["arousal"] <= 1
         assert {"calmness", "power", "tension", "Gloomy", "Happy", "rock", "jazz"} <= set(m["tags"])
+
+
+def test_two_models_in_one_feed_merge_their_tags(feed, music, shared_data, tmp_path):
+    """--model default,jamendo-baseline: valence/arousal and the 56 MTG-Jamendo mood/theme tags together."""
+    from models.vocab import JAMENDO_MOODTHEME
+
+    endpoint, sub = feed
+    audio, rate = music
+    path = tmp_path / "clip.wav"
+    sf.write(path, audio, rate)
+    env = {
+        **os.environ,
+        "MOODSTREAM_JAMENDO_BASELINE": str(shared_data / "mtg-jamendo/baseline/best_model.pth"),
+    }
+    proc = listen("--model", "default,jamendo-baseline", "--file", str(path), "--pub", endpoint, env=env)
+    sub.collect(ended, 120)
+    code, err = finish(proc)
+    assert code == 0, err
+    sub.drain()
+    moods = sub.moods()
+    assert moods and all(m["model"] == "default,jamendo-baseline" for m in moods)
+    assert sub.statuses()[-1]["model"] == "default,jamendo-baseline"
+    last = moods[-1]
+    assert -1 <= last["valence"] <= 1 and -1 <= last["arousal"] <= 1
+    # Names both vocabularies use carry their model's name; the others stay as they are.
+    msd_and_jamendo = set(MSD_LABELS) & set(JAMENDO_MOODTHEME)
+    assert {"happy", "sad", "sexy"} <= msd_and_jamendo
+    for name in msd_and_jamendo:
+        assert f"default:{name}" in last["tags"] and f"jamendo-baseline:{name}" in last["tags"]
+        assert name not in last["tags"]
+    jamendo = {f"jamendo-baseline:{n}" if n in msd_and_jamendo else n for n in JAMENDO_MOODTHEME}
+    assert jamendo <= set(last["tags"])
+    assert {"Gloomy", "calmness", "rock"} <= set(last["tags"])
+    # The baseline's first 29 s segment completes near the clip's end; before it, only the default's tags.
+    early = [m for m in moods if m["t_stream"] < 29]
+    assert early and all(not (jamendo & set(m["tags"])) for m in early)
+
+
+def test_bad_model_lists_are_refused_clearly(shared_data):
+    for spec, words in (("default,,musicnn-msd", "empty name"), ("default,default", "more than once")):
+        proc = run_listen("--model", spec, "--file", "x.wav")
+        assert proc.returncode != 0 and words in proc.stderr, proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "realtime.analyze", str(shared_data / CLIP), "--model", "default,musicnn-msd"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "one model at a time" in proc.stderr
