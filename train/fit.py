@@ -25,6 +25,7 @@ from models.windowing import hop_frames, window_starts
 from train import metrics
 from train.augment import Compose, GaussianNoise, Mixup, RandomGain, SpecAugment
 from train.averaging import SWA
+from train.calibration import calibrate
 from train.features import FeatureCache
 from train.loop import (
     DivergedError,
@@ -154,6 +155,25 @@ def validate(model, data: Data, recipe: Recipe) -> tuple[dict, dict]:
     return evaluate(data.heads, targets, per_head), per_head
 
 
+def check_va_loss(data: Data, recipe: Recipe) -> None:
+    """Refuse a valence/arousal loss that cannot learn the data's targets.
+
+    ``mse``/``ccc`` compare the published 2p - 1 in [-1, 1] with the targets; binary low/high
+    targets (4Q's quadrant halves, 0/1) need ``bce``, or the model learns to publish 0.5 for "high".
+    """
+    if recipe.va_loss == "bce":
+        return
+    for name, spec in data.heads.items():
+        if spec.kind != "valence_arousal":
+            continue
+        values = {float(v) for ex in data.train if name in ex.targets for v in np.ravel(ex.targets[name])}
+        if values and values <= {0.0, 1.0}:
+            raise ValueError(
+                f"va_loss={recipe.va_loss} compares values in [-1, 1], but the {name} targets are binary "
+                "low/high (0/1, e.g. 4Q quadrants): use --set va_loss=bce"
+            )
+
+
 class _Forward(nn.Module):
     """What DDP wraps: the model's forward, or pool + predict over cached embedding runs."""
 
@@ -183,6 +203,7 @@ def fit(
     if distributed:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         rank = dist.get_rank()
+    check_va_loss(data, recipe)
     torch.manual_seed(recipe.seed)
     rng = np.random.default_rng(recipe.seed + rank)
     embedded = is_embedded(model)
@@ -296,10 +317,19 @@ def _finish(model, model_name, overrides, data, recipe, out_dir, best, swa, comm
         chosen = f"SWA of {swa.n_averaged} epochs"
     elif (out_dir / "best.pt").is_file():
         model.load_state_dict(torch.load(out_dir / "best.pt", map_location="cpu", weights_only=True))
+    calibration = {}
+    if recipe.calibrate:
+        hop = hop_frames(recipe.hop_s, model.frontend.frame_rate_hz)
+        calibration = calibrate(model, data.val, is_embedded(model), recipe.context_segments, hop)
     val, per_head = validate(model, data, recipe)
     targets, _ = stack_targets(data.heads, data.val)
     thresholds = {
-        name: [float(t) for t in metrics.fit_thresholds(_binarize(targets[name]), per_head[name])]
+        name: [
+            float(t)
+            for t in metrics.fit_thresholds(
+                _binarize(targets[name]), per_head[name], beta=recipe.threshold_beta
+            )
+        ]
         for name, spec in data.heads.items()
         if spec.kind == "tags" and len(targets[name])
     }
@@ -311,13 +341,14 @@ def _finish(model, model_name, overrides, data, recipe, out_dir, best, swa, comm
         "weights": chosen,
         "best_epoch": best.get("epoch"),
         "validation": val,
+        "calibration": calibration,
     }
     external = ["encoder."] if is_embedded(model) else []
     # Heads the data did not supervise keep their thresholds at the engine's defaults.
     model_thresholds = {h: t for h, t in thresholds.items() if h in model.heads}
     save(model, out_dir, Artifact(model_name, overrides, external, model_thresholds, provenance))
     (out_dir / "metrics.json").write_text(
-        json.dumps({"validation": val, "best_epoch": best.get("epoch")}, indent=1)
+        json.dumps({"validation": val, "best_epoch": best.get("epoch"), "calibration": calibration}, indent=1)
     )
     if log is not None and log.rows:
         plot_curves(log.rows, out_dir / "learning_curves.png")

@@ -145,37 +145,43 @@ def train_step(state: TrainState, batch: Batch) -> dict[str, float]:
 
 
 @torch.no_grad()
-def predict_tracks(model: SegmentModel, examples: list[Example], embedded: bool, k: int, hop: int) -> dict:
-    """Per-track predictions (head -> (n_tracks, L)), averaging windows as ``realtime.analyze`` does.
+def window_logits(
+    model: SegmentModel, ex: Example, embedded: bool, k: int, hop: int
+) -> dict[str, torch.Tensor]:
+    """One track's windows as the engine cuts them: head -> logits (n_windows, L).
 
     Each window pools the last K window embeddings (fewer at the start), like the engine.
     """
+    if embedded:
+        embeddings = torch.from_numpy(ex.data).float()
+    else:
+        starts = window_starts(ex.data.shape[1], model.segment_frames, hop) or [0]
+        mel = ex.data
+        if mel.shape[1] < model.segment_frames:
+            mel = np.pad(mel, ((0, 0), (0, model.segment_frames - mel.shape[1])), mode="wrap")
+        patches = torch.from_numpy(np.stack([mel[:, s : s + model.segment_frames] for s in starts])).float()
+        embeddings = model.encode(patches)
+    runs = [embeddings[max(0, i - k + 1) : i + 1] for i in range(embeddings.shape[0])]
+    # Group runs of equal length so each K is one batched pooling call.
+    out: dict[str, list[torch.Tensor]] = {name: [None] * len(runs) for name in model.heads}
+    for length in sorted({r.shape[0] for r in runs}):
+        idx = [i for i, r in enumerate(runs) if r.shape[0] == length]
+        logits = model.predict(model.pool(torch.stack([runs[i] for i in idx])))
+        for name in model.heads:
+            for j, i in enumerate(idx):
+                out[name][i] = logits[name][j]
+    return {name: torch.stack(rows) for name, rows in out.items()}
+
+
+@torch.no_grad()
+def predict_tracks(model: SegmentModel, examples: list[Example], embedded: bool, k: int, hop: int) -> dict:
+    """Per-track predictions (head -> (n_tracks, L)), averaging windows as ``realtime.analyze`` does."""
     model.eval()
     per_head: dict[str, list[np.ndarray]] = {name: [] for name in model.heads}
     for ex in examples:
-        if embedded:
-            embeddings = torch.from_numpy(ex.data).float()
-        else:
-            starts = window_starts(ex.data.shape[1], model.segment_frames, hop) or [0]
-            mel = ex.data
-            if mel.shape[1] < model.segment_frames:
-                mel = np.pad(mel, ((0, 0), (0, model.segment_frames - mel.shape[1])), mode="wrap")
-            patches = torch.from_numpy(
-                np.stack([mel[:, s : s + model.segment_frames] for s in starts])
-            ).float()
-            embeddings = model.encode(patches)
-        runs = [embeddings[max(0, i - k + 1) : i + 1] for i in range(embeddings.shape[0])]
-        # Group runs of equal length so each K is one batched pooling call.
-        window_out: dict[str, list[torch.Tensor]] = {name: [None] * len(runs) for name in model.heads}
-        for length in sorted({r.shape[0] for r in runs}):
-            idx = [i for i, r in enumerate(runs) if r.shape[0] == length]
-            logits = model.predict(model.pool(torch.stack([runs[i] for i in idx])))
-            for name, spec in model.heads.items():
-                probs = probabilities(spec, logits[name])
-                for j, i in enumerate(idx):
-                    window_out[name][i] = probs[j]
-        for name in model.heads:
-            per_head[name].append(torch.stack(window_out[name]).mean(dim=0).numpy())
+        logits = window_logits(model, ex, embedded, k, hop)
+        for name, spec in model.heads.items():
+            per_head[name].append(probabilities(spec, logits[name]).mean(dim=0).numpy())
     return {name: np.stack(rows) for name, rows in per_head.items()}
 
 

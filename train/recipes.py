@@ -32,6 +32,8 @@ class Recipe:
     patience: int = 0  # early stopping on the validation score; 0: off
     context_segments: int = 4  # embedding runs (frozen encoders): segments pooled, as --context
     hop_s: float = 1.0  # windows for validation and embedding caches, as the engine's --hop
+    calibrate: bool = True  # temperature-scale the sigmoid heads on validation (train/calibration.py)
+    threshold_beta: float = 1.0  # `active` thresholds maximise F-beta on validation; < 1 favours precision
     seed: int = 0
 
     def with_overrides(self, overrides: dict[str, str]) -> Recipe:

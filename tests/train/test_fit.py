@@ -152,3 +152,18 @@ def test_frozen_then_unfrozen_encoder_and_early_stopping(tmp_path):
     fit(model3, "va-cnn", {}, Data(ex, ex, heads), recipe, tmp_path / "c", quiet=True)
     rows = [json.loads(line) for line in (tmp_path / "c" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 3  # epoch 1 is the best; two epochs without improvement stop it
+
+
+def test_a_regression_loss_on_binary_valence_arousal_is_refused():
+    """mse/ccc compare 2p - 1 with the targets: 4Q's 0/1 halves would teach the model to publish 0.5."""
+    from train.fit import check_va_loss
+
+    va = {"valence_arousal": HeadSpec("valence_arousal", ("valence", "arousal"))}
+    binary = [Example("a", "a", np.zeros((3, 4), np.float32), {"valence_arousal": np.array([0.0, 1.0])})]
+    data = Data(binary, binary, va)
+    for loss in ("mse", "ccc", "mse+ccc"):
+        with pytest.raises(ValueError, match="va_loss=bce"):
+            check_va_loss(data, Recipe(va_loss=loss))
+    check_va_loss(data, Recipe(va_loss="bce"))
+    continuous = [Example("a", "a", np.zeros((3, 4), np.float32), {"valence_arousal": np.array([-0.4, 0.7])})]
+    check_va_loss(Data(continuous, continuous, va), Recipe(va_loss="mse"))
