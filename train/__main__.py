@@ -22,6 +22,8 @@ import shlex
 import sys
 from pathlib import Path
 
+import torch
+
 import models
 from models.artifact import ArtifactError, load
 from models.export import export_onnx
@@ -121,6 +123,7 @@ def cmd_fit(args) -> int:
         # Our streaming model grows the heads the data supervises.
         overrides["tag_heads"] = {n: list(spec.labels) for n, spec in heads.items() if spec.kind == "tags"}
         overrides.setdefault("valence_arousal", "valence_arousal" in heads)
+    torch.manual_seed(recipe.seed)  # the initial weights too: the same command gives the same model
     model = models.build(args.model, **overrides)
     unknown = set(heads) - set(model.heads)
     if unknown:

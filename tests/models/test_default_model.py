@@ -36,3 +36,8 @@ def test_provenance_comes_from_the_real_training_run():
     assert prov["validation"]["valence_arousal/arousal_balanced_accuracy"] > 0.85
     assert prov["date"].startswith("20") and config["external_prefixes"] == ["encoder."]
     assert set(config["thresholds"]) == {"mood", "gems"}
+    # Temperatures fitted on validation windows, folded into the heads, with the calibration error.
+    calibration = prov["calibration"]
+    assert set(calibration) == {"mood", "gems", "valence_arousal"}
+    assert all(0.0 <= c["ece_after"] < 0.05 and c["windows"] > 1000 for c in calibration.values())
+    assert prov["recipe"]["threshold_beta"] == 0.5 and "--set threshold_beta=0.5" in prov["command"]
