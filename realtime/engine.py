@@ -42,14 +42,15 @@ def tag_thresholds(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-tag on/off thresholds: a trained artifact's (fitted on validation) where it has them.
 
-    The off threshold keeps the same ratio to the on threshold as the configured pair.
+    The off threshold keeps the same ratio to the on threshold as the configured pair.  A fitted
+    threshold of 1.0 means the tag never turns active (it was unreliable on validation).
     """
     fitted = getattr(getattr(model, "artifact", None), "thresholds", {}) or {}
     on = []
     for head in merger.tag_heads:
         n = len(model.heads[head].labels)
         values = fitted.get(head)
-        on.extend(np.clip(values, 0.02, 0.98) if values is not None else [config.tag_on] * n)
+        on.extend(np.clip(values, 0.02, 1.0) if values is not None else [config.tag_on] * n)
     on = np.asarray(on, dtype=np.float64)
     return on, on * (config.tag_off / config.tag_on)
 

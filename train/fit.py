@@ -323,16 +323,22 @@ def _finish(model, model_name, overrides, data, recipe, out_dir, best, swa, comm
         calibration = calibrate(model, data.val, is_embedded(model), recipe.context_segments, hop)
     val, per_head = validate(model, data, recipe)
     targets, _ = stack_targets(data.heads, data.val)
-    thresholds = {
-        name: [
-            float(t)
-            for t in metrics.fit_thresholds(
-                _binarize(targets[name]), per_head[name], beta=recipe.threshold_beta
-            )
-        ]
-        for name, spec in data.heads.items()
-        if spec.kind == "tags" and len(targets[name])
-    }
+    thresholds, silenced = {}, {}
+    for name, spec in data.heads.items():
+        if spec.kind != "tags" or not len(targets[name]):
+            continue
+        y = _binarize(targets[name])
+        t = metrics.fit_thresholds(y, per_head[name], beta=recipe.threshold_beta)
+        if recipe.min_precision:
+            # A tag that is wrong more often than min_precision allows, even at its best threshold,
+            # never lights up: threshold 1.0 (a probability never exceeds it).
+            decided = metrics.decisions(per_head[name], t)
+            hits = (decided & (y > 0)).sum(axis=0)
+            precision = np.where(decided.sum(axis=0) > 0, hits / np.maximum(decided.sum(axis=0), 1), 0.0)
+            low = precision < recipe.min_precision
+            t = np.where(low, 1.0, t)
+            silenced[name] = [label for label, off in zip(spec.labels, low, strict=True) if off]
+        thresholds[name] = [float(v) for v in t]
     provenance = {
         "command": command,
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -342,6 +348,7 @@ def _finish(model, model_name, overrides, data, recipe, out_dir, best, swa, comm
         "best_epoch": best.get("epoch"),
         "validation": val,
         "calibration": calibration,
+        "never_active": silenced,
     }
     external = ["encoder."] if is_embedded(model) else []
     # Heads the data did not supervise keep their thresholds at the engine's defaults.

@@ -34,6 +34,7 @@ class Recipe:
     hop_s: float = 1.0  # windows for validation and embedding caches, as the engine's --hop
     calibrate: bool = True  # temperature-scale the sigmoid heads on validation (train/calibration.py)
     threshold_beta: float = 1.0  # `active` thresholds maximise F-beta on validation; < 1 favours precision
+    min_precision: float = 0.0  # a tag below this validation precision at its threshold never turns active
     seed: int = 0
 
     def with_overrides(self, overrides: dict[str, str]) -> Recipe:

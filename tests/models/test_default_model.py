@@ -41,3 +41,10 @@ def test_provenance_comes_from_the_real_training_run():
     assert set(calibration) == {"mood", "gems", "valence_arousal"}
     assert all(0.0 <= c["ece_after"] < 0.05 and c["windows"] > 1000 for c in calibration.values())
     assert prov["recipe"]["threshold_beta"] == 0.5 and "--set threshold_beta=0.5" in prov["command"]
+    # Tags unreliable on validation never turn active: threshold 1.0, named in the provenance.
+    never = prov["never_active"]["mood"]
+    assert 0 < len(never) < 100 and not prov["never_active"]["gems"]
+    labels = config["heads"]["mood"]["labels"]
+    assert all(
+        (t == 1.0) == (label in never) for label, t in zip(labels, config["thresholds"]["mood"], strict=True)
+    )
