@@ -80,6 +80,23 @@ def test_streaming_graphs_match_pytorch(name, tmp_path):
         np.testing.assert_allclose(g, expected[n].numpy(), atol=1e-4, rtol=0, err_msg=n)
 
 
+def test_musicnn_encoder_graph_pools_straight_off_the_convolutions(tmp_path):
+    """The exported encoder is the folded one (see Musicnn.encode) and still the TF-order function."""
+    import onnx
+
+    model = models.build("musicnn-msd")
+    encoder, _ = export_streaming(model, tmp_path)
+    graph = onnx.load(str(encoder)).graph
+    producer = {out: node for node in graph.node for out in node.output}
+    pooled = [producer[n.input[0]].op_type for n in graph.node if n.op_type == "ReduceMax"]
+    assert pooled.count("Conv") == len(model.front)
+    patches = 4.0 * torch.rand(3, 96, model.segment_frames, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        layers = model.encode(patches, folded=False)
+    got = session(encoder).run(None, {"mel": patches.numpy()})[0]
+    np.testing.assert_allclose(got, layers.numpy(), atol=1e-4, rtol=1e-5)
+
+
 def test_export_with_the_frontend_inside_takes_audio(tmp_path):
     model = models.build("musicnn-msd")
     out = tmp_path / "musicnn.onnx"

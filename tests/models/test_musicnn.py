@@ -6,10 +6,18 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from torch import nn
 
 import models
 from models.frontend import MelFrontend
-from models.musicnn import SEGMENT_FRAMES, convert_checkpoint, package_checkpoint
+from models.musicnn import (
+    CHUNK_SEGMENTS,
+    SEGMENT_FRAMES,
+    _FreqPooledConv,
+    _onednn_usable,
+    convert_checkpoint,
+    package_checkpoint,
+)
 from models.weights import WeightsError
 
 
@@ -87,3 +95,51 @@ def test_conversion_fills_every_parameter():
     model = models.build("musicnn-msd", pretrained=False)
     state = convert_checkpoint(package_checkpoint("msd"), model)
     assert set(state) == set(model.state_dict())
+
+
+def _shuffle_batch_norms(model, seed=0):
+    """Batch-norm statistics and scales of both signs, as any training run could leave them."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            n = m.num_features
+            m.weight.data = torch.randn(n, generator=g)
+            m.bias.data = torch.randn(n, generator=g)
+            m.running_mean.data = torch.randn(n, generator=g)
+            m.running_var.data = torch.rand(n, generator=g) + 0.5
+    return model
+
+
+@pytest.mark.parametrize("weights", ["published", "shuffled batch norms"])
+def test_folded_inference_is_the_same_function(weights):
+    """Eval mode pools before batch norm (oneDNN under no_grad, plain ops otherwise): same numbers."""
+    model = models.build("musicnn-msd")
+    if weights != "published":
+        _shuffle_batch_norms(model)
+    assert any((m.bn.weight < 0).any() for m in model.front)  # some channels take the min over frequency
+    g = torch.Generator().manual_seed(1)
+    patch = 4.0 * torch.rand(2 * CHUNK_SEGMENTS + 1, 96, SEGMENT_FRAMES, generator=g)  # chunked: 3 + 3 + 1
+    with torch.inference_mode():
+        assert _onednn_usable(patch) == torch.backends.mkldnn.is_available()
+        layers = model.encode(patch, folded=False)
+        fast = model.encode(patch)
+    differentiable = model.encode(patch)  # autograd on: the path ONNX export and torch.compile trace
+    assert differentiable.requires_grad
+    np.testing.assert_allclose(fast.numpy(), layers.numpy(), atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(differentiable.detach().numpy(), layers.numpy(), atol=1e-5, rtol=1e-5)
+    one = model.encode(patch[:1], folded=False)  # batch 1 and the chunks see the same function
+    np.testing.assert_allclose(fast[:1].numpy(), one.detach().numpy(), atol=1e-5, rtol=1e-5)
+
+
+def test_training_runs_the_layers_in_tensorflow_order(monkeypatch):
+    model = models.build("musicnn-msd", pretrained=False).train()
+    with pytest.raises(ValueError, match="eval mode only"):
+        model.encode(torch.randn(2, 96, SEGMENT_FRAMES), folded=True)
+
+    def not_in_training(self, x):
+        raise AssertionError("the folded front end ran in train mode")
+
+    monkeypatch.setattr(_FreqPooledConv, "folded", not_in_training)
+    model.encode(torch.randn(2, 96, SEGMENT_FRAMES)).pow(2).mean().backward()
+    assert all(block.conv.weight.grad.abs().sum() > 0 for block in model.front)
+    assert all(block.bn.num_batches_tracked == 1 for block in model.front)  # batch statistics, updated
