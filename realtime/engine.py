@@ -196,7 +196,8 @@ class Engine:
                     self._publish_status()
                     next_status = max(next_status + cfg.status_interval_s, now)
                 if not len(frames):
-                    stop.wait(0.005)
+                    # Woken by the next write (no polling delay); the timeout keeps status and stop going.
+                    ring.wait(0.005)
         finally:
             self.source.stop()
         self._publish_status()

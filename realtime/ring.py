@@ -10,6 +10,7 @@ engine can report ``dropped_samples``; the absolute index of every kept sample s
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -30,6 +31,7 @@ class RingBuffer:
         self.overflows = 0  # producer only: blocks the device itself flagged as overflowed
         # Capture time (time.time()) of the last frame written, and that frame's index + 1.
         self.last_capture = (0, 0.0)  # producer only, replaced as one tuple
+        self._ready = threading.Event()  # set by each write: wakes a waiting consumer at once
 
     def free(self) -> int:
         return self.capacity - (self.write_index - self.read_index)
@@ -56,7 +58,15 @@ class RingBuffer:
             self._data[: n - first] = block[first:]
         self.write_index += n
         self.last_capture = (self.write_index, time.time() if capture_time is None else capture_time)
+        self._ready.set()
         return True
+
+    def wait(self, timeout_s: float) -> bool:
+        """Consumer: block until unread frames are available (True) or ``timeout_s`` passes (False)."""
+        self._ready.clear()
+        if self.available():  # written between the last read and the clear
+            return True
+        return self._ready.wait(timeout_s)
 
     def read(self, max_frames: int | None = None) -> tuple[np.ndarray, int]:
         """Copy out up to ``max_frames`` unread frames -> (frames (n, channels), index of the first)."""

@@ -381,7 +381,7 @@ class FileSource(_ThreadSource):
 
     kind = "file"
 
-    def __init__(self, path: str | os.PathLike, realtime: bool = False, blocksize: int = 2048):
+    def __init__(self, path: str | os.PathLike, realtime: bool = False, blocksize: int | None = None):
         file_path = Path(path)
         if not file_path.exists():
             raise SourceError(f"audio file not found: {file_path}")
@@ -395,12 +395,18 @@ class FileSource(_ThreadSource):
                 f"cannot decode audio file {file_path}: {reason} (libsndfile reads WAV, FLAC, "
                 "Ogg Vorbis/Opus, MP3...; for other formats use a URL source, which decodes with ffmpeg)"
             ) from exc
-        if blocksize <= 0:
+        if blocksize is not None and blocksize <= 0:
             raise ValueError("blocksize must be positive")
         super().__init__(str(file_path), info.samplerate, info.channels)
         self.path = file_path
         self.realtime = realtime
-        self.blocksize = blocksize
+        # Paced: 10 ms blocks, like a sound card's period (a window ending mid-block waits for the
+        # rest of it: 2048-frame blocks cost up to 128 ms of lag at 16 kHz). Unpaced: large reads.
+        self.blocksize = blocksize or (self.paced_blocksize(info.samplerate) if realtime else 2048)
+
+    @staticmethod
+    def paced_blocksize(rate_hz: int) -> int:
+        return max(1, rate_hz // 100)
 
     def _run(self, ring: RingBuffer) -> None:
         stop = self._stop_event

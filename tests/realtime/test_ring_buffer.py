@@ -59,3 +59,21 @@ def test_one_producer_one_consumer_threads_lose_nothing():
         got += len(out)
     t.join(5)
     assert np.array_equal(np.concatenate(received), np.arange(total, dtype=np.float32))
+
+
+def test_wait_wakes_on_a_write_and_times_out_without_one():
+    import threading
+    import time
+
+    ring = RingBuffer(100)
+    started = time.perf_counter()
+    assert not ring.wait(0.05)
+    assert time.perf_counter() - started >= 0.045
+    ring.write(np.zeros((3, 1), np.float32))
+    assert ring.wait(10.0)  # data already there: no wait
+    ring.read()
+    timer = threading.Timer(0.05, ring.write, args=(np.ones((2, 1), np.float32),))
+    started = time.perf_counter()
+    timer.start()
+    assert ring.wait(10.0)
+    assert time.perf_counter() - started < 5.0 and ring.available() == 2
