@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import latency
+from bench import e2e, latency, scale
 
 # Each module owns its subcommand: add_parser(subparsers) registers it and sets `func`.
-COMMANDS = (latency,)
+COMMANDS = (latency, e2e, scale)
 
 
 def main(argv: list[str] | None = None) -> int:

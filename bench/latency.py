@@ -3,6 +3,13 @@
 Each stage runs the engine's own code on one hop of audio (the default 0.992 s) after a
 warm-up, and its p50/p95/p99 are reported in milliseconds.  The audio is noise: none of the
 stages' costs depends on what the music is.
+
+Backends: ``torch`` (eager), ``onnx`` (ONNX Runtime) and ``compile`` (eager, with the segment
+encoder through ``torch.compile``; its compilation happens before the warm-up and is
+reported apart as ``setup_s``).  A backend that cannot run here is reported as skipped, with
+the reason.  ``--alternatives`` adds, in the same run, what a user would otherwise write
+(``bench.alternatives``: librosa / torchaudio mel of the whole window + the eager model),
+as times per hop and ratios to ours.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import numpy as np
 import torch
 
 import models
+from bench import alternatives
 from models.artifact import load_model
 from models.export import OnnxRunner, TorchRunner
 from realtime.analyzer import TagMerger, Windowing, effective_windows
@@ -28,6 +36,39 @@ from realtime.publisher import Publisher
 from realtime.smoothing import Hysteresis, Smoother
 
 STAGES = ("mel", "encoder", "pool_heads", "feed")
+BACKENDS = ("torch", "onnx", "compile")
+
+
+class CompiledRunner(TorchRunner):
+    """``TorchRunner`` with the segment encoder through ``torch.compile`` (pooling + heads stay eager).
+
+    The first call compiles (tens of seconds on a CPU, with a C++ compiler); ``check`` makes that
+    call and compares the result with eager mode, so a miscompiled encoder is never timed.
+    """
+
+    backend = "compile"
+
+    def __init__(self, model, device: str | torch.device = "cpu"):
+        super().__init__(model, device)
+        self._encode = torch.compile(self.model.encode, dynamic=False)
+
+    def encode(self, patches: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self._encode(patches.to(self.device))
+
+    def check(self, patch: torch.Tensor, atol: float = 1e-3) -> None:
+        compiled = self.encode(patch)
+        eager = super().encode(patch)
+        diff = float((compiled - eager).abs().max())
+        if not diff <= atol:
+            raise RuntimeError(f"the compiled encoder differs from eager mode by {diff:.2g}")
+
+
+def _reason(exc: BaseException) -> str:
+    """One line for a table cell: the exception's type and the first line of its message."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    first = lines[0] if lines else ""
+    return f"{type(exc).__name__}: {first[:200]}"
 
 
 @dataclass
@@ -36,6 +77,8 @@ class StageTimes:
     backend: str
     device: str
     samples_ms: dict[str, list[float]]
+    setup_s: float | None = None  # runner creation + first call (ONNX export, torch.compile)
+    skipped: str | None = None  # why the backend could not run here
 
     def percentiles(self) -> dict[str, dict[str, float]]:
         out = {}
@@ -57,24 +100,69 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def measure(name: str, backend: str, device: str, hops: int, warmup: int, publisher: Publisher) -> StageTimes:
-    """Time ``hops`` hops of the engine's stages for one model and backend."""
-    model = load_model(name).eval()
-    runner = TorchRunner(model, device) if backend == "torch" else None
+class FeedStep:
+    """The feed stage of one hop, as the engine does it: sigmoid, smoothing, hysteresis, JSON, send."""
+
+    def __init__(self, name: str, heads: dict, publisher: Publisher):
+        self.name, self.heads, self.publisher = name, heads, publisher
+        self.merger = TagMerger(heads)
+        self.smoother = Smoother(2.0)
+        self.hysteresis = Hysteresis(len(self.merger.names), 0.3, 0.2)
+
+    def __call__(self, seq: int, logits: dict[str, np.ndarray]) -> dict:
+        probs = {h: 1 / (1 + np.exp(-logits[h][0])) for h in self.heads}
+        tags = self.smoother.update(self.merger.tags(probs), 1.0)
+        active = self.hysteresis.update(tags)
+        message = {
+            "schema": SCHEMA_VERSION,
+            "seq": seq,
+            "model": self.name,
+            "t_capture": time.time(),
+            "t_stream": float(seq),
+            "hop_s": 1.0,
+            "context_s": 3.0,
+            "silent": False,
+            "tags": {n: round(float(p), 5) for n, p in zip(self.merger.names, tags, strict=True)},
+            "active": [n for n, on in zip(self.merger.names, active, strict=True) if on],
+            "valence": None,
+            "arousal": None,
+        }
+        self.publisher.send("mood", message)
+        return message
+
+
+def make_runner(model, backend: str, device: str, patch: torch.Tensor):
+    """The runner of ``backend``, after its first call (compilation happens there)."""
     if backend == "onnx":
         with tempfile.TemporaryDirectory() as folder:
             runner = OnnxRunner(model.cpu(), folder)
+    elif backend == "compile":
+        runner = CompiledRunner(model, device)
+        runner.check(patch)
+    else:
+        runner = TorchRunner(model, device)
+    runner.encode(patch)
+    return runner
+
+
+def measure(name: str, backend: str, device: str, hops: int, warmup: int, publisher: Publisher) -> StageTimes:
+    """Time ``hops`` hops of the engine's stages for one model and backend."""
+    model = load_model(name).eval()
     fe = model.frontend
+    patch = torch.randn(1, fe.n_mels, model.segment_frames, device=device)
+    t_setup = time.perf_counter()
+    try:
+        runner = make_runner(model, backend, device, patch)
+    except Exception as exc:  # e.g. torch.compile without a working C++ compiler: say so, go on
+        return StageTimes(name, backend, device, {s: [] for s in STAGES}, skipped=_reason(exc))
+    setup_s = time.perf_counter() - t_setup
     hop, _, k, _ = effective_windows(model, Windowing())
     hop_samples = hop * fe.hop_length
     mel = StreamingMel(fe, device)
     rng = np.random.default_rng(0)
     # Fill the mel history with one segment first, as a running stream has it.
     mel.push(0.1 * rng.standard_normal(model.segment_frames * fe.hop_length).astype(np.float32))
-    patch = torch.randn(1, fe.n_mels, model.segment_frames, device=device)
-    merger = TagMerger(model.heads)
-    smoother = Smoother(2.0)
-    hysteresis = Hysteresis(len(merger.names), 0.3, 0.2)
+    feed = FeedStep(name, model.heads, publisher)
     embeddings = [runner.encode(patch)[0] for _ in range(k)]
     samples = {stage: [] for stage in STAGES}
     for i in range(warmup + hops):
@@ -89,29 +177,12 @@ def measure(name: str, backend: str, device: str, hops: int, warmup: int, publis
         embeddings = embeddings[1:] + [embedding]
         logits = runner.pool_predict(torch.stack(embeddings).unsqueeze(0))
         t3 = time.perf_counter()
-        probs = {h: 1 / (1 + np.exp(-logits[h][0])) for h in model.heads}
-        tags = smoother.update(merger.tags(probs), 1.0)
-        active = hysteresis.update(tags)
-        message = {
-            "schema": SCHEMA_VERSION,
-            "seq": i,
-            "model": name,
-            "t_capture": time.time(),
-            "t_stream": float(i),
-            "hop_s": 1.0,
-            "context_s": 3.0,
-            "silent": False,
-            "tags": {n: round(float(p), 5) for n, p in zip(merger.names, tags, strict=True)},
-            "active": [n for n, on in zip(merger.names, active, strict=True) if on],
-            "valence": None,
-            "arousal": None,
-        }
-        publisher.send("mood", message)
+        feed(i, logits)
         t4 = time.perf_counter()
         if i >= warmup:
             for stage, (a, b) in zip(STAGES, ((t0, t1), (t1, t2), (t2, t3), (t3, t4)), strict=True):
                 samples[stage].append((b - a) * 1000.0)
-    return StageTimes(name, backend, device, samples)
+    return StageTimes(name, backend, device, samples, setup_s=round(setup_s, 2))
 
 
 def machine() -> dict:
@@ -141,21 +212,31 @@ def table(results: list[StageTimes]) -> str:
     )
     lines = [header, "-" * len(header)]
     for r in results:
+        if r.skipped:
+            lines.append(f"{r.model:<20} {r.backend:<7} {r.device:<6} skipped: {r.skipped}")
+            continue
         p = r.percentiles()
         cells = " ".join(f"{p[s]['p50']:>9.2f}/{p[s]['p99']:<9.2f}" for s in (*STAGES, "hop"))
         lines.append(f"{r.model:<20} {r.backend:<7} {r.device:<6} {cells}")
     return "\n".join(lines)
 
 
-def plot(results: list[StageTimes], path: str) -> None:
-    """Stacked p50 per stage, one bar per model × backend, with the p99 of the whole hop marked."""
+def plot(results: list[StageTimes], path: str, alternatives_report: dict | None = None) -> None:
+    """Stacked p50 per stage, one bar per model × backend, with the p99 of the whole hop marked;
+    beside it, the alternatives panel when the run has one."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    results = [r for r in results if not r.skipped]
     labels = [f"{r.model}\n{r.backend}/{r.device}" for r in results]
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(results)), 4))
+    width = max(6, 1.6 * len(results))
+    if alternatives_report:
+        fig, (ax, ax_alt) = plt.subplots(1, 2, figsize=(width + 7, 4.5), width_ratios=[width, 7])
+        alternatives.plot(alternatives_report, ax_alt)
+    else:
+        fig, ax = plt.subplots(figsize=(width, 4))
     bottom = np.zeros(len(results))
     for stage in STAGES:
         values = np.array([r.percentiles()[stage]["p50"] for r in results])
@@ -177,28 +258,44 @@ def plot(results: list[StageTimes], path: str) -> None:
     plt.close(fig)
 
 
-def run(models: list[str], backends: list[str], device: str, seconds: float, warmup: int) -> dict:
+def run(
+    models: list[str],
+    backends: list[str],
+    device: str,
+    seconds: float,
+    warmup: int,
+    alternatives_model: str | None = None,
+) -> dict:
     results = []
+    hops = max(10, int(seconds))  # one hop per second of audio
     with Publisher("tcp://127.0.0.1:0") as publisher:
         for name in models:
             for backend in backends:
-                hops = max(10, int(seconds))  # one hop per second of audio
                 results.append(measure(name, backend, device, hops, warmup, publisher))
+    extra = {}
+    if alternatives_model:
+        extra["alternatives"] = alternatives.measure(alternatives_model, device, hops, warmup)
+        extra["alternatives_table"] = alternatives.table(extra["alternatives"])
     return {
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-        "results": [
-            {
-                "model": r.model,
-                "backend": r.backend,
-                "device": r.device,
-                "hops": len(r.samples_ms["mel"]),
-                "ms": r.percentiles(),
-            }  # fmt: skip
-            for r in results
-        ],
+        "results": [_result(r) for r in results],
         "table": table(results),
+        **extra,
         "_objects": results,
+    }
+
+
+def _result(r: StageTimes) -> dict:
+    if r.skipped:
+        return {"model": r.model, "backend": r.backend, "device": r.device, "skipped": r.skipped}
+    return {
+        "model": r.model,
+        "backend": r.backend,
+        "device": r.device,
+        "hops": len(r.samples_ms["mel"]),
+        "setup_s": r.setup_s,
+        "ms": r.percentiles(),
     }
 
 
@@ -216,10 +313,21 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--models", default="default,musicnn-msd", help="comma-separated, or 'all' (default,musicnn-msd)"
     )
-    p.add_argument("--backends", default="torch,onnx", help="comma-separated: torch, onnx (both)")
+    p.add_argument(
+        "--backends",
+        default="torch,onnx",
+        help="comma-separated: torch, onnx, compile (torch.compile'd encoder; slow to start) (torch,onnx)",
+    )
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--seconds", type=float, default=60, help="seconds of audio (hops of ~1 s) per model (60)")
     p.add_argument("--warmup", type=int, default=5, help="hops before measuring (5)")
+    p.add_argument(
+        "--alternatives",
+        default="default",
+        metavar="MODEL",
+        help="also time, in the same run, the hand-rolled librosa / torchaudio pipelines and ours for "
+        "this model, as ratios to ours; 'none' to skip (default)",
+    )
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--json", help="write the figures as JSON here")
     p.add_argument("--plot", help="write a PNG chart here")
@@ -229,9 +337,9 @@ def add_parser(sub) -> None:
 def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     names = models.available() + ["default"] if args.models == "all" else args.models.split(",")
     backends = args.backends.split(",")
-    bad = [b for b in backends if b not in ("torch", "onnx")]
+    bad = [b for b in backends if b not in BACKENDS]
     if bad:
-        parser.error(f"unknown backend(s) {bad}; backends: torch, onnx")
+        parser.error(f"unknown backend(s) {bad}; backends: {', '.join(BACKENDS)}")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda, but no CUDA device is available")
     if args.device == "cuda" and "onnx" in backends:
@@ -241,7 +349,8 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        report = run(names, backends, args.device, args.seconds, args.warmup)
+        alternatives_model = None if args.alternatives == "none" else args.alternatives
+        report = run(names, backends, args.device, args.seconds, args.warmup, alternatives_model)
     except (models.UnknownModelError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -251,9 +360,17 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     )
     print("milliseconds per hop (p50/p99)")
     print(report["table"])
+    if "alternatives" in report:
+        a = report["alternatives"]
+        print(
+            f"\nalternatives, {a['model']} model, per hop of {a['hop_s']:g} s (one {a['segment_s']:g} s "
+            "segment): milliseconds p50/p99, and the ratio of each to ours (its time / ours)"
+        )
+        print(f"ours = {a['ours']}")
+        print(report["alternatives_table"])
     if args.json:
         with open(args.json, "w") as f:
             f.write(to_json(report) + "\n")
     if args.plot:
-        plot(report["_objects"], args.plot)
+        plot(report["_objects"], args.plot, report.get("alternatives"))
     return 0

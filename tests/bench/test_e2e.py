@@ -1,0 +1,81 @@
+"""``python -m bench e2e`` runs the real listen, paced, and writes its tables, JSON and chart (a quick round)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.e2e import PARTS
+from bench.paced_mic import missing
+
+REPO = Path(__file__).resolve().parents[2]
+PNG = b"\x89PNG\r\n\x1a\n"
+MODEL = "musicnn-msd"  # the default model's encoder: the same cost, without depending on the trained artifact
+
+
+def e2e(*options: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "bench", "e2e", *options],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def check_result(result: dict, source: str) -> None:
+    assert (result["model"], result["backend"], result["source"]) == (MODEL, "torch", source)
+    # 10 s of audio: windows end at 2.99 s, then every 0.992 s.
+    assert 5 <= result["moods"] <= 8 and result["missed"] == 0, result
+    assert result["hop_s"] == pytest.approx(0.992)
+    lag = result["lag_ms"]
+    assert lag["p50"] <= lag["p95"] <= lag["p99"] <= lag["max"]
+    # The probe splits each mood's lag into parts that add up to it, message by message.
+    assert set(result["parts_ms"]) == set(PARTS) and result["parts_moods"] == result["moods"]
+    assert sum(result["parts_ms"][p]["mean"] for p in PARTS) == pytest.approx(lag["mean"], abs=0.1)
+    assert result["parts_ms"]["process"]["p50"] > 0
+    assert "inherent" in result
+
+
+def test_file_source_writes_tables_json_and_png(tmp_path, shared_data):
+    out, png = tmp_path / "e2e.json", tmp_path / "e2e.png"
+    proc = e2e(
+        "--models", MODEL, "--sources", "file", "--seconds", "10", "--json", str(out), "--plot", str(png)
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "p99<=50" in proc.stdout and "where the lag goes" in proc.stdout
+    assert "file blocks of 160 frames at 16000 Hz = 10.0 ms" in proc.stdout
+    report = json.loads(out.read_text())
+    assert {"machine", "date", "command", "clip", "seconds", "target_p99_ms", "results", "table"} <= set(
+        report
+    )
+    assert report["command"].startswith(f"python -m bench e2e --models {MODEL} --sources file --seconds 10")
+    assert report["machine"]["cpu"] and report["seconds"] == 10 and report["target_p99_ms"] == 50
+    [result] = report["results"]
+    check_result(result, "file")
+    assert png.read_bytes()[:8] == PNG
+
+
+def test_paced_device_source(tmp_path, shared_data):
+    why = missing()
+    if why:
+        pytest.skip(why)
+    out = tmp_path / "e2e.json"
+    proc = e2e("--models", MODEL, "--sources", "device", "--seconds", "10", "--json", str(out))
+    if proc.returncode == 1 and "jackd (dummy backend) did not start" in proc.stderr:
+        pytest.skip(proc.stderr.strip()[-300:])
+    assert proc.returncode == 0, proc.stderr
+    [result] = json.loads(out.read_text())["results"]
+    check_result(result, "device")
+    assert "device periods of 1024 frames at 48000 Hz" in result["inherent"]
+
+
+def test_bad_options_are_clear():
+    proc = e2e("--sources", "file,radio", timeout=60)
+    assert proc.returncode == 2 and "unknown sources ['radio']" in proc.stderr
+    proc = e2e("--seconds", "1", timeout=60)
+    assert proc.returncode == 2 and "--seconds must be at least 5" in proc.stderr

@@ -1,0 +1,100 @@
+"""``python -m bench scale`` runs concurrent streams and writes its table, JSON and chart (a quick round)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.scale import Step, memory_shortfall, schedule
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL = "musicnn-msd"  # the default model's encoder: the same cost, without depending on the trained artifact
+
+
+def scale(*options: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "bench", "scale", "--model", MODEL, *options],
+        cwd=REPO, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def check_step(r: dict, layout: str, streams: int) -> None:
+    assert (r["layout"], r["threads"], r["streams"]) == (layout, 1, streams)
+    assert len(r["per_stream"]) == streams
+    assert r["moods"] >= 3 * streams and r["missed"] == 0, r
+    assert r["lag_ms"]["p50"] <= r["lag_ms"]["p99"] and r["process_ms"]["p50"] > 0
+    assert r["hop_ms"] == 992.0
+    memory = r["memory"]
+    assert memory["processes"] == (streams if layout == "processes" else 1)
+    assert 0 < memory["uss_per_process_mib"] <= memory["pss_per_process_mib"] <= memory["rss_per_process_mib"]
+    assert isinstance(r["sustained"], bool) and (r["sustained"] or r["why_not"])
+
+
+def test_processes_write_table_json_and_png(tmp_path, shared_data):
+    out, png = tmp_path / "scale.json", tmp_path / "scale.png"
+    proc = scale(
+        "--streams", "1,2", "--seconds", "5", "--settle", "1", "--threads", "1",
+        "--json", str(out), "--plot", str(png),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "USS/proc" in proc.stdout and "processes, threads 1: sustains" in proc.stdout
+    report = json.loads(out.read_text())
+    assert {"machine", "date", "command", "model", "clip", "seconds", "summary", "results", "table"} <= set(
+        report
+    )
+    assert report["command"].startswith(f"python -m bench scale --model {MODEL} --streams 1,2")
+    one, two = report["results"]
+    check_step(one, "processes", 1)
+    check_step(two, "processes", 2)
+    assert two["memory"]["rss_total_mib"] > one["memory"]["rss_total_mib"]
+    summary = report["summary"]["processes, threads 1"]
+    assert summary["pss_per_extra_stream_mib"] > 0 and summary["uss_per_process_mib"] > 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_threads_layout_runs_several_engines_in_one_process(tmp_path, shared_data):
+    out = tmp_path / "scale.json"
+    proc = scale(
+        "--layout", "threads", "--streams", "2", "--seconds", "5", "--settle", "1", "--threads", "1",
+        "--json", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    [step] = json.loads(out.read_text())["results"]
+    check_step(step, "threads", 2)
+
+
+def fake(capacity: int, tried: list[int]):
+    def run(n: int) -> Step:
+        tried.append(n)
+        return Step(n, 1, "processes", {"sustained": n <= capacity})
+
+    return run
+
+
+def test_schedule_doubles_then_bisects():
+    tried: list[int] = []
+    steps = schedule(32, fake(11, tried))
+    assert tried == [1, 2, 4, 8, 16, 12, 10, 11]
+    assert [s.streams for s in steps] == sorted(tried)
+    tried = []
+    schedule(6, fake(100, tried))
+    assert tried == [1, 2, 4, 6]  # never past --max-streams, and --max-streams itself is tried
+    tried = []
+    schedule(8, fake(0, tried))
+    assert tried == [1]
+
+
+def test_bad_options_are_clear():
+    proc = scale("--threads", "1,many", timeout=60)
+    assert proc.returncode == 2 and "'many' is neither a positive number nor 'default'" in proc.stderr
+    proc = scale("--layout", "fibers", timeout=60)
+    assert proc.returncode == 2 and "unknown layout ['fibers']" in proc.stderr
+
+
+def test_no_step_is_started_without_the_memory_it_needs():
+    small = Step(2, 1, "processes", {"sustained": True, "memory": {"pss_total_mib": 500.0}})
+    assert memory_shortfall(4, []) is None and memory_shortfall(4, [small]) is None
+    huge = Step(3, 1, "processes", {"sustained": True, "memory": {"pss_total_mib": 1e9}})
+    assert "not run: 4 streams would need about" in memory_shortfall(4, [small, huge])
