@@ -1,7 +1,10 @@
 """python -m bench: latency, end-to-end lag and scale on the machine at hand.
 
-python -m bench latency [--models default,musicnn-msd|all] [--backends torch,onnx]
-                        [--device cpu|cuda] [--seconds N] [--json OUT] [--plot OUT.png]
+python -m bench latency [--models default,musicnn-msd|all] [--backends torch,onnx,compile]
+                        [--alternatives MODEL|none] [--device cpu|cuda] [--seconds N]
+                        [--json OUT] [--plot OUT.png]
+python -m bench e2e     [--models default] [--sources file,device] [--seconds 180] ...
+python -m bench scale   [--model default] [--max-streams N] [--layout processes|threads] ...
 
 Each subcommand prints a table and can write JSON (--json) and a PNG chart (--plot);
 `python -m bench COMMAND --help` explains its options.
