@@ -28,6 +28,7 @@ import argparse
 import json
 import math
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -249,6 +250,7 @@ class ListenProcess:
         else:
             self.command = [sys.executable, "-m", "realtime.listen", *options, "--pub", self.endpoint]
         self._stderr = open(self.stderr_path, "wb")
+        self._asked_to_stop = False
         self.proc = subprocess.Popen(
             self.command, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=self._stderr,
@@ -258,21 +260,34 @@ class ListenProcess:
     def pid(self) -> int:
         return self.proc.pid
 
-    def stop(self, grace_s: float = 10.0) -> int:
-        """SIGTERM (listen stops cleanly on it), SIGKILL after ``grace_s``; the exit code."""
-        if self.proc.poll() is None:
+    def terminate(self) -> None:
+        """Ask it to stop (SIGTERM: listen stops cleanly on it) without waiting; once only.
+
+        (A second signal is listen's hard interrupt.)
+        """
+        if self.proc.poll() is None and not self._asked_to_stop:
             self.proc.terminate()
-            try:
-                self.proc.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+            self._asked_to_stop = True
+
+    def stop(self, grace_s: float = 10.0) -> int:
+        """SIGTERM, SIGKILL after ``grace_s``; the exit code (-9 when it had to be killed)."""
+        self.terminate()
+        try:
+            self.proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
         code = self.proc.wait()
         self._stderr.close()
         return code
 
     def error(self) -> str:
-        """The tail of its stderr."""
-        return self.stderr_path.read_text(errors="replace").strip()[-1500:]
+        """The exit code (once it ended) and the tail of its stderr."""
+        code = self.proc.poll()
+        ended = "still running" if code is None else f"exit code {code}"
+        if code is not None and code < 0:
+            ended = f"killed by {signal.Signals(-code).name}"
+        tail = self.stderr_path.read_text(errors="replace").strip()[-1500:]
+        return f"{ended}: {tail}" if tail else f"{ended}, nothing on stderr"
 
 
 @dataclass

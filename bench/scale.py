@@ -54,6 +54,8 @@ LAYOUTS = ("processes", "threads")
 SETTLE_S = 5.0  # default --settle: after the last stream started, before measuring (backlogs drain)
 CATCH_UP_S = 10.0  # how long after the span a lagging stream may take to deliver its windows
 START_PER_STREAM_S = 10.0  # extra start-up allowance per stream (N processes load the model at once)
+STOP_GRACE_S = 10.0  # after SIGTERM, how long the streams get to stop cleanly (and write their probes)...
+STOP_PER_STREAM_S = 1.0  # ...plus this per stream (N overloaded processes drain at once)
 
 
 def memory_kb(pid: int) -> dict[str, int] | None:
@@ -145,7 +147,9 @@ def measure(
                 next_sample += 2.0
             sub.poll(0.05)
     finally:
-        codes = [p.stop() for p in procs]
+        for p in procs:  # all at once: an overloaded machine frees up for the others' clean stops
+            p.terminate()
+        codes = [p.stop(STOP_GRACE_S + STOP_PER_STREAM_S * n) for p in procs]
         sub.close()
     if any(codes):
         bad = next(p for p, c in zip(procs, codes, strict=True) if c)

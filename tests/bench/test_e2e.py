@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from bench.e2e import PARTS
+from bench.e2e import PARTS, ListenProcess, Subscriber
 from bench.paced_mic import missing
 
 REPO = Path(__file__).resolve().parents[2]
@@ -79,3 +80,22 @@ def test_bad_options_are_clear():
     assert proc.returncode == 2 and "unknown sources ['radio']" in proc.stderr
     proc = e2e("--seconds", "1", timeout=60)
     assert proc.returncode == 2 and "--seconds must be at least 5" in proc.stderr
+
+
+def test_listen_process_stops_cleanly_on_one_signal_and_reports_failures(tmp_path, shared_data):
+    clip = sorted((shared_data / "4q" / "audio" / "Q1").glob("*.ogg"))[0]
+    proc = ListenProcess(["--file", str(clip), "--realtime"], tmp_path, "ok", model=MODEL)
+    sub = Subscriber([proc.endpoint])
+    try:
+        deadline = time.monotonic() + 120
+        while not sub.feeds[proc.endpoint].statuses and time.monotonic() < deadline:
+            assert proc.proc.poll() is None, proc.error()
+            sub.poll(0.1)
+        proc.terminate()
+        proc.terminate()  # asked once: a second SIGTERM would be listen's hard interrupt
+        assert proc.stop() == 0, proc.error()
+    finally:
+        sub.close()
+    bad = ListenProcess(["--file", str(tmp_path / "nothing.wav")], tmp_path, "bad", model=MODEL, probe=False)
+    assert bad.proc.wait(120) == 2 and bad.stop() == 2
+    assert bad.error().startswith("exit code 2: ") and "nothing.wav" in bad.error()
