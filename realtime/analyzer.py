@@ -1,9 +1,10 @@
 """The analysis path: samples in, one result per hop out (no threads, no sockets).
 
-mono mix + sanitise -> soxr streaming resample -> streaming mel -> a window every hop,
+mono mix + sanitise -> streaming resample (soxr HQ, or the low-delay FIR of
+``realtime.resample`` for live capture) -> streaming mel -> a window every hop,
 each segment encoded once and its embedding cached -> pooling over the last K segments
 -> heads.  ``listen`` drives it from the ring buffer; ``analyze`` drives it from a file
-as fast as it can; both get identical windows for identical audio.
+as fast as it can; both get identical windows for identical audio (and the same resampler).
 
 Several models on one stream (``MultiAnalyzer``) share the work where they can: the audio is
 sanitised once, resampled once per model sample rate and turned into mel frames once per
@@ -24,7 +25,10 @@ from models import SegmentModel, probabilities
 from models.export import OnnxRunner, TorchRunner
 from models.windowing import hop_frames
 from realtime.frontend import StreamingMel
+from realtime.resample import LowDelayResampler
 from realtime.smoothing import rms_dbfs
+
+RESAMPLERS = ("hq", "low-delay")
 
 
 @dataclass(frozen=True)
@@ -34,8 +38,13 @@ class Windowing:
     hop_s: float = 1.0
     context_s: float = 6.0
     silence_dbfs: float = -60.0  # a hop whose level is below this is silence
+    # How audio at another rate reaches the model's: "hq" (soxr HQ; holds back ~20 ms, released in
+    # bursts) or "low-delay" (realtime.resample: a ~2.5 ms linear-phase FIR, for live capture).
+    resampler: str = "hq"
 
     def __post_init__(self) -> None:
+        if self.resampler not in RESAMPLERS:
+            raise ValueError(f"--resampler must be one of {', '.join(RESAMPLERS)}, got {self.resampler!r}")
         if not (math.isfinite(self.hop_s) and self.hop_s > 0):
             raise ValueError(f"--hop must be a positive number of seconds, got {self.hop_s}")
         if not (math.isfinite(self.context_s) and self.context_s > 0):
@@ -101,11 +110,13 @@ class Analyzer:
         self.input_rate_hz = int(input_rate_hz)
         self.rate_hz = fe.sample_rate_hz
         self.mel = StreamingMel(fe, self.device)
-        self._resampler = (
-            None
-            if self.input_rate_hz == self.rate_hz
-            else soxr.ResampleStream(self.input_rate_hz, self.rate_hz, 1, dtype="float32", quality="HQ")
-        )
+        self._resampler = None
+        if self.input_rate_hz != self.rate_hz and self.windowing.resampler == "low-delay":
+            self._resampler = LowDelayResampler(self.input_rate_hz, self.rate_hz)
+        elif self.input_rate_hz != self.rate_hz:
+            self._resampler = soxr.ResampleStream(
+                self.input_rate_hz, self.rate_hz, 1, dtype="float32", quality="HQ"
+            )
         self.segment_frames = model.segment_frames
         self.hop_frames, self.hop_s, self.context_segments, self.context_s = effective_windows(
             model, self.windowing

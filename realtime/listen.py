@@ -12,6 +12,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import signal
 import sys
@@ -81,6 +82,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def resampler_for(choice: str, source) -> str:
+    """``--resampler``: auto is low-delay for a live source (device, stdin, paced), hq otherwise."""
+    if choice != "auto":
+        return choice
+    live = source.kind in ("device", "stdin") or getattr(source, "realtime", False)
+    return "low-delay" if live else "hq"  # live, lag matters more; else soxr's HQ (offline quality)
+
+
 def make_source(args: argparse.Namespace, rate_hz: int):
     if args.file:
         return FileSource(args.file, realtime=args.realtime)
@@ -129,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     except SourceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    windowing = dataclasses.replace(windowing, resampler=resampler_for(args.resampler, source))
     try:
         publisher = Publisher(args.pub)
     except PublisherError as exc:
@@ -150,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         _, hop_s, _, context_s = effective_windows(primary, windowing)
         print(
             f"moodstream: {engine.model_name} on {source.kind} {source.name!r}, publishing on {publisher.endpoint} "
-            f"(hop {hop_s:.3g} s, context {context_s:.3g} s); Ctrl-C stops",
+            f"(hop {hop_s:.3g} s, context {context_s:.3g} s, {windowing.resampler} resampler); Ctrl-C stops",
             file=sys.stderr,
         )
     try:

@@ -51,6 +51,14 @@ def add_model_options(parser: argparse.ArgumentParser, smooth_default: float) ->
         help="a hop quieter than this is reported as silent (default -60 dBFS)",
     )
     g.add_argument(
+        "--resampler",
+        choices=("auto", "hq", "low-delay"),
+        default="auto",
+        help="how audio at another rate than the model's is resampled: hq (soxr HQ; holds back "
+        "~20 ms, in bursts) or low-delay (a linear-phase FIR, ~2.5 ms); auto (default): low-delay "
+        "for live sources (a device, stdin, --realtime), hq otherwise",
+    )
+    g.add_argument(
         "--compute",
         choices=("auto", "cpu", "cuda"),
         default="auto",
@@ -108,7 +116,10 @@ def _windowing(args: argparse.Namespace) -> Windowing:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        return Windowing(hop_s=args.hop, context_s=args.context, silence_dbfs=args.silence_db)
+        resampler = "hq" if args.resampler == "auto" else args.resampler  # listen decides auto per source
+        return Windowing(
+            hop_s=args.hop, context_s=args.context, silence_dbfs=args.silence_db, resampler=resampler
+        )
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
 

@@ -22,6 +22,8 @@ import soxr
 import zmq
 
 from models.musicnn import MSD_LABELS
+from realtime.listen import resampler_for
+from realtime.sources import FileSource, StdinSource
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((REPO / "realtime" / "schema" / "feed.schema.json").read_text())
@@ -454,3 +456,12 @@ def test_bad_model_lists_are_refused_clearly(shared_data):
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode != 0 and "one model at a time" in proc.stderr
+
+
+def test_live_sources_get_the_low_delay_resampler(music_clip):
+    assert resampler_for("auto", FileSource(music_clip, realtime=True)) == "low-delay"
+    assert resampler_for("auto", StdinSource(48000)) == "low-delay"
+    assert resampler_for("auto", FileSource(music_clip)) == "hq"
+    assert resampler_for("hq", FileSource(music_clip, realtime=True)) == "hq"
+    proc = run_listen("--file", str(music_clip), "--resampler", "fast")
+    assert proc.returncode == 2 and "--resampler: invalid choice: 'fast'" in proc.stderr
