@@ -11,6 +11,14 @@ Examples:
 
 from __future__ import annotations
 
+import os
+
+# Live analysis shares the machine (DJ software, lighting control): OpenMP threads that spin
+# while they wait turn one busy core into hops of hundreds of ms (bench/RESULTS.md, "Threads").
+# They sleep instead, as ONNX Runtime's already do here.  It must be set before torch loads
+# libgomp, so before the imports below; an OMP_WAIT_POLICY of the user's own wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import dataclasses
 import shutil

@@ -465,3 +465,13 @@ def test_live_sources_get_the_low_delay_resampler(music_clip):
     assert resampler_for("hq", FileSource(music_clip, realtime=True)) == "hq"
     proc = run_listen("--file", str(music_clip), "--resampler", "fast")
     assert proc.returncode == 2 and "--resampler: invalid choice: 'fast'" in proc.stderr
+
+
+def test_listen_makes_openmp_threads_wait_passively_unless_told_otherwise():
+    show = "import os, sys, realtime; t = 'torch' in sys.modules; import realtime.listen; print(t, os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", show], cwd=REPO, env=env, capture_output=True, text=True)
+    assert out.stdout.split() == ["False", "PASSIVE"], out.stderr  # set before torch is loaded
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    out = subprocess.run([sys.executable, "-c", show], cwd=REPO, env=env, capture_output=True, text=True)
+    assert out.stdout.split() == ["False", "ACTIVE"], out.stderr  # the user's own setting wins
