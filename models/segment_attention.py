@@ -58,6 +58,7 @@ class SegmentAttention(SegmentModel):
     ):
         super().__init__()
         self.encoder = encoder
+        self.encoder_name = encoder_name  # registered name: what its cached embeddings are keyed by
         self.frontend = encoder.frontend
         self.segment_frames = encoder.segment_frames
         self.embedding_dim = encoder.embedding_dim

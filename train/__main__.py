@@ -5,7 +5,8 @@
   python -m train evaluate ARTIFACT --dataset KIND --data PATH [--split test]
   python -m train export ARTIFACT [--with-frontend]
   python -m train score --predictions P.npy --groundtruth G.npy
-  python -m train probe --dataset 4q --data PATH      (linear-probe floor on musicnn embeddings)
+  python -m train probe --dataset 4q --data PATH [--encoder A,B] [--features embedding,tags]
+                      (linear-probe floor on frozen musicnn features)
 
 Dataset kinds: jamendo (official TSV splits; --jamendo-npy DIR or --jamendo-audio DIR),
 4q (labels.csv; artist-grouped validation), emotify (ratings.csv; track-grouped),
@@ -22,6 +23,7 @@ import shlex
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import models
@@ -31,7 +33,7 @@ from models.weights import WeightsError, cache_dir
 from train import datasets
 from train.features import FeatureCache
 from train.fit import Data, evaluate, examples, fit, stack_targets, validate
-from train.loop import DivergedError
+from train.loop import DivergedError, Example
 from train.probe import probe_valence_arousal
 from train.recipes import RECIPES, recipe_for
 
@@ -189,17 +191,60 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+PROBE_FEATURES = ("embedding", "tags")
+
+
 def cmd_probe(args) -> int:
-    """Linear probe on clip-averaged embeddings of a frozen encoder: the floor for trained heads."""
+    """Linear probe on clip-averaged features of frozen encoders: the floor for trained heads.
+
+    ``--encoder a,b`` concatenates the encoders' features window by window; ``--features``
+    picks each encoder's penultimate embedding, its tag logits (its own head applied to each
+    window's embedding), or both.
+    """
     recipe = recipe_for("segment-attention", "heads").with_overrides(_pairs(args.set, "--set"))
-    model = models.build("segment-attention", encoder=args.encoder)
+    encoders = [e.strip() for e in args.encoder.split(",")]
+    features = [f.strip() for f in args.features.split(",")]
+    unknown = [f for f in features if f not in PROBE_FEATURES]
+    if unknown or not features or not all(encoders):
+        raise ValueError(
+            f"--features takes {', '.join(PROBE_FEATURES)} (comma-separated), not {args.features!r}; "
+            f"--encoder takes comma-separated registered encoders, not {args.encoder!r}"
+        )
+    built = {encoder: models.build("segment-attention", encoder=encoder).eval() for encoder in encoders}
+    if len({model.frontend for model in built.values()}) > 1:
+        raise ValueError(
+            f"--encoder {args.encoder}: the encoders cut different windows (different frontends)"
+        )
+    for encoder, model in built.items():
+        if "tags" in features and "tags" not in model.encoder.heads:
+            raise ValueError(f"--features tags: {encoder} has no tag head")
     train_tracks, val_tracks, heads, description = splits(args, args.quiet)
-    cache = FeatureCache(args.cache or cache_dir() / "features", model.frontend)
-    train_ex = examples(model, train_tracks, cache, recipe, "train", args.quiet)
-    val_ex = examples(model, val_tracks, cache, recipe, "validation", args.quiet)
+    parts: dict[str, list] = {"train": [], "validation": []}
+    for encoder, model in built.items():
+        cache = FeatureCache(args.cache or cache_dir() / "features", model.frontend)
+        for label, tracks in (("train", train_tracks), ("validation", val_tracks)):
+            chosen = []
+            for ex in examples(model, tracks, cache, recipe, f"{label} {encoder}", args.quiet):
+                blocks = [ex.data] if "embedding" in features else []
+                if "tags" in features:
+                    with torch.no_grad():
+                        emb = torch.from_numpy(ex.data).float()
+                        blocks.append(model.encoder.predict(emb)["tags"].numpy())
+                chosen.append(Example(ex.key, ex.group, np.concatenate(blocks, axis=1), ex.targets))
+            parts[label].append(chosen)
+
+    def joined(per_encoder: list[list[Example]]) -> list[Example]:
+        return [
+            Example(exs[0].key, exs[0].group, np.concatenate([ex.data for ex in exs], axis=1), exs[0].targets)
+            for exs in zip(*per_encoder, strict=True)
+        ]
+
+    train_ex, val_ex = joined(parts["train"]), joined(parts["validation"])
     result = probe_valence_arousal(train_ex, val_ex)
-    print(json.dumps({"probe": f"logistic regression on clip-averaged {args.encoder} embeddings",
-                      "data": description, "validation": result}, indent=1))  # fmt: skip
+    result["features_per_window"] = int(train_ex[0].data.shape[1])
+    print(json.dumps({"probe": f"logistic regression on clip-averaged {' + '.join(features)} of "
+                               f"{' + '.join(encoders)}", "data": description, "validation": result},
+                     indent=1))  # fmt: skip
     return 0
 
 
@@ -266,7 +311,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out")
     p.add_argument("--with-frontend", action="store_true")
     p = sub.add_parser("probe", help="linear-probe floor for valence/arousal on frozen embeddings")
-    p.add_argument("--encoder", default="musicnn-msd", help="the frozen encoder (musicnn-msd)")
+    p.add_argument(
+        "--encoder",
+        default="musicnn-msd",
+        help="the frozen encoder, or several comma-separated (their features concatenated; musicnn-msd)",
+    )
+    p.add_argument(
+        "--features",
+        default="embedding",
+        help="per encoder: embedding (penultimate), tags (its tag logits), or embedding,tags (embedding)",
+    )
     data_options(p)
     sub.add_parser("score", help="official MTG-Jamendo metrics of prediction files", add_help=False)
     if argv is None:

@@ -72,9 +72,15 @@ def examples(model, tracks, cache: FeatureCache, recipe: Recipe, label: str, qui
 
 @torch.no_grad()
 def embed_windows(model: SegmentModel, mel: np.ndarray, hop: int, cache: FeatureCache, path) -> np.ndarray:
-    """(n_windows, D) embeddings of the engine's windows of one track; cached beside the mels."""
-    key = cache.entry(path).with_suffix(f".emb-{type(model.encoder).__name__}-h{hop}.npy")
-    if key.is_file():
+    """(n_windows, D) embeddings of the engine's windows of one track; cached beside the mels.
+
+    The cache is keyed by the encoder's registered name (musicnn-msd and musicnn-mtt share one
+    class but not their weights); an encoder without pretrained weights is never cached.
+    """
+    cached = getattr(model.encoder, "pretrained", False)
+    name = getattr(model, "encoder_name", type(model.encoder).__name__)
+    key = cache.entry(path).with_suffix(f".emb-{name}-h{hop}.npy")
+    if cached and key.is_file():
         return np.load(key, allow_pickle=False)
     if mel.shape[1] < model.segment_frames:
         mel = np.pad(mel, ((0, 0), (0, model.segment_frames - mel.shape[1])), mode="wrap")
@@ -82,9 +88,10 @@ def embed_windows(model: SegmentModel, mel: np.ndarray, hop: int, cache: Feature
     patches = torch.from_numpy(np.stack([mel[:, s : s + model.segment_frames] for s in starts])).float()
     model.encoder.eval()
     emb = torch.cat([model.encode(patches[i : i + 64]) for i in range(0, len(patches), 64)]).numpy()
-    tmp = key.with_suffix(f".tmp{os.getpid()}.npy")
-    np.save(tmp, emb)
-    tmp.replace(key)
+    if cached:
+        tmp = key.with_suffix(f".tmp{os.getpid()}.npy")
+        np.save(tmp, emb)
+        tmp.replace(key)
     return emb
 
 

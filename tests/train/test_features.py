@@ -14,6 +14,7 @@ import train.features
 from models.frontend import ESSENTIA_JAMENDO, FrontendConfig, MelFrontend
 from models.windowing import hop_frames, window_starts
 from train.features import DecodeError, FeatureCache, centre_crop, decode, random_crop, windows
+from train.fit import embed_windows
 
 CLIP = "4q/audio/Q1/MT0000040632.ogg"  # 16 kHz mono Opus, 30 s
 
@@ -167,3 +168,22 @@ def test_windows_are_the_windows_analyze_publishes(short_wav, tmp_path):
     assert len(ours) == len(published) > 0
     ends = [s + model.segment_frames for s in window_starts(mel.shape[1], model.segment_frames, hop)]
     assert ends == [w.end_frame for w in published]
+
+
+def test_cached_embeddings_are_per_encoder_not_per_class(clip, tmp_path):
+    msd, mtt = (models.build("segment-attention", encoder=e) for e in ("musicnn-msd", "musicnn-mtt"))
+    cache = FeatureCache(tmp_path, msd.frontend)
+    mel, hop = cache.mel(clip), hop_frames(3.0, msd.frontend.frame_rate_hz)
+    first = embed_windows(msd, mel, hop, cache, clip)
+    # Same class, same frontend, other weights: before, it was handed musicnn-msd's cached windows.
+    other = embed_windows(mtt, mel, hop, cache, clip)
+    assert first.shape == other.shape and not np.allclose(first, other, atol=1e-2)
+    with torch.no_grad():
+        direct = mtt.eval().encode(torch.from_numpy(mel[:, : mtt.segment_frames]).float()[None])[0].numpy()
+    np.testing.assert_allclose(other[0], direct, atol=1e-4)
+    assert np.array_equal(embed_windows(mtt, mel, hop, cache, clip), other)  # a cache hit now
+    names = sorted(p.name.split(".")[1] for p in tmp_path.rglob("*.emb-*"))
+    assert names == [f"emb-musicnn-msd-h{hop}", f"emb-musicnn-mtt-h{hop}"]
+    untrained = models.build("segment-attention", encoder="musicnn-msd", encoder_pretrained=False)
+    embed_windows(untrained, mel, hop, cache, clip)  # random weights: computed, never cached
+    assert len(list(tmp_path.rglob("*.emb-*"))) == 2

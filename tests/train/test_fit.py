@@ -167,3 +167,30 @@ def test_a_regression_loss_on_binary_valence_arousal_is_refused():
     check_va_loss(data, Recipe(va_loss="bce"))
     continuous = [Example("a", "a", np.zeros((3, 4), np.float32), {"valence_arousal": np.array([-0.4, 0.7])})]
     check_va_loss(Data(continuous, continuous, va), Recipe(va_loss="mse"))
+
+
+def test_probe_concatenates_encoders_and_their_tag_logits(trained, shared_data):
+    _, cache, _ = trained  # holds musicnn-msd's window embeddings of the same 60 + 60 clips
+    data = [
+        "--dataset",
+        "4q",
+        "--data",
+        str(shared_data / "4q"),
+        "--limit",
+        "60",
+        "--cache",
+        str(cache),
+        "--quiet",
+    ]
+    one = run("probe", *data)
+    both = run("probe", *data, "--encoder", "musicnn-msd,musicnn-mtt", "--features", "embedding,tags")
+    for proc, width in ((one, 200), (both, 2 * (200 + 50))):
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        val = json.loads(proc.stdout)["validation"]
+        assert val["features_per_window"] == width and val["clips_validation"] == 60
+        assert val["arousal_balanced_accuracy"] > 0.7, val  # chance is 0.5
+    assert "embedding + tags of musicnn-msd + musicnn-mtt" in json.loads(both.stdout)["probe"]
+    bad = run("probe", *data, "--features", "pooled")
+    assert bad.returncode == 2 and "--features takes embedding, tags" in bad.stderr
+    clash = run("probe", *data, "--encoder", "musicnn-msd,va-cnn")
+    assert clash.returncode == 2 and "different frontends" in clash.stderr
