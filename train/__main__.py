@@ -5,7 +5,7 @@
   python -m train evaluate ARTIFACT --dataset KIND --data PATH [--split test]
   python -m train export ARTIFACT [--with-frontend]
   python -m train score --predictions P.npy --groundtruth G.npy
-  python -m train probe --dataset 4q --data PATH [--encoder A,B] [--features embedding,tags]
+  python -m train probe --dataset 4q --data PATH [--encoder A,B] [--features embedding,tags] [--folds K]
                       (linear-probe floor on frozen musicnn features)
 
 Dataset kinds: jamendo (official TSV splits; --jamendo-npy DIR or --jamendo-audio DIR),
@@ -199,8 +199,12 @@ def cmd_probe(args) -> int:
 
     ``--encoder a,b`` concatenates the encoders' features window by window; ``--features``
     picks each encoder's penultimate embedding, its tag logits (its own head applied to each
-    window's embedding), or both.
+    window's embedding), or both.  ``--folds K`` scores K group-disjoint folds of the same
+    tracks instead of the one split: one validation split of ~150 clips moves by a few points
+    with the artists it happens to hold.
     """
+    if args.folds < 0 or args.folds == 1:
+        raise ValueError(f"--folds takes 0 (the one split) or at least 2, not {args.folds}")
     recipe = recipe_for("segment-attention", "heads").with_overrides(_pairs(args.set, "--set"))
     encoders = [e.strip() for e in args.encoder.split(",")]
     features = [f.strip() for f in args.features.split(",")]
@@ -219,32 +223,56 @@ def cmd_probe(args) -> int:
         if "tags" in features and "tags" not in model.encoder.heads:
             raise ValueError(f"--features tags: {encoder} has no tag head")
     train_tracks, val_tracks, heads, description = splits(args, args.quiet)
-    parts: dict[str, list] = {"train": [], "validation": []}
+    tracks = train_tracks + val_tracks
+    per_encoder: list[list[Example]] = []
     for encoder, model in built.items():
         cache = FeatureCache(args.cache or cache_dir() / "features", model.frontend)
-        for label, tracks in (("train", train_tracks), ("validation", val_tracks)):
-            chosen = []
-            for ex in examples(model, tracks, cache, recipe, f"{label} {encoder}", args.quiet):
-                blocks = [ex.data] if "embedding" in features else []
-                if "tags" in features:
-                    with torch.no_grad():
-                        emb = torch.from_numpy(ex.data).float()
-                        blocks.append(model.encoder.predict(emb)["tags"].numpy())
-                chosen.append(Example(ex.key, ex.group, np.concatenate(blocks, axis=1), ex.targets))
-            parts[label].append(chosen)
-
-    def joined(per_encoder: list[list[Example]]) -> list[Example]:
-        return [
-            Example(exs[0].key, exs[0].group, np.concatenate([ex.data for ex in exs], axis=1), exs[0].targets)
-            for exs in zip(*per_encoder, strict=True)
-        ]
-
-    train_ex, val_ex = joined(parts["train"]), joined(parts["validation"])
-    result = probe_valence_arousal(train_ex, val_ex)
-    result["features_per_window"] = int(train_ex[0].data.shape[1])
-    print(json.dumps({"probe": f"logistic regression on clip-averaged {' + '.join(features)} of "
-                               f"{' + '.join(encoders)}", "data": description, "validation": result},
-                     indent=1))  # fmt: skip
+        chosen = []
+        for ex in examples(model, tracks, cache, recipe, encoder, args.quiet):
+            blocks = [ex.data] if "embedding" in features else []
+            if "tags" in features:
+                with torch.no_grad():
+                    emb = torch.from_numpy(ex.data).float()
+                    blocks.append(model.encoder.predict(emb)["tags"].numpy())
+            chosen.append(Example(ex.key, ex.group, np.concatenate(blocks, axis=1), ex.targets))
+        per_encoder.append(chosen)
+    joined = [
+        Example(exs[0].key, exs[0].group, np.concatenate([ex.data for ex in exs], axis=1), exs[0].targets)
+        for exs in zip(*per_encoder, strict=True)
+    ]
+    what = f"logistic regression on clip-averaged {' + '.join(features)} of {' + '.join(encoders)}"
+    if not args.folds:
+        result = probe_valence_arousal(joined[: len(train_tracks)], joined[len(train_tracks) :])
+        result["features_per_window"] = int(joined[0].data.shape[1])
+        print(json.dumps({"probe": what, "data": description, "validation": result}, indent=1))
+        return 0
+    # Cross-validation: the same tracks, dealt into k folds by group (artist), strata balanced.
+    of_track = {id(t): ex for t, ex in zip(tracks, joined, strict=True)}
+    rated = [t for t in tracks if "valence_arousal" in t.targets]
+    if len({t.group for t in rated}) < args.folds:
+        raise ValueError(
+            f"--folds {args.folds}: only {len({t.group for t in rated})} groups of tracks with valence/arousal"
+        )
+    pool = datasets.TrackSet("probe", dict(heads), rated, [], {})
+    runs = [
+        probe_valence_arousal([of_track[id(t)] for t in train.tracks], [of_track[id(t)] for t in val.tracks])
+        for train, val in pool.k_fold(args.folds, seed=args.split_seed)
+    ]
+    scores = ("valence_balanced_accuracy", "arousal_balanced_accuracy", "quadrant_accuracy")
+    summary = {
+        key: {
+            "mean": float(np.mean([r[key] for r in runs])),
+            "sd": float(np.std([r[key] for r in runs])),
+            "min": float(np.min([r[key] for r in runs])),
+            "max": float(np.max([r[key] for r in runs])),
+        }
+        for key in scores
+    }
+    description["folds"] = (
+        f"{args.folds} folds of the {len(rated)} valence/arousal tracks, grouped, seed {args.split_seed}"
+    )
+    print(json.dumps({"probe": what, "data": description, "folds": runs, "cross_validation": summary,
+                      "features_per_window": int(joined[0].data.shape[1])}, indent=1))  # fmt: skip
     return 0
 
 
@@ -320,6 +348,13 @@ def main(argv: list[str] | None = None) -> int:
         "--features",
         default="embedding",
         help="per encoder: embedding (penultimate), tags (its tag logits), or embedding,tags (embedding)",
+    )
+    p.add_argument(
+        "--folds",
+        type=int,
+        default=0,
+        help="cross-validate: K group-disjoint folds over the train + validation tracks, each "
+        "held out once; prints every fold and the mean/sd/min/max (0: the one split)",
     )
     data_options(p)
     sub.add_parser("score", help="official MTG-Jamendo metrics of prediction files", add_help=False)

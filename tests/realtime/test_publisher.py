@@ -6,6 +6,7 @@ import json
 import math
 import time
 
+import numpy as np
 import pytest
 import zmq
 from jsonschema import Draft202012Validator
@@ -313,15 +314,16 @@ def test_a_subscriber_that_never_reads_blocks_neither_the_engine_nor_the_others(
         padding = {f"tag{i}": 0.5 for i in range(200)}  # fills the stuck peer's buffers sooner
         message = valid_mood(tags=padding, active=[])
         slowest_s = 0.0
-        received_live = 0
+        heard = []  # the seq of every mood message the live subscriber got during the flood
         for seq in range(total):
             message["seq"] = seq
             t0 = time.perf_counter()
             assert pub.send("mood", message)
             slowest_s = max(slowest_s, time.perf_counter() - t0)
             while live.poll(0):
-                live.recv_multipart()
-                received_live += 1
+                topic, payload = live.recv_multipart()  # checked once below: decode() costs ~1 ms
+                if topic == b"mood":
+                    heard.append(json.loads(payload)["seq"])
         # A blocking send would hang for good; speed itself is bench/'s business.
         assert slowest_s < 0.5, f"one send took {slowest_s:.3f} s"
         # The stuck subscriber's queue stays full, yet the feed still reaches the live one (its
@@ -334,9 +336,12 @@ def test_a_subscriber_that_never_reads_blocks_neither_the_engine_nor_the_others(
             while not got_marker and live.poll(50):
                 topic, msg = feed.decode(live.recv_multipart())
                 got_marker = topic == "status" and msg["seq"] == total
-                received_live += 1
         assert got_marker, "the live subscriber stopped hearing the feed"
-        assert received_live > total // 2  # it kept up while the other one never read
+        # It kept hearing the feed all through the flood, not just once it ended.  (How much of
+        # a flood of 20 000 unpaced sends a 10-message queue holds depends on how busy the
+        # machine is: from ~50 % when another job takes the cores to ~100 % when quiet.)
+        quarters = np.bincount(np.array(heard) * 4 // total, minlength=4)
+        assert (quarters >= total // 40).all(), f"mood messages heard per quarter of the flood: {quarters}"
         assert pub.dropped == 0
 
 

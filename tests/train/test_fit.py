@@ -194,3 +194,33 @@ def test_probe_concatenates_encoders_and_their_tag_logits(trained, shared_data):
     assert bad.returncode == 2 and "--features takes embedding, tags" in bad.stderr
     clash = run("probe", *data, "--encoder", "musicnn-msd,va-cnn")
     assert clash.returncode == 2 and "different frontends" in clash.stderr
+
+
+def test_probe_cross_validates_over_artist_disjoint_folds(trained, shared_data):
+    _, cache, _ = trained
+    data = [
+        "--dataset",
+        "4q",
+        "--data",
+        str(shared_data / "4q"),
+        "--limit",
+        "60",
+        "--cache",
+        str(cache),
+        "--quiet",
+    ]
+    proc = run("probe", *data, "--folds", "3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    folds, summary = out["folds"], out["cross_validation"]
+    assert len(folds) == 3
+    assert sum(f["clips_validation"] for f in folds) == 120  # every clip held out exactly once
+    assert all(f["clips_train"] + f["clips_validation"] == 120 for f in folds)
+    # (Folds never share an artist: datasets.k_fold, tested in test_datasets.)
+    quadrant = [f["quadrant_accuracy"] for f in folds]
+    assert summary["quadrant_accuracy"]["mean"] == pytest.approx(np.mean(quadrant))
+    assert summary["quadrant_accuracy"]["min"] == min(quadrant)
+    assert summary["arousal_balanced_accuracy"]["mean"] > 0.7  # chance is 0.5
+    for bad in ("1", "-2"):
+        refused = run("probe", *data, "--folds", bad)
+        assert refused.returncode == 2 and "--folds takes 0" in refused.stderr
