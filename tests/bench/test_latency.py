@@ -4,6 +4,7 @@ the alternatives it compares against compute the same features as ours."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -171,3 +172,16 @@ def test_verdict_says_why_the_target_is_missed():
 
     fast = alternatives.summarise("default", 0.992, 2.992, [_times("librosa+torch", 60.0, 20.0), times[2]])
     assert fast["target"]["met"] and fast["target"]["note"].startswith("met")
+
+
+def test_machine_reports_the_cores_not_torchs_thread_count():
+    """Results files name the machine: its cores stay its cores when torch runs on fewer threads."""
+    from bench.latency import machine
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        info = machine()
+    finally:
+        torch.set_num_threads(threads)
+    assert info["cores"] == len(os.sched_getaffinity(0)) and info["torch_threads"] == 1
