@@ -2,7 +2,7 @@
 
   python -m train fit --model NAME --dataset KIND --data PATH [--dataset KIND --data PATH ...]
                       [--recipe NAME] [--epochs N] [--out DIR] [--set key=value] [--model-arg key=value]
-  python -m train evaluate ARTIFACT --dataset KIND --data PATH [--split test]
+  python -m train evaluate ARTIFACT --dataset KIND --data PATH [--split test] [--fold I/K]
   python -m train export ARTIFACT [--with-frontend]
   python -m train score --predictions P.npy --groundtruth G.npy
   python -m train probe --dataset 4q --data PATH [--encoder A,B] [--features embedding,tags] [--folds K]
@@ -12,7 +12,8 @@ Dataset kinds: jamendo (official TSV splits; --jamendo-npy DIR or --jamendo-audi
 4q (labels.csv; artist-grouped validation), emotify (ratings.csv; track-grouped),
 va-table (a CSV of path, valence, arousal; --va-preset deam|pmemo|1000songs), folder (a CSV of
 path + tags or path, valence, arousal).  Several --dataset/--data pairs train one model on all
-of them, each supervising only its own heads.
+of them, each supervising only its own heads.  Validation is a grouped --val-fraction split,
+or with --fold I/K the I-th of K group-disjoint folds.
 """
 
 from __future__ import annotations
@@ -81,6 +82,33 @@ def load_dataset(kind: str, path: str, args, subset: str) -> datasets.TrackSet:
     raise ValueError(f"unknown dataset kind {kind!r}; kinds: {', '.join(KINDS)}")
 
 
+def fold_arg(text: str) -> tuple[int, int]:
+    """``--fold I/K`` -> (I, K), 1 <= I <= K, K >= 2."""
+    index, sep, count = text.partition("/")
+    try:
+        i, k = int(index), int(count)
+    except ValueError:
+        i = k = 0
+    if not sep or k < 2 or not 1 <= i <= k:
+        raise argparse.ArgumentTypeError(f"takes I/K with 1 <= I <= K and K >= 2 (e.g. 2/5), not {text!r}")
+    return i, k
+
+
+def two_parts(whole: datasets.TrackSet, args) -> list[datasets.TrackSet]:
+    """[train, validation] of a non-Jamendo set: the grouped --val-fraction split, or with
+    ``--fold I/K`` the I-th of K group-disjoint folds held out (the folds of ``probe --folds K``)."""
+    if args.fold:
+        i, k = args.fold
+        return list(whole.k_fold(k, seed=args.split_seed)[i - 1])
+    return whole.split((1 - args.val_fraction, args.val_fraction), seed=args.split_seed)
+
+
+def split_name(args) -> str:
+    if args.fold:
+        return f"grouped, fold {args.fold[0]} of {args.fold[1]}, seed {args.split_seed}"
+    return f"grouped, seed {args.split_seed}, val {args.val_fraction}"
+
+
 def splits(args, quiet: bool) -> tuple[list, list, dict, dict]:
     """(train tracks, validation tracks, heads, description) over every --dataset/--data pair."""
     if len(args.dataset) != len(args.data):
@@ -92,7 +120,7 @@ def splits(args, quiet: bool) -> tuple[list, list, dict, dict]:
             whole = parts[0]
         else:
             whole = load_dataset(kind, path, args, "train")
-            parts = whole.split((1 - args.val_fraction, args.val_fraction), seed=args.split_seed)
+            parts = two_parts(whole, args)
         if args.limit:
             parts = [p.subset(p.tracks[: args.limit], p.name) for p in parts]
         for name, spec in whole.heads.items():
@@ -107,9 +135,7 @@ def splits(args, quiet: bool) -> tuple[list, list, dict, dict]:
             "path": str(path),
             "train": len(parts[0]),
             "validation": len(parts[1]),
-            "split": "official"
-            if kind == "jamendo"
-            else f"grouped, seed {args.split_seed}, val {args.val_fraction}",
+            "split": "official" if kind == "jamendo" else split_name(args),
             "missing": len(whole.missing),
         }
     return train, val, heads, description
@@ -159,7 +185,7 @@ def cmd_evaluate(args) -> int:
         ts = load_dataset(kind, path, args, subset)
         if kind != "jamendo" and args.split != "all":
             index = {"train": 0, "validation": 1}[args.split] if args.split in ("train", "validation") else 1
-            ts = ts.split((1 - args.val_fraction, args.val_fraction), seed=args.split_seed)[index]
+            ts = two_parts(ts, args)[index]
         tracks += ts.tracks[: args.limit] if args.limit else ts.tracks
         heads.update({k: v for k, v in ts.heads.items() if k in model.heads})
         description[kind] = {"path": str(path), "tracks": len(ts)}
@@ -205,6 +231,8 @@ def cmd_probe(args) -> int:
     """
     if args.folds < 0 or args.folds == 1:
         raise ValueError(f"--folds takes 0 (the one split) or at least 2, not {args.folds}")
+    if args.folds and args.fold:
+        raise ValueError("--folds K scores every fold; --fold I/K picks one: give one of them")
     recipe = recipe_for("segment-attention", "heads").with_overrides(_pairs(args.set, "--set"))
     encoders = [e.strip() for e in args.encoder.split(",")]
     features = [f.strip() for f in args.features.split(",")]
@@ -255,8 +283,13 @@ def cmd_probe(args) -> int:
         )
     pool = datasets.TrackSet("probe", dict(heads), rated, [], {})
     runs = [
-        probe_valence_arousal([of_track[id(t)] for t in train.tracks], [of_track[id(t)] for t in val.tracks])
-        for train, val in pool.k_fold(args.folds, seed=args.split_seed)
+        {
+            "fold": f"{i}/{args.folds}",
+            **probe_valence_arousal(
+                [of_track[id(t)] for t in train.tracks], [of_track[id(t)] for t in val.tracks]
+            ),
+        }
+        for i, (train, val) in enumerate(pool.k_fold(args.folds, seed=args.split_seed), start=1)
     ]
     scores = ("valence_balanced_accuracy", "arousal_balanced_accuracy", "quadrant_accuracy")
     summary = {
@@ -314,6 +347,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         p.add_argument("--val-fraction", type=float, default=0.2, help="grouped validation share (0.2)")
         p.add_argument("--split-seed", type=int, default=0)
+        p.add_argument(
+            "--fold",
+            type=fold_arg,
+            metavar="I/K",
+            help="validate on the I-th of K group-disjoint folds instead of the --val-fraction split "
+            "(the same folds as probe --folds K)",
+        )
         p.add_argument("--cache", help="feature cache folder (default: the moodstream cache)")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe setting")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -354,7 +394,8 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=0,
         help="cross-validate: K group-disjoint folds over the train + validation tracks, each "
-        "held out once; prints every fold and the mean/sd/min/max (0: the one split)",
+        "held out once; prints every fold and the mean/sd/min/max (0: the one split). Without "
+        "--limit, fold I holds out the clips that --fold I/K does in fit and evaluate",
     )
     data_options(p)
     sub.add_parser("score", help="official MTG-Jamendo metrics of prediction files", add_help=False)

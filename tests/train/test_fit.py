@@ -20,6 +20,9 @@ from train.loop import Example
 from train.recipes import Recipe
 
 REPO = Path(__file__).resolve().parents[2]
+# The module's first test also pays for the shared fit (mels and embeddings of 120 clips): its
+# subprocess may take run()'s 900 s on a busy machine, more than the suite's default 300 s.
+pytestmark = pytest.mark.timeout(900)
 
 
 def run(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -221,6 +224,31 @@ def test_probe_cross_validates_over_artist_disjoint_folds(trained, shared_data):
     assert summary["quadrant_accuracy"]["mean"] == pytest.approx(np.mean(quadrant))
     assert summary["quadrant_accuracy"]["min"] == min(quadrant)
     assert summary["arousal_balanced_accuracy"]["mean"] > 0.7  # chance is 0.5
+    assert [f["fold"] for f in folds] == ["1/3", "2/3", "3/3"]
     for bad in ("1", "-2"):
         refused = run("probe", *data, "--folds", bad)
         assert refused.returncode == 2 and "--folds takes 0" in refused.stderr
+
+
+def test_fold_option_holds_out_one_fold_of_k(shared_data):
+    """--fold I/K (fit, evaluate, probe) validates on the I-th of K artist-disjoint folds: the
+    clips that fold I of ``probe --folds K`` holds out."""
+    import argparse
+
+    from train import datasets
+    from train.__main__ import split_name, two_parts
+
+    fourq = datasets.load_4q(shared_data / "4q")
+    args = argparse.Namespace(fold=(2, 5), split_seed=0, val_fraction=0.2)
+    train, val = two_parts(fourq, args)
+    assert [t.key for t in val.tracks] == [t.key for t in fourq.k_fold(5, seed=0)[1][1].tracks]
+    assert len(train) + len(val) == len(fourq)
+    assert not {t.group for t in train.tracks} & {t.group for t in val.tracks}  # no artist in both
+    assert split_name(args) == "grouped, fold 2 of 5, seed 0"
+    args.fold = None
+    assert [t.key for t in two_parts(fourq, args)[1].tracks] == [
+        t.key for t in fourq.split((0.8, 0.2), seed=0)[1].tracks
+    ]
+    for bad in ("0/5", "6/5", "1/1", "2", "a/b"):
+        proc = run("probe", "--dataset", "4q", "--data", str(shared_data / "4q"), "--fold", bad)
+        assert proc.returncode == 2 and "takes I/K" in proc.stderr, (bad, proc.stderr[-500:])
