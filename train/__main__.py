@@ -292,15 +292,15 @@ def cmd_probe(args) -> int:
         for i, (train, val) in enumerate(pool.k_fold(args.folds, seed=args.split_seed), start=1)
     ]
     scores = ("valence_balanced_accuracy", "arousal_balanced_accuracy", "quadrant_accuracy")
-    summary = {
-        key: {
-            "mean": float(np.mean([r[key] for r in runs])),
-            "sd": float(np.std([r[key] for r in runs])),
-            "min": float(np.min([r[key] for r in runs])),
-            "max": float(np.max([r[key] for r in runs])),
+    summary = {}
+    for key in scores:
+        values = np.array([r[key] for r in runs])
+        summary[key] = {
+            "mean": float(values.mean()),
+            "sd": float(values.std()),
+            "min": float(values.min()),
+            "max": float(values.max()),
         }
-        for key in scores
-    }
     description["folds"] = (
         f"{args.folds} folds of the {len(rated)} valence/arousal tracks, grouped, seed {args.split_seed}"
     )

@@ -172,9 +172,9 @@ def test_a_regression_loss_on_binary_valence_arousal_is_refused():
     check_va_loss(Data(continuous, continuous, va), Recipe(va_loss="mse"))
 
 
-def test_probe_concatenates_encoders_and_their_tag_logits(trained, shared_data):
-    _, cache, _ = trained  # holds musicnn-msd's window embeddings of the same 60 + 60 clips
-    data = [
+def probe_data(shared_data: Path, cache: Path) -> list[str]:
+    """The 60 + 60 4Q clips of the ``trained`` fixture, whose cache holds their embeddings."""
+    return [
         "--dataset",
         "4q",
         "--data",
@@ -185,6 +185,11 @@ def test_probe_concatenates_encoders_and_their_tag_logits(trained, shared_data):
         str(cache),
         "--quiet",
     ]
+
+
+def test_probe_concatenates_encoders_and_their_tag_logits(trained, shared_data):
+    _, cache, _ = trained  # holds musicnn-msd's window embeddings of the same 60 + 60 clips
+    data = probe_data(shared_data, cache)
     one = run("probe", *data)
     both = run("probe", *data, "--encoder", "musicnn-msd,musicnn-mtt", "--features", "embedding,tags")
     for proc, width in ((one, 200), (both, 2 * (200 + 50))):
@@ -201,17 +206,7 @@ def test_probe_concatenates_encoders_and_their_tag_logits(trained, shared_data):
 
 def test_probe_cross_validates_over_artist_disjoint_folds(trained, shared_data):
     _, cache, _ = trained
-    data = [
-        "--dataset",
-        "4q",
-        "--data",
-        str(shared_data / "4q"),
-        "--limit",
-        "60",
-        "--cache",
-        str(cache),
-        "--quiet",
-    ]
+    data = probe_data(shared_data, cache)
     proc = run("probe", *data, "--folds", "3")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
