@@ -65,6 +65,9 @@ class SegmentAttention(SegmentModel):
         self.freeze_encoder = freeze_encoder
         if freeze_encoder:
             encoder.requires_grad_(False)
+        elif getattr(encoder, "pretrained", False):
+            # Fine-tuning a pretrained encoder: the recipe's encoder_frozen_epochs hold it first.
+            self.pretrained_prefixes = ("encoder.",)
         self.attention = AttentionPooling(self.embedding_dim, hidden, max_segments)
         self.dropout = nn.Dropout(dropout)
         self.heads = {}

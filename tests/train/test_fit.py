@@ -157,6 +157,39 @@ def test_frozen_then_unfrozen_encoder_and_early_stopping(tmp_path):
     assert len(rows) == 3  # epoch 1 is the best; two epochs without improvement stop it
 
 
+def test_a_fine_tuned_pretrained_encoder_is_held_for_encoder_frozen_epochs(tmp_path):
+    """segment-attention over unfrozen musicnn: the recipe's encoder_frozen_epochs hold the
+    pretrained encoder first (they were ignored: the model named no pretrained parameters)."""
+    heads = {"valence_arousal": HeadSpec("valence_arousal", ("valence", "arousal"))}
+    rng = np.random.default_rng(0)
+    examples = [
+        Example(str(i), str(i), rng.standard_normal((96, 187)).astype(np.float32),
+                {"valence_arousal": np.array([i % 2, (i // 2) % 2], np.float32)})
+        for i in range(8)
+    ]  # fmt: skip
+    data = Data(examples[:6], examples[6:], heads)
+
+    def tuned(epochs: int):
+        torch.manual_seed(0)
+        model = models.build("segment-attention", encoder="musicnn-msd", freeze_encoder=False, max_segments=1)
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        recipe = Recipe(
+            lr=1e-3, batch_size=3, epochs=epochs, encoder_frozen_epochs=1, va_loss="bce", calibrate=False
+        )
+        fit(model, "segment-attention", {}, data, recipe, tmp_path / str(epochs), quiet=True)
+        # The last epoch's weights (fit itself ends on the best epoch's).
+        last = torch.load(tmp_path / str(epochs) / "checkpoint.pt", weights_only=True)["model"]
+        moved = {n for n in before if not torch.equal(last[n], before[n])}
+        return {n for n in moved if n.startswith("encoder.")}, moved
+
+    encoder_moved, moved = tuned(1)
+    assert moved and not encoder_moved, f"the encoder trained while held: {sorted(encoder_moved)[:3]}"
+    encoder_moved, _ = tuned(2)
+    assert encoder_moved, "the encoder never trained after its frozen epochs"
+    frozen = models.build("segment-attention", encoder="musicnn-msd")  # the default: frozen for good
+    assert not getattr(frozen, "pretrained_prefixes", ())  # so encoder_frozen_epochs cannot unfreeze it
+
+
 def test_a_regression_loss_on_binary_valence_arousal_is_refused():
     """mse/ccc compare 2p - 1 with the targets: 4Q's 0/1 halves would teach the model to publish 0.5."""
     from train.fit import check_va_loss
