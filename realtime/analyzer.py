@@ -111,11 +111,11 @@ class Analyzer:
         self.rate_hz = fe.sample_rate_hz
         self.mel = StreamingMel(fe, self.device)
         self._resampler = None
-        if self.input_rate_hz != self.rate_hz and self.windowing.resampler == "low-delay":
-            self._resampler = LowDelayResampler(self.input_rate_hz, self.rate_hz)
-        elif self.input_rate_hz != self.rate_hz:
-            self._resampler = soxr.ResampleStream(
-                self.input_rate_hz, self.rate_hz, 1, dtype="float32", quality="HQ"
+        if self.input_rate_hz != self.rate_hz:
+            self._resampler = (
+                LowDelayResampler(self.input_rate_hz, self.rate_hz)
+                if self.windowing.resampler == "low-delay"
+                else soxr.ResampleStream(self.input_rate_hz, self.rate_hz, 1, dtype="float32", quality="HQ")
             )
         self.segment_frames = model.segment_frames
         self.hop_frames, self.hop_s, self.context_segments, self.context_s = effective_windows(

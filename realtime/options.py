@@ -12,7 +12,7 @@ import models
 from models.artifact import load_model
 from models.export import OnnxRunner, TorchRunner
 from models.weights import WeightsError
-from realtime.analyzer import Member, Windowing
+from realtime.analyzer import RESAMPLERS, Member, Windowing
 
 DEFAULT_MODEL = "default"
 
@@ -52,7 +52,7 @@ def add_model_options(parser: argparse.ArgumentParser, smooth_default: float) ->
     )
     g.add_argument(
         "--resampler",
-        choices=("auto", "hq", "low-delay"),
+        choices=("auto", *RESAMPLERS),
         default="auto",
         help="how audio at another rate than the model's is resampled: hq (soxr HQ; holds back "
         "~20 ms, in bursts) or low-delay (a linear-phase FIR, ~2.5 ms); auto (default): low-delay "
