@@ -256,6 +256,9 @@ def test_probe_cross_validates_over_artist_disjoint_folds(trained, shared_data):
     for bad in ("1", "-2"):
         refused = run("probe", *data, "--folds", bad)
         assert refused.returncode == 2 and "--folds takes 0" in refused.stderr
+    few = [a if a != "60" else "3" for a in data]  # 6 clips cannot fill 5 folds
+    refused = run("probe", *few, "--folds", "5")
+    assert refused.returncode == 2 and "leave a fold empty" in refused.stderr, refused.stderr[-500:]
 
 
 def test_fold_option_holds_out_one_fold_of_k(shared_data):
