@@ -234,6 +234,7 @@ def fit(
         augment=_augment(model, recipe, embedded),
         embedded=embedded,
         forward=forward,
+        batch_rng=rng,
     )
     state.generator.manual_seed(recipe.seed + rank)
     checkpoint = out_dir / "checkpoint.pt"
@@ -243,7 +244,16 @@ def fit(
         start_epoch += 1
     log = MetricsLog(out_dir, resume=resume) if rank == 0 else None
     swa = SWA(model) if recipe.swa_start_epoch else None
-    stale = 0
+    # Epochs since the best one, as the interrupted run counted them (early stopping goes on alike).
+    stale = start_epoch - best["epoch"] if best["epoch"] >= 1 else 0
+    if recipe.patience and stale >= recipe.patience:
+        if rank == 0:
+            print(f"early stop: the run had already stopped ({stale} epochs without a better validation "
+                  "score); nothing to resume", file=sys.stderr)  # fmt: skip
+        start_epoch = recipe.epochs
+    if swa is not None and start_epoch >= recipe.swa_start_epoch and rank == 0:
+        print(f"warning: resuming at epoch {start_epoch + 1}, after SWA began (epoch {recipe.swa_start_epoch}): "
+              "the average restarts from here (the checkpoint does not hold it)", file=sys.stderr)  # fmt: skip
     pretrained = [
         p
         for name, p in model.named_parameters()

@@ -106,6 +106,7 @@ class TrainState:
     step: int = 0
     augment: object | None = None  # a train.augment transform (sample + apply), on mel batches
     generator: torch.Generator = field(default_factory=lambda: torch.Generator().manual_seed(0))
+    batch_rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))  # order, crops
     embedded: bool = False  # batches are embedding runs (pool + predict) rather than mel crops
     forward: nn.Module | None = None  # what computes outputs from batch.x (DDP-wrapped when distributed)
     clip_grad: float | None = 5.0
@@ -186,19 +187,23 @@ def predict_tracks(model: SegmentModel, examples: list[Example], embedded: bool,
 
 
 def save_checkpoint(path: Path, state: TrainState, epoch: int, best: dict) -> None:
-    """Everything to resume: weights, optimiser, step, epoch, RNG; tensors only (no pickled objects)."""
+    """Everything to resume: weights, optimiser, step, epoch and every random state the loop draws
+    from (augmentation, batch order and crops, dropout), so a resumed run continues exactly as an
+    uninterrupted one; tensors and strings only (no pickled objects)."""
     tmp = path.with_suffix(".tmp")
-    torch.save(
-        {
-            "model": state.model.state_dict(),
-            "optimizer": state.optimizer.state_dict(),
-            "step": state.step,
-            "epoch": epoch,
-            "generator": state.generator.get_state(),
-            "best": json.dumps(best),
-        },
-        tmp,
-    )
+    data = {
+        "model": state.model.state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "step": state.step,
+        "epoch": epoch,
+        "generator": state.generator.get_state(),
+        "batch_rng": json.dumps(state.batch_rng.bit_generator.state),
+        "torch_rng": torch.get_rng_state(),
+        "best": json.dumps(best),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        data["cuda_rng"] = torch.stack(torch.cuda.get_rng_state_all())
+    torch.save(data, tmp)
     tmp.replace(path)
 
 
@@ -208,6 +213,17 @@ def load_checkpoint(path: Path, state: TrainState) -> tuple[int, dict]:
     state.optimizer.load_state_dict(data["optimizer"])
     state.step = int(data["step"])
     state.generator.set_state(data["generator"])
+    # Checkpoints written before these were saved resume with fresh batch and dropout draws.
+    if "batch_rng" in data:
+        state.batch_rng.bit_generator.state = json.loads(data["batch_rng"])
+    if "torch_rng" in data:
+        torch.set_rng_state(data["torch_rng"])
+    if (
+        "cuda_rng" in data
+        and torch.cuda.is_available()
+        and len(data["cuda_rng"]) == torch.cuda.device_count()
+    ):
+        torch.cuda.set_rng_state_all(list(data["cuda_rng"]))
     return int(data["epoch"]), json.loads(data["best"])
 
 

@@ -103,6 +103,46 @@ def test_resume_and_divergence_keep_the_last_good_checkpoint(trained, shared_dat
     assert [r["epoch"] for r in rows] == list(range(1, 28))
 
 
+def test_a_resumed_run_continues_exactly_as_an_uninterrupted_one(tmp_path):
+    """--resume restores every random state the loop draws from (batch order, window choice,
+    dropout) and the early-stopping count: it used to restart the batch order from the seed."""
+    heads = {"valence_arousal": HeadSpec("valence_arousal", ("valence", "arousal"))}
+    rng = np.random.default_rng(0)
+    examples = [
+        Example(str(i), str(i), rng.standard_normal((6, 200)).astype(np.float32),
+                {"valence_arousal": np.array([i % 2, (i // 2) % 2], np.float32)})
+        for i in range(24)
+    ]  # fmt: skip
+    data = Data(examples[:16], examples[16:], heads)
+
+    def run_to(epochs: int, out: Path, resume: bool = False, patience: int = 0) -> dict:
+        torch.manual_seed(1)
+        model = models.build("segment-attention", encoder="musicnn-msd", max_segments=2)  # frozen: embeddings
+        recipe = Recipe(lr=3e-3, batch_size=4, epochs=epochs, context_segments=2, patience=patience,
+                        va_loss="bce", calibrate=False)  # fmt: skip
+        fit(model, "segment-attention", {}, data, recipe, out, resume=resume, quiet=True)
+        return torch.load(out / "checkpoint.pt", weights_only=True)
+
+    def rows(out: Path) -> list[str]:
+        return (out / "metrics.jsonl").read_text().splitlines()
+
+    whole = run_to(8, tmp_path / "whole")
+    run_to(3, tmp_path / "parts")
+    resumed = run_to(8, tmp_path / "parts", resume=True)
+    for name, value in whole["model"].items():
+        assert torch.equal(resumed["model"][name], value), name
+    assert rows(tmp_path / "whole") == rows(tmp_path / "parts")
+    # Early stopping counts the epochs before the interruption too, and a run that had already
+    # stopped early resumes to nothing.
+    run_to(8, tmp_path / "stopped", patience=3)
+    stopped_at = len(rows(tmp_path / "stopped"))
+    assert stopped_at < 8
+    run_to(2, tmp_path / "early")
+    assert run_to(8, tmp_path / "early", resume=True, patience=3)["epoch"] + 1 == stopped_at
+    run_to(8, tmp_path / "early", resume=True, patience=3)
+    assert rows(tmp_path / "early") == rows(tmp_path / "stopped")
+
+
 def test_two_processes_with_torchrun_gloo(trained, shared_data, tmp_path):
     _, cache, _ = trained
     torchrun = Path(sys.executable).with_name("torchrun")
