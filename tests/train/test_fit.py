@@ -103,17 +103,25 @@ def test_resume_and_divergence_keep_the_last_good_checkpoint(trained, shared_dat
     assert [r["epoch"] for r in rows] == list(range(1, 28))
 
 
+def quadrant_examples(n: int, shape: tuple[int, int]) -> list[Example]:
+    """``n`` random inputs of ``shape`` (mels or window embeddings), valence/arousal cycling
+    through the four quadrants."""
+    rng = np.random.default_rng(0)
+    return [
+        Example(str(i), str(i), rng.standard_normal(shape).astype(np.float32),
+                {"valence_arousal": np.array([i % 2, (i // 2) % 2], np.float32)})
+        for i in range(n)
+    ]  # fmt: skip
+
+
+VA_HEADS = {"valence_arousal": HeadSpec("valence_arousal", ("valence", "arousal"))}
+
+
 def test_a_resumed_run_continues_exactly_as_an_uninterrupted_one(tmp_path):
     """--resume restores every random state the loop draws from (batch order, window choice,
     dropout) and the early-stopping count: it used to restart the batch order from the seed."""
-    heads = {"valence_arousal": HeadSpec("valence_arousal", ("valence", "arousal"))}
-    rng = np.random.default_rng(0)
-    examples = [
-        Example(str(i), str(i), rng.standard_normal((6, 200)).astype(np.float32),
-                {"valence_arousal": np.array([i % 2, (i // 2) % 2], np.float32)})
-        for i in range(24)
-    ]  # fmt: skip
-    data = Data(examples[:16], examples[16:], heads)
+    examples = quadrant_examples(24, (6, 200))
+    data = Data(examples[:16], examples[16:], VA_HEADS)
 
     def run_to(epochs: int, out: Path, resume: bool = False, patience: int = 0) -> dict:
         torch.manual_seed(1)
@@ -187,12 +195,9 @@ def test_frozen_then_unfrozen_encoder_and_early_stopping(tmp_path):
     assert not torch.equal(model2.dense.weight, dense_before)
     # Early stopping: with lr 0 nothing improves after the first epoch.
     model3 = models.build("va-cnn")
-    heads = {"valence_arousal": HeadSpec("valence_arousal", ("valence", "arousal"))}
-    rng = np.random.default_rng(0)
-    ex = [Example(str(i), str(i), rng.standard_normal((80, 469)).astype(np.float32),
-                  {"valence_arousal": np.array([i % 2, (i // 2) % 2], np.float32)}) for i in range(8)]  # fmt: skip
+    ex = quadrant_examples(8, (80, 469))
     recipe = Recipe(lr=0.0, batch_size=4, epochs=20, patience=2, va_loss="bce")
-    fit(model3, "va-cnn", {}, Data(ex, ex, heads), recipe, tmp_path / "c", quiet=True)
+    fit(model3, "va-cnn", {}, Data(ex, ex, VA_HEADS), recipe, tmp_path / "c", quiet=True)
     rows = [json.loads(line) for line in (tmp_path / "c" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 3  # epoch 1 is the best; two epochs without improvement stop it
 
@@ -200,14 +205,8 @@ def test_frozen_then_unfrozen_encoder_and_early_stopping(tmp_path):
 def test_a_fine_tuned_pretrained_encoder_is_held_for_encoder_frozen_epochs(tmp_path):
     """segment-attention over unfrozen musicnn: the recipe's encoder_frozen_epochs hold the
     pretrained encoder first (they were ignored: the model named no pretrained parameters)."""
-    heads = {"valence_arousal": HeadSpec("valence_arousal", ("valence", "arousal"))}
-    rng = np.random.default_rng(0)
-    examples = [
-        Example(str(i), str(i), rng.standard_normal((96, 187)).astype(np.float32),
-                {"valence_arousal": np.array([i % 2, (i // 2) % 2], np.float32)})
-        for i in range(8)
-    ]  # fmt: skip
-    data = Data(examples[:6], examples[6:], heads)
+    examples = quadrant_examples(8, (96, 187))
+    data = Data(examples[:6], examples[6:], VA_HEADS)
 
     def tuned(epochs: int):
         torch.manual_seed(0)
@@ -234,15 +233,14 @@ def test_a_regression_loss_on_binary_valence_arousal_is_refused():
     """mse/ccc compare 2p - 1 with the targets: 4Q's 0/1 halves would teach the model to publish 0.5."""
     from train.fit import check_va_loss
 
-    va = {"valence_arousal": HeadSpec("valence_arousal", ("valence", "arousal"))}
     binary = [Example("a", "a", np.zeros((3, 4), np.float32), {"valence_arousal": np.array([0.0, 1.0])})]
-    data = Data(binary, binary, va)
+    data = Data(binary, binary, VA_HEADS)
     for loss in ("mse", "ccc", "mse+ccc"):
         with pytest.raises(ValueError, match="va_loss=bce"):
             check_va_loss(data, Recipe(va_loss=loss))
     check_va_loss(data, Recipe(va_loss="bce"))
     continuous = [Example("a", "a", np.zeros((3, 4), np.float32), {"valence_arousal": np.array([-0.4, 0.7])})]
-    check_va_loss(Data(continuous, continuous, va), Recipe(va_loss="mse"))
+    check_va_loss(Data(continuous, continuous, VA_HEADS), Recipe(va_loss="mse"))
 
 
 def probe_data(shared_data: Path, cache: Path) -> list[str]:
