@@ -122,6 +122,7 @@ class FeedStep:
             "t_stream": float(seq),
             "hop_s": 1.0,
             "context_s": 3.0,
+            "smooth_s": 2.0,
             "silent": False,
             "tags": {n: round(float(p), 5) for n, p in zip(self.merger.names, tags, strict=True)},
             "active": [n for n, on in zip(self.merger.names, active, strict=True) if on],

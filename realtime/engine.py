@@ -19,6 +19,7 @@ import numpy as np
 from models import SegmentModel
 from realtime.analyzer import Member, MultiAnalyzer, TagMerger, Window, Windowing, warm_up
 from realtime.feed import SCHEMA_VERSION
+from realtime.outputs import Outputs
 from realtime.publisher import Publisher
 from realtime.ring import RingBuffer
 from realtime.smoothing import Hysteresis, Smoother
@@ -153,6 +154,8 @@ class Engine:
         self.model_name = ",".join(names)
         self.config = config or FeedConfig()
         self.on_mood = on_mood
+        # Protocol outputs (OSC, DMX, OS2L, MIDI): handed every message after the feed has it.
+        self.outputs: Outputs | None = None
         clash = clashing_names(members)
         self.feeds = [MemberFeed(m, self.config, clash) for m in members]
         self.latencies: deque[tuple[float, float]] = deque()  # (t_publish, latency_ms), last minute
@@ -161,6 +164,11 @@ class Engine:
         self.status_seq = 0
         self.started = time.monotonic()
         self.last_audio: float | None = None
+
+    @property
+    def tag_names(self) -> list[str]:
+        """Every tag name the mood messages can carry, in their order."""
+        return [name for feed in self.feeds for name in feed.names]
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -200,6 +208,8 @@ class Engine:
                     ring.wait(0.005)
         finally:
             self.source.stop()
+        if self.outputs:
+            self.outputs.flush()  # so the last status counts the last mood's sends
         self._publish_status()
         return 1 if self.source.error else 0
 
@@ -232,6 +242,7 @@ class Engine:
             "t_stream": window.t_stream,
             "hop_s": self.analyzer.hop_s,
             "context_s": self.analyzer.context_s,
+            "smooth_s": self.config.smooth_s,
             "silent": bool(window.silent),
             "tags": tags,
             "active": active,
@@ -242,6 +253,8 @@ class Engine:
         if self.publisher.send("mood", message):
             self.moods_sent += 1
             self.latencies.append((message["t_publish"], message["latency_ms"]))
+        if self.outputs:
+            self.outputs.publish("mood", message)
         if self.on_mood:
             self.on_mood(message)
 
@@ -287,9 +300,12 @@ class Engine:
             "clipped_samples": self.analyzer.clipped_samples if self.analyzer else 0,
             "published": self.moods_sent,
             "latency_ms": self.latency_percentiles(),
+            "outputs": self.outputs.status() if self.outputs else [],
         }
 
     def _publish_status(self) -> None:
         message = self.status_message()
         self.status_seq += 1
         self.publisher.send("status", message)
+        if self.outputs:
+            self.outputs.publish("status", message)

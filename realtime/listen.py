@@ -7,6 +7,9 @@ Examples:
   python -m realtime.listen --file song.ogg --realtime
   arecord -f FLOAT_LE -r 48000 -c 1 -t raw | python -m realtime.listen --stdin --rate 48000
   python -m realtime.listen --url http://radio.example/stream.mp3
+  python -m realtime.listen --device 0 --osc 127.0.0.1:7700          # QLC+ / TouchDesigner / Resolume
+  python -m realtime.listen --device 0 --sacn 192.168.1.50            # a WLED strip shows the mood colour
+  python -m realtime.listen --device 0 --os2l auto --midi moodstream  # QLC+'s OS2L plugin, and MIDI CCs
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from realtime.analyzer import effective_windows
 from realtime.engine import Engine, FeedConfig
 from realtime.feed import DEFAULT_ENDPOINT
 from realtime.options import add_model_options, build_members
+from realtime.outputs import MapError, OutputError, add_output_options, build_outputs, check_output_options
 from realtime.publisher import Publisher, PublisherError
 from realtime.sources import DeviceSource, FileSource, SourceError, StdinSource, UrlSource, list_devices
 
@@ -75,6 +79,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     out.add_argument("--off", type=float, default=0.2, help="an active tag turns off below this (0.2)")
     out.add_argument("--quiet", action="store_true", help="no live line on the terminal")
+    add_output_options(parser)
     args = parser.parse_args(argv)
     chosen = [flag for flag in ("device", "file", "url") if getattr(args, flag) is not None] + (
         ["stdin"] if args.stdin else []
@@ -87,6 +92,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--realtime applies to --file and --url")
     if not 0 <= args.off < args.on <= 1:
         parser.error("need 0 <= --off < --on <= 1")
+    check_output_options(parser, args)
     return args
 
 
@@ -110,11 +116,29 @@ def make_source(args: argparse.Namespace, rate_hz: int):
 
 
 class LiveLine:
-    """One line on the terminal, rewritten each hop: time, latency, valence/arousal, top tags."""
+    """One line on the terminal, rewritten each hop: time, latency, valence/arousal, top tags.
+
+    With outputs: an output that starts or stops failing is reported on a line of its own
+    (kind, target, state, why), and the live line starts with "!" and the failing kinds.
+    """
 
     def __init__(self, stream=sys.stderr):
         self.stream = stream
         self.tty = stream.isatty()
+        self.outputs = None  # an Outputs hub, whose failing outputs the line reports
+        self._states: dict[int, str] = {}
+
+    def _events(self) -> tuple[list[str], str]:
+        events, failing = [], []
+        for output in self.outputs.outputs if self.outputs else []:
+            state = output.state
+            if state != self._states.get(id(output), "ok"):
+                why = f": {output.error}" if state != "ok" and output.error else ""
+                events.append(f"moodstream: {output} {state}{why}")
+            self._states[id(output)] = state
+            if state != "ok":
+                failing.append(output.kind)
+        return events, ("! " + " ".join(dict.fromkeys(failing)) + "  ") if failing else ""
 
     def __call__(self, m: dict) -> None:
         va = ""
@@ -125,12 +149,15 @@ class LiveLine:
         else:
             top = sorted(m["tags"].items(), key=lambda kv: -kv[1])[:4]
             tags = "  ".join(f"{name} {p:.2f}" for name, p in top)
-        line = f"{m['t_stream']:7.1f}s  lat {m['latency_ms']:5.0f} ms{va}  {tags}"
+        events, flag = self._events()
+        line = f"{flag}{m['t_stream']:7.1f}s  lat {m['latency_ms']:5.0f} ms{va}  {tags}"
         if self.tty:
             width = shutil.get_terminal_size().columns - 1
+            for event in events:
+                self.stream.write("\r" + event.ljust(width) + "\n")
             self.stream.write("\r" + line[:width].ljust(width))
         else:
-            self.stream.write(line + "\n")
+            self.stream.write("".join(event + "\n" for event in events) + line + "\n")
         self.stream.flush()
 
 
@@ -164,6 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     view = None if args.quiet else LiveLine()
     feed = FeedConfig(smooth_s=args.smooth, tag_on=args.on, tag_off=args.off)
     engine = Engine(source, members, windowing, publisher, feed, on_mood=view, compute=compute)
+    try:
+        engine.outputs = build_outputs(args, engine.tag_names)
+    except (OutputError, MapError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        publisher.close()
+        return 2
+    if view:
+        view.outputs = engine.outputs
     if not args.quiet:
         _, hop_s, _, context_s = effective_windows(primary, windowing)
         print(
@@ -171,12 +206,18 @@ def main(argv: list[str] | None = None) -> int:
             f"(hop {hop_s:.3g} s, context {context_s:.3g} s, {windowing.resampler} resampler); Ctrl-C stops",
             file=sys.stderr,
         )
+        if engine.outputs:
+            targets = ", ".join(str(o) for o in engine.outputs.outputs)
+            rate = f"{args.output_rate:g} Hz" if args.output_rate else "once per hop"
+            print(f"moodstream: sending to {targets} ({rate})", file=sys.stderr)
     try:
         code = engine.run(stop)
     except SourceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = 2
     finally:
+        if engine.outputs:
+            engine.outputs.close()
         publisher.close()
     if view and view.tty:
         sys.stderr.write("\n")

@@ -32,7 +32,7 @@ def valid_mood(**overrides: object) -> dict:
     tags = {name: round(0.01 + 0.3 * (i % 7) / 7, 3) for i, name in enumerate(MTAT_TAGS)}
     tags.update(rock=0.81, pop=0.55, electronic=0.40)
     message = {
-        "schema": 1,
+        "schema": 2,
         "seq": 12,
         "model": "musicnn-mtat",
         "t_capture": t_capture,
@@ -46,6 +46,7 @@ def valid_mood(**overrides: object) -> dict:
         "t_stream": 123.5,
         "hop_s": 0.5,
         "context_s": 3.0,
+        "smooth_s": 2.0,
     }
     message.update(overrides)
     return message
@@ -54,7 +55,7 @@ def valid_mood(**overrides: object) -> dict:
 def valid_status(**overrides: object) -> dict:
     """A status message of a device source that is running."""
     message = {
-        "schema": 1,
+        "schema": 2,
         "seq": 3,
         "t": time.time(),
         "model": "musicnn-mtat",
@@ -72,6 +73,11 @@ def valid_status(**overrides: object) -> dict:
         "clipped_samples": 12,
         "published": 6,
         "latency_ms": {"p50": 30.2, "p99": 48.0, "count": 6},
+        "outputs": [
+            {"kind": "osc", "target": "127.0.0.1:7700", "state": "ok", "sent": 1180, "dropped": 0, "error": None},
+            {"kind": "os2l", "target": "192.168.1.30:9996", "state": "retrying", "sent": 0, "dropped": 12,
+             "error": "Connection refused"},
+        ],
     }
     message.update(overrides)
     return message
@@ -176,7 +182,9 @@ MUTATIONS = [
     ("mood", "extra field", _set("energy", 0.5)),
     ("mood", "valence 1.5", _set("valence", 1.5)),
     ("mood", "arousal -1.01", _set("arousal", -1.01)),
-    ("mood", "schema 2", _set("schema", 2)),
+    ("mood", "schema 1 (before smooth_s and outputs)", _set("schema", 1)),
+    ("mood", "missing smooth_s", _without("smooth_s")),
+    ("mood", "negative smooth_s", _set("smooth_s", -1.0)),
     ("mood", "schema true", _set("schema", True)),
     ("mood", "negative seq", _set("seq", -1)),
     ("mood", "float seq", _set("seq", 1.5)),
@@ -195,6 +203,11 @@ MUTATIONS = [
     ("status", "zero sample rate", _set_in("source", "sample_rate_hz", 0)),
     ("status", "negative overflows", _set("overflows", -1)),
     ("status", "missing p99", lambda m: m["latency_ms"].pop("p99")),
+    ("status", "missing outputs", _without("outputs")),
+    ("status", "unknown output kind", lambda m: m["outputs"][0].update(kind="dmx")),
+    ("status", "unknown output state", lambda m: m["outputs"][0].update(state="down")),
+    ("status", "negative output count", lambda m: m["outputs"][1].update(dropped=-1)),
+    ("status", "output without error", lambda m: m["outputs"][0].pop("error")),
 ]
 
 

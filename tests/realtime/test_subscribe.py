@@ -27,7 +27,7 @@ def valid_mood(seq: int = 0, **overrides: object) -> dict:
     """A mood message as the engine publishes it (t_publish/latency_ms are stamped on send)."""
     t_capture = time.time() - 0.035
     message = {
-        "schema": 1,
+        "schema": 2,
         "seq": seq,
         "model": "musicnn-mtat",
         "t_capture": t_capture,
@@ -41,6 +41,7 @@ def valid_mood(seq: int = 0, **overrides: object) -> dict:
         "t_stream": 12.0 + 0.5 * seq,
         "hop_s": 0.5,
         "context_s": 3.0,
+        "smooth_s": 2.0,
     }
     message.update(overrides)
     return message
@@ -49,7 +50,7 @@ def valid_mood(seq: int = 0, **overrides: object) -> dict:
 def valid_status(seq: int = 0) -> dict:
     """A status message of a device source that is running."""
     return {
-        "schema": 1,
+        "schema": 2,
         "seq": seq,
         "t": time.time(),
         "model": "musicnn-mtat",
@@ -67,6 +68,7 @@ def valid_status(seq: int = 0) -> dict:
         "clipped_samples": 0,
         "published": 2 * seq,
         "latency_ms": {"p50": 30.0, "p99": 48.0, "count": 2 * seq},
+        "outputs": [],
     }
 
 

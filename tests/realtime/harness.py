@@ -1,0 +1,115 @@
+"""What the end-to-end tests share: free loopback ports, ``listen``/``bridge`` processes, an independent subscriber.
+
+The subscriber is what a lighting rig would write: pyzmq and json, checked against the
+schema file, nothing else of ours.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jsonschema
+import zmq
+
+REPO = Path(__file__).resolve().parents[2]
+SCHEMA = json.loads((REPO / "realtime" / "schema" / "feed.schema.json").read_text())
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port nobody listens on right now (TCP, or UDP with ``socket.SOCK_DGRAM``)."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_endpoint() -> str:
+    return f"tcp://127.0.0.1:{free_port()}"
+
+
+class Subscriber:
+    """A plain SUB socket on the feed; every message is checked against the schema file."""
+
+    def __init__(self, endpoint: str):
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.SUB)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sock.connect(endpoint)
+        self.messages: list[tuple[str, dict, float]] = []
+
+    def _take(self) -> None:
+        topic, body = self.sock.recv_multipart()
+        received = time.time()
+        message = json.loads(body.decode("utf-8"))
+        jsonschema.validate(message, {**SCHEMA, "$ref": f"#/$defs/{topic.decode()}"})
+        self.messages.append((topic.decode(), message, received))
+
+    def collect(self, until, timeout_s: float) -> list[tuple[str, dict, float]]:
+        """Receive until ``until(messages)`` is true; fail after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while not until(self.messages):
+            left = deadline - time.monotonic()
+            assert left > 0, f"timed out; got {[(t, m.get('seq')) for t, m, _ in self.messages][-10:]}"
+            if self.sock.poll(min(left, 0.2) * 1000):
+                self._take()
+        return self.messages
+
+    def drain(self, quiet_s: float = 0.5) -> None:
+        """Take what is still queued (the process has exited: nothing more will come)."""
+        while self.sock.poll(quiet_s * 1000):
+            self._take()
+
+    def moods(self) -> list[dict]:
+        return [m for t, m, _ in self.messages if t == "mood"]
+
+    def statuses(self) -> list[dict]:
+        return [m for t, m, _ in self.messages if t == "status"]
+
+    def close(self):
+        self.sock.close()
+        self.ctx.term()
+
+
+def ended(messages) -> bool:
+    """The engine's last status says the source ended."""
+    return any(t == "status" and m["source"]["state"] == "ended" for t, m, _ in messages)
+
+
+def first_status(messages) -> bool:
+    return any(t == "status" for t, _, _ in messages)
+
+
+def start(module: str, *args: str, env=None, stdin=None) -> subprocess.Popen:
+    """``python -m realtime.<module> --quiet ARGS`` in the repository, output captured."""
+    return subprocess.Popen(
+        [sys.executable, "-m", f"realtime.{module}", "--quiet", *args],
+        cwd=REPO,
+        env=env,
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def listen(*args: str, env=None, stdin=None) -> subprocess.Popen:
+    return start("listen", *args, env=env, stdin=stdin)
+
+
+def finish(proc: subprocess.Popen, timeout_s: float = 60) -> tuple[int, str]:
+    if proc.stdin is not None and proc.stdin.closed:
+        proc.stdin = None  # already written and closed by the test
+    _, err = proc.communicate(timeout=timeout_s)
+    return proc.returncode, err.decode("utf-8", "replace")
+
+
+def run(module: str, *args: str, env=None, timeout_s: float = 60) -> subprocess.CompletedProcess:
+    """``python -m realtime.<module> --quiet ARGS`` to the end (for the errors it prints)."""
+    return subprocess.run(
+        [sys.executable, "-m", f"realtime.{module}", "--quiet", *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout_s,
+    )  # fmt: skip

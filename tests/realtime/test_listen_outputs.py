@@ -1,0 +1,218 @@
+"""``listen`` drives OSC, Art-Net, sACN, OS2L and MIDI receivers that are not ours, from the same hops as its feed.
+
+Each test runs ``listen --file CLIP --realtime`` with a set of outputs and an independent
+ZeroMQ subscriber, then checks every receiver against the feed's mood messages
+(``outputs/receivers.py`` says what each must hold under the README's default mapping).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from bench.paced_mic import JackServer, PacedMicError, missing
+from tests.realtime.harness import Subscriber, ended, finish, free_endpoint, free_port, listen
+from tests.realtime.outputs.receivers import (
+    DmxReceiver,
+    MidiReceiver,
+    Os2lServer,
+    OscDump,
+    OscServer,
+    expect_dmx,
+    expect_midi,
+    expect_os2l,
+    expect_osc,
+    osc_hops,
+)
+
+CLIP = "4q/audio/Q1/MT0000040632.ogg"
+CLIP_S = 7  # windows end at 2.99 s, then every 0.992 s: 5 moods
+
+
+@pytest.fixture(scope="module")
+def clip(shared_data, tmp_path_factory):
+    audio, rate = sf.read(shared_data / CLIP, dtype="float32")
+    path = tmp_path_factory.mktemp("clip") / "clip.wav"
+    sf.write(path, audio[: CLIP_S * rate], rate)
+    return path
+
+
+@pytest.fixture
+def jack_server(tmp_path):
+    """A private JACK server (dummy backend): MIDI ports without a sound card or ALSA sequencer."""
+    why = missing()
+    if why:
+        pytest.skip(why)
+    try:
+        # Long periods: a busy 2-core machine still finishes every JACK cycle in time (no xruns).
+        server = JackServer(tmp_path, period_frames=4096)
+    except PacedMicError as exc:
+        pytest.skip(str(exc))
+    with server:
+        yield server
+
+
+def run_listen(clip, *outputs: str, env=None) -> tuple[list[dict], list[dict]]:
+    """listen on the clip in real time with ``outputs``; (moods, statuses) from the feed."""
+    endpoint = free_endpoint()
+    sub = Subscriber(endpoint)
+    try:
+        proc = listen("--file", str(clip), "--realtime", "--pub", endpoint, *outputs, env=env)
+        sub.collect(ended, 90)
+        code, err = finish(proc)
+        assert code == 0, err
+        sub.drain()
+        return sub.moods(), sub.statuses()
+    finally:
+        sub.close()
+
+
+def test_osc_artnet_and_sacn_receivers_get_every_hop(clip):
+    dump, server = OscDump(), OscServer()
+    artnet, sacn = DmxReceiver("artnet"), DmxReceiver("sacn")
+    try:
+        moods, statuses = run_listen(
+            clip,
+            "--osc", f"127.0.0.1:{dump.port}",
+            "--osc", f"127.0.0.1:{server.port}",
+            "--artnet", f"127.0.0.1:{artnet.port}",
+            "--sacn", f"127.0.0.1:{sacn.port}",
+            "--dmx-universe", "3",
+            "--dmx-start", "5",
+        )  # fmt: skip
+    finally:
+        server.close()
+        artnet.close()
+        sacn.close()
+    assert len(moods) == 5 and not any(m["silent"] for m in moods)
+    # python-osc: every hop's values, equal as float32 to the feed's.
+    expect_osc(moods, osc_hops(server.messages))
+    # oscdump (liblo) saw the same messages, in the same order ("%f" of the float32).
+    dumped = dump.lines()
+    assert [a for a, _, _ in dumped] == [a for a, _ in server.messages]
+    for (address, types, text), (_, args) in zip(dumped, server.messages, strict=True):
+        if types == "f":
+            assert float(text) == pytest.approx(args[0], abs=5e-7), address
+        else:
+            assert (types, text.strip('"')) == ("s", args[0]), address
+    # Art-Net and sACN: the same frames, universe 3, the layout from channel 5.
+    expect_dmx(moods, artnet.packets, universe=3, start=5)
+    expect_dmx(moods, sacn.packets, universe=3, start=5)
+    outputs = statuses[-1]["outputs"]
+    assert [(o["kind"], o["state"], o["dropped"], o["error"]) for o in outputs] == [
+        ("osc", "ok", 0, None),
+        ("osc", "ok", 0, None),
+        ("artnet", "ok", 0, None),
+        ("sacn", "ok", 0, None),
+    ]
+    assert outputs[1]["sent"] == len(server.messages) and outputs[2]["sent"] >= len(moods)
+
+
+def test_os2l_explicit_and_found_by_dns_sd_and_midi_receivers(clip, jack_server):
+    name = f"moodstream-test-{uuid.uuid4().hex[:8]}"
+    direct, announced = Os2lServer(), Os2lServer(announce=name)
+    midi = MidiReceiver(jack_server.env)
+    try:
+        env = {**os.environ, **jack_server.env}
+        endpoint = free_endpoint()
+        sub = Subscriber(endpoint)
+        proc = listen(
+            "--file", str(clip), "--realtime", "--pub", endpoint,
+            "--os2l", f"127.0.0.1:{direct.port}",
+            "--os2l", f"auto:{name}",
+            "--midi", "moodtest",
+            env=env,
+        )  # fmt: skip
+        midi.connect("moodstream:moodtest")  # as a DAW would, once the port exists
+        sub.collect(ended, 90)
+        code, err = finish(proc)
+        assert code == 0, err
+        sub.drain()
+        moods, statuses = sub.moods(), sub.statuses()
+        sub.close()
+    finally:
+        direct.close()
+        announced.close()
+        events = midi.close()
+    assert len(moods) == 5
+    expect_os2l(moods, direct.messages)
+    expect_os2l(moods, announced.messages)
+    assert direct.connections == announced.connections == 1
+    expect_midi(moods, events)
+    outputs = {o["kind"] + (" auto" if "auto" in o["target"] else ""): o for o in statuses[-1]["outputs"]}
+    assert name in outputs["os2l auto"]["target"] and str(announced.port) in outputs["os2l auto"]["target"]
+    assert outputs["midi"]["target"] == "moodtest (JACK)"
+    assert all(o["state"] == "ok" and o["dropped"] == 0 for o in outputs.values()), outputs
+
+
+class HangingPeer:
+    """A TCP port whose accept queue is full: a connection attempt hangs until it times out."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(0)
+        self.port = self.sock.getsockname()[1]
+        self.fillers = []
+        for _ in range(3):  # listen(0) queues one connection: these fill it
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", self.port))
+            self.fillers.append(filler)
+
+    def close(self) -> None:
+        for s in [*self.fillers, self.sock]:
+            s.close()
+
+
+def test_dead_refusing_and_hanging_receivers_leave_the_feed_on_time(shared_data, tmp_path):
+    """Two analyzers on the same clip at once, one sending to receivers that refuse or hang."""
+    audio, rate = sf.read(shared_data / CLIP, dtype="float32")
+    path = tmp_path / "clip.wav"
+    sf.write(path, audio[: 10 * rate], rate)
+    hanging = HangingPeer()
+    bad = [
+        "--osc", f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}",  # nothing listening: refused
+        "--artnet", f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}",
+        "--os2l", f"127.0.0.1:{free_port()}",  # refused
+        "--os2l", f"127.0.0.1:{hanging.port}",  # connecting hangs
+        "--output-rate", "50",  # and the hub busy resending
+    ]  # fmt: skip
+    endpoints = [free_endpoint(), free_endpoint()]
+    subs = [Subscriber(e) for e in endpoints]
+    try:
+        procs = [
+            listen("--file", str(path), "--realtime", "--hop", "0.25", "--pub", endpoints[0]),
+            listen("--file", str(path), "--realtime", "--hop", "0.25", "--pub", endpoints[1], *bad),
+        ]
+        for sub in subs:
+            sub.collect(ended, 90)
+        for proc in procs:
+            code, err = finish(proc)
+            assert code == 0, err
+        for sub in subs:
+            sub.drain()
+    finally:
+        for sub in subs:
+            sub.close()
+        hanging.close()
+    (base, loaded), (_, statuses) = [s.moods() for s in subs], [s.statuses() for s in subs]
+    assert [m["t_stream"] for m in loaded] == [m["t_stream"] for m in base] and len(base) > 25
+    lat_base = np.array([m["latency_ms"] for m in base])
+    lat_loaded = np.array([m["latency_ms"] for m in loaded])
+    report = f"latency ms, plain: {np.round(lat_base)}, with bad outputs: {np.round(lat_loaded)}"
+    assert np.median(lat_loaded) < np.median(lat_base) + 15, report
+    assert np.percentile(lat_loaded, 90) < np.percentile(lat_base, 90) + 40, report
+    assert lat_loaded.max() < lat_base.max() + 150, report
+    # What happened to each output is in the status.
+    osc, artnet, refused, hung = statuses[-1]["outputs"]
+    for output in (osc, artnet):
+        assert output["state"] == "retrying" and "refused" in output["error"] and output["dropped"] > 0
+    assert refused["state"] == "retrying" and refused["error"] == "Connection refused" and refused["sent"] == 0
+    assert hung["state"] == "retrying" and hung["error"] == "timed out" and hung["sent"] == 0
+    assert refused["dropped"] > 0 and hung["dropped"] > 0
