@@ -154,6 +154,8 @@ class JackServer:
 
     ``period_frames``: the server's period (1024 frames = 21.3 ms by default).  ``folder`` holds the server's log, the asoundrc and the resampled music.  Use it as a
     context manager (or call ``close()``): everything it started is stopped at the end.
+    ``name``: the server's name; reuse one name for servers that run one after another (a test
+    worker's), so that the entry a crashed server left in JACK's registry is reclaimed.
     Raises ``PacedMicError`` when the server does not come up within 10 s.
     """
 
@@ -242,7 +244,9 @@ class JackServer:
         for mic in self.mics:
             if mic.player is not None:
                 end_process(mic.player)
-        end_process(self._jackd)
+        # A jackd that is killed leaves its entry in JACK's shared registry (8 entries; one of the
+        # same name is reclaimed, others stay until a reboot): give it time to unregister itself.
+        end_process(self._jackd, grace_s=10.0)
         self._log.close()
 
     def __enter__(self) -> JackServer:

@@ -98,7 +98,7 @@ class Bridge:
         else:
             source = self.last_status["source"] if self.last_status else None
             state = f", source {source['state']}" if source else ""
-            feed = f"feed: {self.moods} moods{state}"
+            feed = f"feed: {self.moods} mood{'' if self.moods == 1 else 's'}{state}"
         parts = [feed]
         for output in self.outputs.outputs:
             error = f" ({output.error})" if output.state != "ok" and output.error else ""

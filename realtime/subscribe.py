@@ -27,10 +27,11 @@ the feed:
   ('mood' or 'status'), then a UTF-8 JSON object described by realtime/schema/feed.schema.json.
   mood    once per analysis hop: tags (probability of every tag), active (tags on now),
           valence and arousal in [-1, 1] or null, silent, t_capture/t_publish (Unix s),
-          latency_ms, t_stream, hop_s, context_s, seq, model, schema.
+          latency_ms, t_stream, hop_s, context_s, smooth_s, seq, model, schema.
   status  once a second: source (kind, name, state, sample_rate_hz, error), overflows,
           dropped_samples, sanitized_samples, clipped_samples, published (mood messages sent),
-          latency_ms (p50, p99, count over the last minute), uptime_s, t, seq, model, schema.
+          latency_ms (p50, p99, count over the last minute), outputs (OSC, DMX, OS2L, MIDI:
+          kind, target, state, sent, dropped, error), uptime_s, t, seq, model, schema.
 
 exit status: 0 after --count messages or Ctrl-C, 1 after --timeout without a message.
 """
@@ -70,11 +71,16 @@ def format_status(message: dict) -> str:
     source = message["source"]
     latency = message["latency_ms"]
     error = f"  error: {_printable(source['error'])}" if source["error"] is not None else ""
+    outputs = "".join(
+        f"  {o['kind']} {_printable(o['target'])}: {o['state']}"
+        + (f" ({_printable(o['error'])})" if o["state"] != "ok" and o["error"] else "")
+        for o in message["outputs"]
+    )
     return (
         f"status #{message['seq']}  source {source['kind']} {source['state']}  "
         f"overflows {message['overflows']} dropped {message['dropped_samples']} "
         f"nan/inf {message['sanitized_samples']} clipped {message['clipped_samples']}  "
-        f"p50 {_ms(latency['p50'])} p99 {_ms(latency['p99'])}{error}"
+        f"p50 {_ms(latency['p50'])} p99 {_ms(latency['p99'])}{error}{outputs}"
     )
 
 

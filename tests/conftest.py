@@ -16,3 +16,23 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+# Modules that take minutes on one worker (a shared fit, several subprocesses each), longest
+# first.  Under pytest-xdist a module's tests stay on one worker (--dist loadscope); handed out
+# first, these run beside everything else instead of alone at the end of the run.
+LONGEST_FIRST = (
+    "tests/train/test_fit.py",
+    "tests/bench/test_scale.py",
+    "tests/bench/test_e2e.py",
+    "tests/bench/test_latency.py",
+    "tests/realtime/test_listen.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order within a module, and of the other modules, stays

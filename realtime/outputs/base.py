@@ -184,7 +184,8 @@ class QueuedOutput(Output):
     def state(self) -> str:
         if self._fatal:
             return "error"
-        return "ok" if self._connected else "retrying"
+        # Before the first attempt has failed, a connection being made is not a failure.
+        return "retrying" if not self._connected and self._failed_at is not None else "ok"
 
     def put(self, key: object, item: object) -> None:
         with self._cond:
@@ -258,6 +259,7 @@ class QueuedOutput(Output):
                     continue
                 attempt = 0
                 self._connected = True
+                self._failed_at = None  # `error` keeps the last reason, for the record
                 with self._cond:
                     # What was queued while away is stale: the latest of each destination replaces it.
                     self.dropped += max(0, len(self._queue) - len(self._latest))
@@ -285,8 +287,8 @@ class QueuedOutput(Output):
                 self._cond.notify_all()
 
     def _lost(self, why: str) -> None:
+        self.failed(why)  # first: a reader must never see "not connected" without a failure
         self._connected = False
-        self.failed(why)
         try:
             self.disconnect()
         except OSError:

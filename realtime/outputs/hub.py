@@ -34,7 +34,11 @@ class Outputs:
         self._queue: collections.deque = collections.deque()
         self._wake = threading.Event()
         self._stop = False
-        self._published = 0  # messages handed over, and handled (or dropped): flush() waits for equality
+        # Counted by the engine's thread (published, evicted) and the hub's (handled, charged):
+        # each counter has one writer.  flush() waits until handled + evicted == published.
+        self._published = 0
+        self._evicted = 0  # dropped because the hub fell QUEUE_MESSAGES behind
+        self._charged = 0  # evictions already added to every output's `dropped`
         self._handled = 0
         self._thread = threading.Thread(target=self._run, name="moodstream-outputs", daemon=True)
         self._thread.start()
@@ -48,9 +52,7 @@ class Outputs:
         """Hand over a published message (not modified afterwards by the caller).  Never blocks."""
         if len(self._queue) >= QUEUE_MESSAGES:
             self._queue.popleft()
-            self._handled += 1
-            for output in self.outputs:
-                output.dropped += 1
+            self._evicted += 1
         self._published += 1
         self._queue.append((topic, message))
         self._wake.set()
@@ -58,11 +60,11 @@ class Outputs:
     def flush(self, timeout_s: float = 1.0) -> bool:
         """Wait until every message handed over so far went out (the last status then counts it)."""
         deadline = time.monotonic() + timeout_s
-        while self._handled < self._published and time.monotonic() < deadline:
+        while self._handled + self._evicted < self._published and time.monotonic() < deadline:
             time.sleep(0.002)
         for output in self.outputs:  # a TCP or MIDI output's own queue
             output.drain(max(0.0, deadline - time.monotonic()))
-        return self._handled >= self._published
+        return self._handled + self._evicted >= self._published
 
     def status(self) -> list[dict]:
         return [output.status() for output in self.outputs]
@@ -93,10 +95,18 @@ class Outputs:
                 self._wake.wait(wait)
                 self._wake.clear()
             while self._queue and not self._stop:
-                topic, message = self._queue.popleft()
+                try:
+                    topic, message = self._queue.popleft()
+                except IndexError:  # evicted by publish() in between
+                    break
                 if topic == "mood":
                     self._mood(message)
                 self._handled += 1
+            evicted = self._evicted
+            if evicted > self._charged:  # messages no output saw
+                for output in self.outputs:
+                    output.dropped += evicted - self._charged
+                self._charged = evicted
             now = time.monotonic()
             if period and now >= next_tick:
                 if self._glide.values:  # nothing to resend before the first mood

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 from realtime.outputs.base import OutputError, QueuedOutput
 from realtime.outputs.mapping import Route
@@ -17,6 +18,7 @@ from realtime.outputs.values import Values
 
 CLIENT_NAME = "moodstream"
 CONTROL_CHANGE = 0xB0
+JACK_CLOSE_GRACE_S = 0.25
 
 
 def _apis(rtmidi) -> list[tuple[int, str]]:
@@ -93,5 +95,9 @@ class MidiOutput(QueuedOutput):
     def disconnect(self) -> None:
         port, self._port = self._port, None
         if port is not None:
+            if self.system == "JACK" and self.sent:
+                # JACK moves what was sent at its next cycle (up to a period, ~100 ms): a port
+                # closed before then loses the last controller changes.
+                time.sleep(JACK_CLOSE_GRACE_S)
             port.close_port()
             del port

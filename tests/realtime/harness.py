@@ -84,10 +84,10 @@ def first_status(messages) -> bool:
     return any(t == "status" for t, _, _ in messages)
 
 
-def start(module: str, *args: str, env=None, stdin=None) -> subprocess.Popen:
-    """``python -m realtime.<module> --quiet ARGS`` in the repository, output captured."""
+def start(module: str, *args: str, env=None, stdin=None, quiet: bool = True) -> subprocess.Popen:
+    """``python -m realtime.<module> [--quiet] ARGS`` in the repository, output captured."""
     return subprocess.Popen(
-        [sys.executable, "-m", f"realtime.{module}", "--quiet", *args],
+        [sys.executable, "-m", f"realtime.{module}", *(["--quiet"] if quiet else []), *args],
         cwd=REPO,
         env=env,
         stdin=stdin,
@@ -96,8 +96,8 @@ def start(module: str, *args: str, env=None, stdin=None) -> subprocess.Popen:
     )
 
 
-def listen(*args: str, env=None, stdin=None) -> subprocess.Popen:
-    return start("listen", *args, env=env, stdin=stdin)
+def listen(*args: str, env=None, stdin=None, quiet: bool = True) -> subprocess.Popen:
+    return start("listen", *args, env=env, stdin=stdin, quiet=quiet)
 
 
 def finish(proc: subprocess.Popen, timeout_s: float = 60) -> tuple[int, str]:

@@ -21,11 +21,19 @@ Needs ``jackd`` (Debian ``jackd2``), ``aplay`` (``alsa-utils``) and the ALSA jac
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from bench.paced_mic import PERIOD_FRAMES, RATE_HZ, JackServer, PacedMic, PacedMicError, missing
 
-__all__ = ["PERIOD_FRAMES", "RATE_HZ", "PacedMic", "paced_mic"]
+__all__ = ["PERIOD_FRAMES", "RATE_HZ", "PacedMic", "jack_server_name", "paced_mic"]
+
+
+def jack_server_name() -> str:
+    """One JACK server name per test worker: its servers run one after another, and a name that
+    comes back reclaims the registry entry of one that died (JACK keeps only 8)."""
+    return f"moodstream-test-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
 
 
 @pytest.fixture
@@ -42,7 +50,7 @@ def paced_mic(tmp_path_factory):
     if why:
         pytest.skip(why)
     try:
-        server = JackServer(tmp_path_factory.mktemp("paced_mic"))
+        server = JackServer(tmp_path_factory.mktemp("paced_mic"), name=jack_server_name())
     except PacedMicError as exc:
         pytest.skip(str(exc))
     with server:

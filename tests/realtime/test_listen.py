@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import functools
 import http.server
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
-import jsonschema
 import numpy as np
 import pytest
 import soundfile as sf
@@ -24,85 +20,9 @@ import zmq
 from models.musicnn import MSD_LABELS
 from realtime.listen import resampler_for
 from realtime.sources import FileSource, StdinSource
+from tests.realtime.harness import REPO, Subscriber, ended, finish, first_status, free_endpoint, listen, run
 
-REPO = Path(__file__).resolve().parents[2]
-SCHEMA = json.loads((REPO / "realtime" / "schema" / "feed.schema.json").read_text())
 CLIP = "4q/audio/Q1/MT0000040632.ogg"
-
-
-def free_endpoint() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
-
-
-class Subscriber:
-    """What a lighting rig would write: pyzmq + json, nothing of ours (the schema file aside)."""
-
-    def __init__(self, endpoint: str):
-        self.ctx = zmq.Context()
-        self.sock = self.ctx.socket(zmq.SUB)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.SUBSCRIBE, b"")
-        self.sock.connect(endpoint)
-        self.messages: list[tuple[str, dict, float]] = []
-
-    def collect(self, until, timeout_s: float) -> list[tuple[str, dict, float]]:
-        """Receive until ``until(messages)`` is true; fail after ``timeout_s``."""
-        deadline = time.monotonic() + timeout_s
-        while not until(self.messages):
-            left = deadline - time.monotonic()
-            assert left > 0, f"timed out; got {[(t, m.get('seq')) for t, m, _ in self.messages][-10:]}"
-            if self.sock.poll(min(left, 0.2) * 1000):
-                topic, body = self.sock.recv_multipart()
-                received = time.time()
-                message = json.loads(body.decode("utf-8"))
-                jsonschema.validate(message, {**SCHEMA, "$ref": f"#/$defs/{topic.decode()}"})
-                self.messages.append((topic.decode(), message, received))
-        return self.messages
-
-    def drain(self, quiet_s: float = 0.5) -> None:
-        """Take what is still queued (the process has exited: nothing more will come)."""
-        while self.sock.poll(quiet_s * 1000):
-            topic, body = self.sock.recv_multipart()
-            self.messages.append((topic.decode(), json.loads(body), time.time()))
-
-    def moods(self) -> list[dict]:
-        return [m for t, m, _ in self.messages if t == "mood"]
-
-    def statuses(self) -> list[dict]:
-        return [m for t, m, _ in self.messages if t == "status"]
-
-    def close(self):
-        self.sock.close()
-        self.ctx.term()
-
-
-def ended(messages) -> bool:
-    """The engine's last status says the source ended."""
-    return any(t == "status" and m["source"]["state"] == "ended" for t, m, _ in messages)
-
-
-def first_status(messages) -> bool:
-    return any(t == "status" for t, _, _ in messages)
-
-
-def listen(*args: str, env=None, stdin=None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "realtime.listen", "--quiet", *args],
-        cwd=REPO,
-        env=env,
-        stdin=stdin,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-
-
-def finish(proc: subprocess.Popen, timeout_s: float = 60) -> tuple[int, str]:
-    if proc.stdin is not None and proc.stdin.closed:
-        proc.stdin = None  # already written and closed by the test
-    _, err = proc.communicate(timeout=timeout_s)
-    return proc.returncode, err.decode("utf-8", "replace")
 
 
 def stop_within(proc: subprocess.Popen, sig: int, limit_s: float) -> float:
@@ -320,10 +240,7 @@ def test_a_subscriber_that_never_reads_does_not_slow_the_engine(music, tmp_path)
 
 
 def run_listen(*args: str, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "realtime.listen", "--quiet", *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    return run("listen", *args, env=env)
 
 
 def test_unknown_device_lists_the_devices(virtual_mic):

@@ -29,6 +29,7 @@ from tests.realtime.outputs.receivers import (
     expect_osc,
     osc_hops,
 )
+from tests.realtime.paced_mic import jack_server_name
 
 CLIP = "4q/audio/Q1/MT0000040632.ogg"
 CLIP_S = 7  # windows end at 2.99 s, then every 0.992 s: 5 moods
@@ -50,7 +51,7 @@ def jack_server(tmp_path):
         pytest.skip(why)
     try:
         # Long periods: a busy 2-core machine still finishes every JACK cycle in time (no xruns).
-        server = JackServer(tmp_path, period_frames=4096)
+        server = JackServer(tmp_path, name=jack_server_name(), period_frames=4096)
     except PacedMicError as exc:
         pytest.skip(str(exc))
     with server:
@@ -171,41 +172,55 @@ class HangingPeer:
 
 
 def test_dead_refusing_and_hanging_receivers_leave_the_feed_on_time(shared_data, tmp_path):
-    """Two analyzers on the same clip at once, one sending to receivers that refuse or hang."""
+    """Two analyzers on the same clip at once, with the same outputs: one's receivers are there,
+    the other's refuse or hang.  The second's feed keeps the first's timing."""
     audio, rate = sf.read(shared_data / CLIP, dtype="float32")
     path = tmp_path / "clip.wav"
     sf.write(path, audio[: 10 * rate], rate)
+    # Receivers that cost (almost) nothing: UDP sockets nobody reads, OS2L servers that read.
+    quiet_udp = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+    for sock in quiet_udp:
+        sock.bind(("127.0.0.1", 0))
+    lighting = [Os2lServer(), Os2lServer()]
     hanging = HangingPeer()
-    bad = [
+    here = [
+        "--osc", f"127.0.0.1:{quiet_udp[0].getsockname()[1]}",
+        "--artnet", f"127.0.0.1:{quiet_udp[1].getsockname()[1]}",
+        "--os2l", f"127.0.0.1:{lighting[0].port}",
+        "--os2l", f"127.0.0.1:{lighting[1].port}",
+        "--output-rate", "50",  # the hub busy resending
+    ]  # fmt: skip
+    gone = [
         "--osc", f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}",  # nothing listening: refused
         "--artnet", f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}",
         "--os2l", f"127.0.0.1:{free_port()}",  # refused
         "--os2l", f"127.0.0.1:{hanging.port}",  # connecting hangs
-        "--output-rate", "50",  # and the hub busy resending
+        "--output-rate", "50",
     ]  # fmt: skip
     endpoints = [free_endpoint(), free_endpoint()]
     subs = [Subscriber(e) for e in endpoints]
     try:
         procs = [
-            listen("--file", str(path), "--realtime", "--hop", "0.25", "--pub", endpoints[0]),
-            listen("--file", str(path), "--realtime", "--hop", "0.25", "--pub", endpoints[1], *bad),
+            listen("--file", str(path), "--realtime", "--hop", "0.25", "--pub", endpoints[0], *here),
+            listen("--file", str(path), "--realtime", "--hop", "0.25", "--pub", endpoints[1], *gone, quiet=False),
         ]
         for sub in subs:
             sub.collect(ended, 90)
-        for proc in procs:
-            code, err = finish(proc)
-            assert code == 0, err
+        (code, err), (code_gone, terminal) = [finish(proc) for proc in procs]
+        assert code == code_gone == 0, err + terminal
         for sub in subs:
             sub.drain()
     finally:
         for sub in subs:
             sub.close()
-        hanging.close()
-    (base, loaded), (_, statuses) = [s.moods() for s in subs], [s.statuses() for s in subs]
+        for receiver in [*quiet_udp, *lighting, hanging]:
+            receiver.close()
+    (base, loaded), (base_statuses, statuses) = [s.moods() for s in subs], [s.statuses() for s in subs]
     assert [m["t_stream"] for m in loaded] == [m["t_stream"] for m in base] and len(base) > 25
+    assert all(o["state"] == "ok" for o in base_statuses[-1]["outputs"]), base_statuses[-1]["outputs"]
     lat_base = np.array([m["latency_ms"] for m in base])
     lat_loaded = np.array([m["latency_ms"] for m in loaded])
-    report = f"latency ms, plain: {np.round(lat_base)}, with bad outputs: {np.round(lat_loaded)}"
+    report = f"latency ms, receivers there: {np.round(lat_base)}, receivers gone: {np.round(lat_loaded)}"
     assert np.median(lat_loaded) < np.median(lat_base) + 15, report
     assert np.percentile(lat_loaded, 90) < np.percentile(lat_base, 90) + 40, report
     assert lat_loaded.max() < lat_base.max() + 150, report
@@ -216,3 +231,8 @@ def test_dead_refusing_and_hanging_receivers_leave_the_feed_on_time(shared_data,
     assert refused["state"] == "retrying" and refused["error"] == "Connection refused" and refused["sent"] == 0
     assert hung["state"] == "retrying" and hung["error"] == "timed out" and hung["sent"] == 0
     assert refused["dropped"] > 0 and hung["dropped"] > 0
+    # And on the terminal: a line when an output starts failing, a flag on the live line while it does.
+    lines = terminal.splitlines()
+    assert f"moodstream: os2l 127.0.0.1:{hanging.port} retrying: timed out" in lines, terminal
+    assert any(line.startswith("moodstream: osc ") and "retrying: Connection refused" in line for line in lines)
+    assert lines[-1].startswith("! osc artnet os2l ") and "V " in lines[-1], lines[-1]

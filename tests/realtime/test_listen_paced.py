@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import soundfile as sf
 import zmq
 
 from models.musicnn import MSD_LABELS
+from tests.realtime.harness import free_endpoint
 from tests.realtime.paced_mic import paced_mic  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,12 +27,6 @@ SCHEMA = json.loads((REPO / "realtime" / "schema" / "feed.schema.json").read_tex
 CLIP = "4q/audio/Q1/MT0000040632.ogg"  # reference index 0 in MSD_musicnn.npz
 EXCERPT_S = 12
 MOODS = 8  # windows end at 2.99 s, then every 0.992 s: the 8th at 9.9 s, inside the music
-
-
-def free_endpoint() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
 def receive(

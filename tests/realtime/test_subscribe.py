@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +16,7 @@ import zmq
 
 from realtime import feed, subscribe
 from realtime.publisher import Publisher
+from tests.realtime.harness import free_endpoint
 
 REPO = Path(__file__).resolve().parents[2]
 EPHEMERAL = "tcp://127.0.0.1:0"
@@ -68,7 +68,11 @@ def valid_status(seq: int = 0) -> dict:
         "clipped_samples": 0,
         "published": 2 * seq,
         "latency_ms": {"p50": 30.0, "p99": 48.0, "count": 2 * seq},
-        "outputs": [],
+        "outputs": [
+            {"kind": "osc", "target": "127.0.0.1:7700", "state": "ok", "sent": 170 * seq, "dropped": 0, "error": None},
+            {"kind": "os2l", "target": "192.168.1.30:9996", "state": "retrying", "sent": 0, "dropped": 0,
+             "error": "Connection refused"},
+        ],
     }
 
 
@@ -116,12 +120,6 @@ def both_topics(pub: Publisher):
     return send
 
 
-def free_tcp_endpoint() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
-
-
 def test_count_and_json_print_valid_json_lines():
     with Publisher(EPHEMERAL) as pub:
         proc = start_subscriber(pub.endpoint, "--count", "3", "--json")
@@ -151,6 +149,7 @@ def test_default_prints_one_human_line_per_message():
     assert " ms" in mood and "lat " in mood
     assert "source device running" in status and "overflows 0" in status
     assert "p50 30 ms p99 48 ms" in status
+    assert "osc 127.0.0.1:7700: ok  os2l 192.168.1.30:9996: retrying (Connection refused)" in status
 
 
 def test_topic_filter():
@@ -202,7 +201,7 @@ def test_text_from_the_feed_cannot_drive_the_terminal():
 
 def test_timeout_without_a_publisher_exits_1_with_a_message():
     start = time.monotonic()
-    proc = start_subscriber(free_tcp_endpoint(), "--timeout", "1")
+    proc = start_subscriber(free_endpoint(), "--timeout", "1")
     out, err = proc.communicate(timeout=10)
     elapsed_s = time.monotonic() - start
     assert proc.returncode == 1
