@@ -1,4 +1,4 @@
-"""The pytest-benchmark suite in ``bench/`` stays out of the default run, and still runs: one round per CI."""
+"""The pytest-benchmark suite in ``bench/suite/`` stays out of the default run, and still runs: one round per CI."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def test_default_run_collects_tests_only():
 
 def test_benchmark_suite_runs_once_with_its_checks():
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "bench", "-q", "--benchmark-disable", "-p", "no:cacheprovider"],
+        [sys.executable, "-m", "pytest", "bench/suite", "-q", "-n", "0", "--benchmark-disable", "-p", "no:cacheprovider"],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]

@@ -1,7 +1,7 @@
 """Fixtures of the pytest-benchmark suite: the default model, its runners, one hop of audio.
 
 The suite is kept out of the default test run (``testpaths = ["tests"]``); run it with
-``python -m pytest bench --benchmark-only``.  ``tests/bench/test_suite.py`` runs it once per
+``python -m pytest bench/suite -n 0 --benchmark-only``.  ``tests/bench/test_suite.py`` runs it once per
 CI run with ``--benchmark-disable`` (each test once, its checks but no timing) so it cannot rot.
 """
 

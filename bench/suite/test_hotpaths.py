@@ -1,6 +1,6 @@
 """The engine's hot paths for one hop of the default model, and the hand-rolled alternatives.
 
-``python -m pytest bench --benchmark-only`` times them (pytest-benchmark's statistics, grouped
+``python -m pytest bench/suite -n 0 --benchmark-only`` times them (pytest-benchmark's statistics, grouped
 by stage); ``--benchmark-disable`` runs each once with its checks, as CI does.  The figures
 of record come from ``python -m bench latency``, which times them inside one running hop.
 """
