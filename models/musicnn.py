@@ -367,7 +367,7 @@ def package_checkpoint(variant: str) -> str:
         if spec is None or not spec.submodule_search_locations:
             raise WeightsError(
                 f"the musicnn weights are not installed; get them with: {INSTALL_HINT} "
-                "(only its weight files are used, never its TensorFlow code)"
+                "(only its weight files are used, never its TensorFlow code), or from a clone: make setup"
             )
         package = Path(list(spec.submodule_search_locations)[0])
     # TF saved these with an empty file name: the prefix is the folder plus a separator.

@@ -164,7 +164,11 @@ class LiveLine:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.list_devices:
-        print(list_devices())
+        try:
+            print(list_devices())
+        except SourceError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         return 0
     members, windowing, compute = build_members(args)
     primary = members[0].model

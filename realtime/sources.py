@@ -132,7 +132,9 @@ def _import_sounddevice():
         import sounddevice
     except OSError as exc:  # the PortAudio shared library itself is missing
         raise SourceError(
-            f"PortAudio is not available ({exc}); install it, e.g. apt-get install libportaudio2"
+            f"sound devices need PortAudio, which is not installed ({exc}): apt-get install libportaudio2 "
+            "(Debian/Ubuntu; `make setup` does it), brew install portaudio (macOS); --file, --stdin "
+            "and --url work without it"
         ) from exc
     return sounddevice
 

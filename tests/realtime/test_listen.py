@@ -392,3 +392,31 @@ def test_listen_makes_openmp_threads_wait_passively_unless_told_otherwise():
     env["OMP_WAIT_POLICY"] = "ACTIVE"
     out = subprocess.run([sys.executable, "-c", show], cwd=REPO, env=env, capture_output=True, text=True)
     assert out.stdout.split() == ["False", "ACTIVE"], out.stderr  # the user's own setting wins
+
+
+WITHOUT_PORTAUDIO = """
+import ctypes.util, sys
+ctypes.util.find_library = lambda name: None  # as on a machine without libportaudio2
+from realtime import listen
+code = listen.main(sys.argv[1:])
+print("sounddevice loaded" if "sounddevice" in sys.modules else "sounddevice not loaded", file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def test_without_portaudio_devices_say_what_to_install_and_files_still_work(music, tmp_path):
+    def run_without(*args):
+        return subprocess.run(
+            [sys.executable, "-c", WITHOUT_PORTAUDIO, "--quiet", *args],
+            cwd=REPO, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    for args in (["--list-devices"], ["--device", "0"]):
+        proc = run_without(*args)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert "sound devices need PortAudio" in proc.stderr and "apt-get install libportaudio2" in proc.stderr
+    audio, rate = music
+    path = tmp_path / "clip.wav"
+    sf.write(path, audio[: 4 * rate], rate)
+    proc = run_without("--file", str(path), "--pub", free_endpoint())
+    assert proc.returncode == 0 and "sounddevice not loaded" in proc.stderr, proc.stderr
