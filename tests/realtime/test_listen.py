@@ -243,44 +243,59 @@ def run_listen(*args: str, env=None) -> subprocess.CompletedProcess:
     return run("listen", *args, env=env)
 
 
+def refused_here(capsys, *args: str) -> tuple[int, str]:
+    """``python -m realtime.listen --quiet ARGS`` run in this process (no interpreter and torch
+    start-up to pay), for options it refuses before any audio flows: (exit status, stderr)."""
+    from realtime import listen as listen_module
+
+    capsys.readouterr()
+    try:
+        code = listen_module.main(["--quiet", *args])
+    except SystemExit as exc:  # argparse exits 2; a string is Python's "print it, exit 1"
+        code = exc.code if isinstance(exc.code, int) else 1
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+    return code, capsys.readouterr().err
+
+
 def test_unknown_device_lists_the_devices(virtual_mic):
     env = virtual_mic(np.zeros((1000, 1), np.float32), name="testmic")
     proc = run_listen("--device", "no-such-microphone", env=env)
     assert proc.returncode == 2 and "no-such-microphone" in proc.stderr and "testmic" in proc.stderr
 
 
-def test_missing_and_corrupt_files(tmp_path):
-    proc = run_listen("--file", str(tmp_path / "absent.wav"), "--pub", free_endpoint())
-    assert proc.returncode == 2 and "absent.wav" in proc.stderr
+def test_missing_and_corrupt_files(tmp_path, capsys):
+    code, err = refused_here(capsys, "--file", str(tmp_path / "absent.wav"), "--pub", free_endpoint())
+    assert code == 2 and "absent.wav" in err
     bad = tmp_path / "bad.ogg"
     bad.write_bytes(os.urandom(5000))
-    proc = run_listen("--file", str(bad), "--pub", free_endpoint())
-    assert proc.returncode == 2 and "bad.ogg" in proc.stderr
+    code, err = refused_here(capsys, "--file", str(bad), "--pub", free_endpoint())
+    assert code == 2 and "bad.ogg" in err
 
 
-def test_port_in_use(tmp_path):
+def test_port_in_use(tmp_path, capsys):
     endpoint = free_endpoint()
     ctx = zmq.Context()
     holder = ctx.socket(zmq.PUB)
     holder.bind(endpoint)
     try:
-        proc = run_listen("--stdin", "--rate", "16000", "--pub", endpoint)
-        assert proc.returncode == 2 and "in use" in proc.stderr
+        code, err = refused_here(capsys, "--stdin", "--rate", "16000", "--pub", endpoint)
+        assert code == 2 and "in use" in err
     finally:
         holder.close(linger=0)
         ctx.term()
 
 
-def test_unknown_model_and_bad_options():
-    proc = run_listen("--model", "nope", "--stdin", "--rate", "16000")
-    assert proc.returncode != 0 and "available: " in proc.stderr and "musicnn-msd" in proc.stderr
-    assert "'default'" in proc.stderr and "artifact directory" in proc.stderr
-    proc = run_listen("--file", "x.wav", "--url", "http://127.0.0.1:1/")
-    assert proc.returncode == 2 and "choose one audio source" in proc.stderr
-    proc = run_listen("--stdin")
-    assert proc.returncode == 2 and "--rate" in proc.stderr
-    proc = run_listen("--stdin", "--rate", "16000", "--hop", "-1")
-    assert proc.returncode != 0 and "--hop" in proc.stderr
+def test_unknown_model_and_bad_options(capsys):
+    code, err = refused_here(capsys, "--model", "nope", "--stdin", "--rate", "16000")
+    assert code != 0 and "available: " in err and "musicnn-msd" in err
+    assert "'default'" in err and "artifact directory" in err
+    code, err = refused_here(capsys, "--file", "x.wav", "--url", "http://127.0.0.1:1/")
+    assert code == 2 and "choose one audio source" in err
+    code, err = refused_here(capsys, "--stdin")
+    assert code == 2 and "--rate" in err
+    code, err = refused_here(capsys, "--stdin", "--rate", "16000", "--hop", "-1")
+    assert code != 0 and "--hop" in err
 
 
 def test_missing_weights_and_unwritable_cache(tmp_path):
@@ -293,9 +308,13 @@ def test_missing_weights_and_unwritable_cache(tmp_path):
     assert proc.returncode != 0 and "MOODSTREAM_CACHE" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_help_explains_the_feed():
-    proc = run_listen("--help")
-    assert proc.returncode == 0
+def test_help_explains_the_feed(capsys):
+    from realtime import listen as listen_module
+
+    with pytest.raises(SystemExit) as exit_:
+        listen_module.parse_args(["--help"])
+    assert exit_.value.code == 0
+    proc = subprocess.CompletedProcess([], 0, capsys.readouterr().out, "")
     for words in (
         "--device",
         "--list-devices",
@@ -364,24 +383,24 @@ def test_two_models_in_one_feed_merge_their_tags(feed, music, shared_data, tmp_p
     assert early and all(not (jamendo & set(m["tags"])) for m in early)
 
 
-def test_bad_model_lists_are_refused_clearly(shared_data):
+def test_bad_model_lists_are_refused_clearly(shared_data, capsys):
+    from realtime import analyze
+
     for spec, words in (("default,,musicnn-msd", "empty name"), ("default,default", "more than once")):
-        proc = run_listen("--model", spec, "--file", "x.wav")
-        assert proc.returncode != 0 and words in proc.stderr, proc.stderr
-    proc = subprocess.run(
-        [sys.executable, "-m", "realtime.analyze", str(shared_data / CLIP), "--model", "default,musicnn-msd"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert proc.returncode != 0 and "one model at a time" in proc.stderr
+        code, err = refused_here(capsys, "--model", spec, "--file", "x.wav")
+        assert code != 0 and words in err, err
+    with pytest.raises(SystemExit) as exit_:
+        analyze.main([str(shared_data / CLIP), "--model", "default,musicnn-msd"])
+    assert exit_.value.code != 0 and "one model at a time" in str(exit_.value.code)
 
 
-def test_live_sources_get_the_low_delay_resampler(music_clip):
+def test_live_sources_get_the_low_delay_resampler(music_clip, capsys):
     assert resampler_for("auto", FileSource(music_clip, realtime=True)) == "low-delay"
     assert resampler_for("auto", StdinSource(48000)) == "low-delay"
     assert resampler_for("auto", FileSource(music_clip)) == "hq"
     assert resampler_for("hq", FileSource(music_clip, realtime=True)) == "hq"
-    proc = run_listen("--file", str(music_clip), "--resampler", "fast")
-    assert proc.returncode == 2 and "--resampler: invalid choice: 'fast'" in proc.stderr
+    code, err = refused_here(capsys, "--file", str(music_clip), "--resampler", "fast")
+    assert code == 2 and "--resampler: invalid choice: 'fast'" in err
 
 
 def test_listen_makes_openmp_threads_wait_passively_unless_told_otherwise():
