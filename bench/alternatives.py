@@ -25,17 +25,16 @@ three times slower than ours.
 from __future__ import annotations
 
 import contextlib
-import tempfile
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+import models
 from models import SegmentModel, probabilities
-from models.artifact import load_model
-from models.export import OnnxRunner, TorchRunner
 from models.frontend import FrontendConfig, MelFrontend
+from models.runners import OnnxRunner, TorchRunner
 from realtime.analyzer import Analyzer, Windowing, effective_windows
 
 OURS = "streaming+torch"
@@ -209,10 +208,10 @@ MEL_LABELS = {
 
 
 def build(
-    model_name: str, device: torch.device, folder: str
+    model_name: str, device: torch.device
 ) -> tuple[SegmentModel, list[tuple[PipelineTimes, WindowPipeline | EnginePipeline | None]]]:
     """The model and its pipelines, in table order; one that cannot run here has ``None`` and why."""
-    model = load_model(model_name).eval()
+    model = models.resolve(model_name).eval()
     fe = model.frontend
     nnaudio = MelFrontend(fe).to(device).eval()
 
@@ -229,7 +228,7 @@ def build(
 
         return WindowPipeline("torchaudio+torch", model, device, mel)
 
-    onnx_model = load_model(model_name).eval()  # its own copy: the export moves it to the CPU
+    onnx_model = models.resolve(model_name).eval()  # its own copy: ONNX Runtime runs it on the CPU
 
     def librosa_pipeline():
         try:
@@ -247,7 +246,7 @@ def build(
             "streaming+torch", model, device, TorchRunner(model, device)
         ),
         "streaming+onnx": lambda: EnginePipeline(
-            "streaming+onnx", onnx_model, device, OnnxRunner(onnx_model.cpu(), folder)
+            "streaming+onnx", onnx_model, device, OnnxRunner(onnx_model)
         ),
     }
     out = []
@@ -265,8 +264,8 @@ def build(
 def measure(model_name: str, device: str, hops: int, warmup: int, seed: int = 0) -> dict:
     """Time ``hops`` hops of every pipeline on the same audio; the report's ``alternatives`` part."""
     device = torch.device(device)
-    with one_blas_thread() as blas_note, tempfile.TemporaryDirectory() as folder:
-        model, pipelines = build(model_name, device, folder)
+    with one_blas_thread() as blas_note:
+        model, pipelines = build(model_name, device)
         report = _measure(model_name, model, pipelines, device, hops, warmup, seed)
     report["blas_threads"] = blas_note
     return report

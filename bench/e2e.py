@@ -641,9 +641,11 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     import models
 
     names = check_list(parser, args.models, None, "models")
-    unknown = [n for n in names if n != "default" and n not in models.available() and not Path(n).is_dir()]
-    if unknown:
-        parser.error(f"unknown model(s) {unknown}; models: default, {', '.join(models.available())}")
+    for name in names:
+        try:
+            models.check_name(name)
+        except models.UnknownModelError as exc:
+            parser.error(f"{exc}; or default, or a trained artifact directory")
     backends = check_list(parser, args.backends, ("torch", "onnx"), "backends")
     sources = check_list(parser, args.sources, SOURCES, "sources")
     if not (math.isfinite(args.seconds) and args.seconds >= 5):

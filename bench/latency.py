@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 
@@ -28,8 +27,7 @@ import torch
 
 import models
 from bench import alternatives
-from models.artifact import load_model
-from models.export import OnnxRunner, TorchRunner
+from models.runners import BACKENDS, make_runner
 from realtime.analyzer import TagMerger, Windowing, effective_windows
 from realtime.feed import SCHEMA_VERSION
 from realtime.frontend import StreamingMel
@@ -37,32 +35,6 @@ from realtime.publisher import Publisher
 from realtime.smoothing import Hysteresis, Smoother
 
 STAGES = ("mel", "encoder", "pool_heads", "feed")
-BACKENDS = ("torch", "onnx", "compile")
-
-
-class CompiledRunner(TorchRunner):
-    """``TorchRunner`` with the segment encoder through ``torch.compile`` (pooling + heads stay eager).
-
-    The first call compiles (tens of seconds on a CPU, with a C++ compiler); ``check`` makes that
-    call and compares the result with eager mode, so a miscompiled encoder is never timed.
-    """
-
-    backend = "compile"
-
-    def __init__(self, model, device: str | torch.device = "cpu"):
-        super().__init__(model, device)
-        self._encode = torch.compile(self.model.encode, dynamic=False)
-
-    def encode(self, patches: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            return self._encode(patches.to(self.device))
-
-    def check(self, patch: torch.Tensor, atol: float = 1e-3) -> None:
-        compiled = self.encode(patch)
-        eager = super().encode(patch)
-        diff = float((compiled - eager).abs().max())
-        if not diff <= atol:
-            raise RuntimeError(f"the compiled encoder differs from eager mode by {diff:.2g}")
 
 
 def _reason(exc: BaseException) -> str:
@@ -133,28 +105,15 @@ class FeedStep:
         return message
 
 
-def make_runner(model, backend: str, device: str, patch: torch.Tensor):
-    """The runner of ``backend``, after its first call (compilation happens there)."""
-    if backend == "onnx":
-        with tempfile.TemporaryDirectory() as folder:
-            runner = OnnxRunner(model.cpu(), folder)
-    elif backend == "compile":
-        runner = CompiledRunner(model, device)
-        runner.check(patch)
-    else:
-        runner = TorchRunner(model, device)
-    runner.encode(patch)
-    return runner
-
-
 def measure(name: str, backend: str, device: str, hops: int, warmup: int, publisher: Publisher) -> StageTimes:
     """Time ``hops`` hops of the engine's stages for one model and backend."""
-    model = load_model(name).eval()
+    model = models.resolve(name).eval()
     fe = model.frontend
     patch = torch.randn(1, fe.n_mels, model.segment_frames, device=device)
     t_setup = time.perf_counter()
     try:
-        runner = make_runner(model, backend, device, patch)
+        runner = make_runner(model, backend, device)
+        runner.warm_up()  # an ONNX export or a compilation happens here
     except Exception as exc:  # e.g. torch.compile without a working C++ compiler: say so, go on
         return StageTimes(name, backend, device, {s: [] for s in STAGES}, skipped=_reason(exc))
     setup_s = time.perf_counter() - t_setup

@@ -476,8 +476,10 @@ def add_parser(sub) -> None:
 def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     import models
 
-    if args.model != "default" and args.model not in models.available() and not Path(args.model).is_dir():
-        parser.error(f"unknown model {args.model!r}; models: default, {', '.join(models.available())}")
+    try:
+        models.check_name(args.model)
+    except models.UnknownModelError as exc:
+        parser.error(f"{exc}; or default, or a trained artifact directory")
     if args.max_streams < 1:
         parser.error("--max-streams must be at least 1")
     if not (math.isfinite(args.seconds) and args.seconds >= 5):

@@ -1,6 +1,8 @@
 """Architectures, the registry, frontend configs and weights.
 
-``models.available()`` lists the registered names, ``models.build(name, **overrides)`` builds one.
+``models.available()`` lists the registered names, ``models.build(name, **overrides)`` builds one,
+``models.resolve(name_or_path)`` loads what a command's ``--model`` names (``default``, a
+registered name, or a trained artifact directory).
 """
 
 from models import (  # noqa: F401  (each module registers its models)
@@ -14,11 +16,13 @@ from models import (  # noqa: F401  (each module registers its models)
     segment_attention,
     va_cnn,
 )
+from models.artifact import DEFAULT_NAME, check_name, resolve
 from models.base import HeadSpec, SegmentModel, probabilities
 from models.frontend import FrontendConfig, MelFrontend
 from models.registry import UnknownModelError, available, build, entry, register
 
 __all__ = [
+    "DEFAULT_NAME",
     "FrontendConfig",
     "MelFrontend",
     "HeadSpec",
@@ -26,7 +30,9 @@ __all__ = [
     "UnknownModelError",
     "available",
     "build",
+    "check_name",
     "entry",
     "probabilities",
     "register",
+    "resolve",
 ]

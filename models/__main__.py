@@ -1,7 +1,7 @@
 """python -m models: list the registered models, or export one to ONNX.
 
 python -m models list [--json]
-python -m models export NAME OUT.onnx [--with-frontend] [--check]
+python -m models export NAME_OR_ARTIFACT [OUT] [--streaming] [--with-frontend] [--check]
 """
 
 from __future__ import annotations
@@ -9,12 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-
-import numpy as np
-import torch
+from pathlib import Path
 
 import models
-from models.export import example_input, export_onnx, session
+from models.artifact import ArtifactError
+from models.export import export_command
 from models.weights import WeightsError
 
 
@@ -31,7 +30,7 @@ def describe(name: str) -> dict:
         "sample_rate_hz": model.frontend.sample_rate_hz,
         "receptive_field": rf,
         "heads": {h: {"kind": spec.kind, "labels": len(spec.labels)} for h, spec in model.heads.items()},
-        "pretrained": bool(getattr(model, "pretrained", False)),
+        "pretrained": model.pretrained,
     }
 
 
@@ -60,9 +59,21 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_list = sub.add_parser("list", help="table of registered models (built, so counts are real)")
     p_list.add_argument("--json", action="store_true", help="a JSON list instead of the table")
-    p_exp = sub.add_parser("export", help="write a model as ONNX (dynamic batch)")
-    p_exp.add_argument("name", help=f"one of: {', '.join(models.available())}")
-    p_exp.add_argument("out", help="output .onnx path")
+    p_exp = sub.add_parser(
+        "export",
+        help="write a model as ONNX: the whole forward graph, or (--streaming) the two graphs --backend onnx runs",
+    )
+    p_exp.add_argument(
+        "name", help="'default', a trained artifact directory, or one of: " + ", ".join(models.available())
+    )
+    p_exp.add_argument(
+        "out",
+        nargs="?",
+        help="a .onnx file (default: ARTIFACT/model.onnx), or with --streaming a folder (default: the artifact's)",
+    )
+    p_exp.add_argument(
+        "--streaming", action="store_true", help="encoder.onnx and pool_predict.onnx, what the engine runs"
+    )
     p_exp.add_argument(
         "--with-frontend", action="store_true", help="the nnAudio mel inside the graph: input is audio"
     )
@@ -70,31 +81,29 @@ def main(argv: list[str] | None = None) -> int:
         "--check", action="store_true", help="compare ONNX Runtime with PyTorch on random input"
     )
     args = parser.parse_args(argv)
+    if args.command == "export" and args.streaming and args.with_frontend:
+        parser.error("--with-frontend applies to the whole forward graph, not to --streaming")
     try:
         if args.command == "list":
             rows = [describe(name) for name in models.available()]
             print(json.dumps(rows, indent=1) if args.json else _table(rows))
             return 0
-        model = models.build(args.name).eval()
-        names = export_onnx(model, args.out, with_frontend=args.with_frontend)
-    except (models.UnknownModelError, WeightsError, ValueError) as exc:
+        return export(args, parser)
+    except (models.UnknownModelError, ArtifactError, WeightsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    kind = "audio" if args.with_frontend else "mel"
-    print(
-        f"wrote {args.out}: input '{kind}' {tuple(example_input(model, 1, args.with_frontend).shape)[1:]}, "
-        f"outputs {names}"
+
+
+def export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    model = models.resolve(args.name)
+    out = args.out
+    if out is None:
+        if model.artifact_folder is None:
+            parser.error(f"{args.name} is not an artifact: name the OUT to write")
+        out = model.artifact_folder if args.streaming else model.artifact_folder / "model.onnx"
+    return export_command(
+        model, Path(out), streaming=args.streaming, with_frontend=args.with_frontend, check=args.check
     )
-    if args.check:
-        x = example_input(model, batch=3, with_frontend=args.with_frontend, seed=1)
-        with torch.inference_mode():
-            x_mel = models.MelFrontend(model.frontend)(x) if args.with_frontend else x
-            expected = model(x_mel)
-        got = session(args.out).run(None, {kind: x.numpy()})
-        worst = max(float(np.abs(g - expected[n].numpy()).max()) for n, g in zip(names, got, strict=True))
-        print(f"ONNX Runtime vs PyTorch, batch 3: max abs difference {worst:.2e}")
-        return 0 if worst <= 1e-4 else 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from models.base import SegmentModel
-from models.registry import build
+from models.registry import build, entry
 from models.weights import save_safetensors
 
 FORMAT = "moodstream-artifact"
@@ -136,21 +136,33 @@ def load(folder: str | Path) -> tuple[SegmentModel, Artifact]:
         raise ArtifactError(f"{folder / WEIGHTS} does not fit {artifact.model}: {exc}") from exc
     model.pretrained = True
     model.artifact = artifact
+    model.artifact_folder = folder
     return model.eval(), artifact
 
 
+DEFAULT_NAME = "default"  # what every command runs without --model
 DEFAULT = Path(__file__).resolve().parent / "default"  # the trained model that ships with moodstream
 
 
-def load_model(name_or_path: str) -> SegmentModel:
-    """``default`` (the shipped artifact), a registry name, or the path of an artifact directory."""
-    if name_or_path == "default":
+def check_name(name_or_path: str) -> None:
+    """Refuse, before anything loads, what ``resolve`` could never load: UnknownModelError listing the names."""
+    if name_or_path != DEFAULT_NAME and not Path(name_or_path).exists():
+        entry(name_or_path)  # raises, listing the registered names
+
+
+def resolve(name_or_path: str) -> SegmentModel:
+    """The model a command names: ``default`` (the shipped artifact), a registry name, or an artifact directory.
+
+    Every command resolves ``--model`` here, so they all accept the same names and say the same
+    thing about the ones they cannot load.
+    """
+    if name_or_path == DEFAULT_NAME:
         if not is_artifact(DEFAULT):
             raise ArtifactError(f"the default model is missing from {DEFAULT}; reinstall moodstream")
         return load(DEFAULT)[0]
     if is_artifact(name_or_path):
         return load(name_or_path)[0]
-    if Path(name_or_path).exists() and not is_artifact(name_or_path):
+    if Path(name_or_path).exists():
         raise ArtifactError(f"{name_or_path} is a path but not a model artifact (no {CONFIG})")
     return build(name_or_path)
 

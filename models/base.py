@@ -8,11 +8,16 @@ of patches (K = 1), which is what training and ONNX export use.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from models.frontend import FrontendConfig
+
+if TYPE_CHECKING:
+    from models.artifact import Artifact
 
 HEAD_KINDS = ("tags", "valence_arousal", "classes")
 
@@ -41,6 +46,25 @@ class SegmentModel(nn.Module):
     segment_frames: int
     heads: dict[str, HeadSpec]
     embedding_dim: int
+
+    # The model contract that the engine, training and the tools read.  Every model has these
+    # (the defaults below); a model or its factory sets what differs.  Nobody probes with getattr.
+    registry_name: str = ""  # the name models.build built it by
+    pretrained: bool = False  # its weights mean something: published ones, or trained (an artifact)
+    pretrained_prefixes: tuple[str, ...] = ()  # parameters that came pretrained: a recipe's
+    # encoder_frozen_epochs holds them frozen first
+    frozen_encoder: bool = False  # the encoder never trains: training encodes each window once
+    artifact: Artifact | None = None  # the artifact it was loaded from (thresholds, provenance)
+    artifact_folder: Path | None = None  # ...and where that artifact lies
+
+    @property
+    def embedding_cache_key(self) -> str | None:
+        """The name a frozen encoder's window embeddings are cached under; None: never cached."""
+        return None
+
+    def head_layer(self, head: str) -> nn.Linear | None:
+        """The final linear layer of ``head`` (calibration folds a temperature into it), if it has one."""
+        return None
 
     def encode(self, patch: torch.Tensor) -> torch.Tensor:
         """(batch, n_mels, segment_frames) -> (batch, embedding_dim)"""

@@ -316,7 +316,9 @@ def _build(
     return model.eval()
 
 
-@register("cp-resnet", paper="Koutini et al. 2019, receptive-field-regularized CP-ResNet (MediaEval CP-JKU)")
+@register(
+    "cp-resnet", paper="Koutini et al. 2019, receptive-field-regularized CP-ResNet (MediaEval CP-JKU)", recipe="koutini"
+)
 def cp_resnet(
     tags: tuple[str, ...] = JAMENDO_MOODTHEME,
     rho: int = DEFAULT_RHO,
@@ -327,7 +329,7 @@ def cp_resnet(
     return _build(tags, rho, width, depth, segment_frames, frequency_aware=False, shake=False)
 
 
-@register("fa-resnet", paper="Koutini et al. 2019, frequency-aware CP-ResNet (MediaEval CP-JKU)")
+@register("fa-resnet", paper="Koutini et al. 2019, frequency-aware CP-ResNet (MediaEval CP-JKU)", recipe="koutini")
 def fa_resnet(
     tags: tuple[str, ...] = JAMENDO_MOODTHEME,
     rho: int = DEFAULT_RHO,
@@ -339,7 +341,9 @@ def fa_resnet(
 
 
 @register(
-    "shake-fa-resnet", paper="Koutini et al. 2019, Shake-Shake frequency-aware CP-ResNet (MediaEval CP-JKU)"
+    "shake-fa-resnet",
+    paper="Koutini et al. 2019, Shake-Shake frequency-aware CP-ResNet (MediaEval CP-JKU)",
+    recipe="koutini",
 )
 def shake_fa_resnet(
     tags: tuple[str, ...] = JAMENDO_MOODTHEME,

@@ -163,16 +163,16 @@ def _build(cell: str, vggish_weights: str | None, segment_frames: int) -> CRNN:
 _PAPER = "Amiriparian et al. 2019, MediaEval: emotion and themes recognition in music, CRNN"
 
 
-@register("crnn-gru", paper=f"{_PAPER} (GRU)")
+@register("crnn-gru", paper=f"{_PAPER} (GRU)", recipe="amiriparian")
 def crnn_gru(vggish_weights: str | None = None, segment_frames: int = SEGMENT_FRAMES) -> CRNN:
     return _build("gru", vggish_weights, segment_frames)
 
 
-@register("crnn-lstm", paper=f"{_PAPER} (LSTM)")
+@register("crnn-lstm", paper=f"{_PAPER} (LSTM)", recipe="amiriparian")
 def crnn_lstm(vggish_weights: str | None = None, segment_frames: int = SEGMENT_FRAMES) -> CRNN:
     return _build("lstm", vggish_weights, segment_frames)
 
 
-@register("crnn-blstm", paper=f"{_PAPER} (bidirectional LSTM)")
+@register("crnn-blstm", paper=f"{_PAPER} (bidirectional LSTM)", recipe="amiriparian")
 def crnn_blstm(vggish_weights: str | None = None, segment_frames: int = SEGMENT_FRAMES) -> CRNN:
     return _build("blstm", vggish_weights, segment_frames)

@@ -213,6 +213,7 @@ def load_imagenet(model: DeepSpectrumRNN, path: str | Path) -> None:
 @register(
     "deepspectrum-rnn",
     paper="Amiriparian et al. 2019, MediaEval: emotion and themes recognition in music, DeepSpectrum + RNN",
+    recipe="amiriparian",
 )
 def deepspectrum_rnn(
     imagenet_weights: str | None = None, chunks: int = 5, cell: str = "gru", width: float = 1.0

@@ -1,14 +1,17 @@
-"""ONNX export of registered models, and running them with ONNX Runtime.
+"""ONNX export of registered models and artifacts.
 
 ``export_onnx`` writes the whole model (``forward``: patch -> logits per head), optionally with
 the nnAudio mel inside the graph so the input is audio.  The engine needs the model in its
 streaming form instead, two graphs: the segment encoder (patch -> embedding) and pooling +
-heads (K embeddings -> logits, K dynamic); ``export_streaming`` writes those and
-``OnnxRunner`` runs them with the same interface as ``TorchRunner``.
+heads (K embeddings -> logits, K dynamic); ``export_streaming`` writes those, and
+``models.runners.OnnxRunner`` runs them.  ``export_command`` is the one export command behind
+``python -m models export`` and ``python -m train export``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import warnings
 from pathlib import Path
 
@@ -20,6 +23,8 @@ from models.base import SegmentModel
 from models.frontend import MelFrontend
 
 OPSET = 17
+STREAMING_GRAPHS = ("encoder.onnx", "pool_predict.onnx")
+STAMP = "onnx.json"  # the weights and opset the streaming graphs beside it were exported from
 
 
 class _Forward(nn.Module):
@@ -134,6 +139,87 @@ def export_streaming(model: SegmentModel, folder: str | Path) -> tuple[Path, Pat
     return encoder, head
 
 
+def weights_digest(model: SegmentModel) -> str:
+    """sha256 of the model's state (names and values): which weights a graph was exported from."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def current_streaming(folder: Path, digest: str) -> bool:
+    """Whether ``folder`` holds both streaming graphs, exported from the weights with ``digest``."""
+    try:
+        stamp = json.loads((folder / STAMP).read_text())
+    except (OSError, ValueError):
+        return False
+    same = stamp == {"weights_sha256": digest, "opset": OPSET}
+    return same and all((folder / name).is_file() for name in STREAMING_GRAPHS)
+
+
+def write_streaming(model: SegmentModel, folder: str | Path) -> tuple[Path, Path]:
+    """``export_streaming`` into ``folder``, stamped with the weights the graphs hold (``STAMP``)."""
+    folder = Path(folder)
+    encoder, head = export_streaming(model, folder)
+    stamp = {"weights_sha256": weights_digest(model), "opset": OPSET}
+    (folder / STAMP).write_text(json.dumps(stamp) + "\n")
+    return encoder, head
+
+
+def max_difference_forward(model: SegmentModel, path: Path, with_frontend: bool) -> float:
+    """ONNX Runtime vs PyTorch on random input (batch 3): the largest absolute difference of any output."""
+    from models.frontend import MelFrontend
+
+    names = output_names(model, example_input(model))
+    x = example_input(model, batch=3, with_frontend=with_frontend, seed=1)
+    with torch.inference_mode():
+        expected = model(MelFrontend(model.frontend)(x) if with_frontend else x)
+    got = session(path).run(None, {"audio" if with_frontend else "mel": x.numpy()})
+    return max(float(np.abs(g - expected[n].numpy()).max()) for n, g in zip(names, got, strict=True))
+
+
+def max_difference_streaming(model: SegmentModel, encoder: Path, head: Path) -> float:
+    """The streaming graphs vs PyTorch: encoder (batch 3) and pooling + heads over K = 3 segments."""
+    g = torch.Generator().manual_seed(1)
+    patch = torch.randn(3, model.frontend.n_mels, model.segment_frames, generator=g)
+    with torch.inference_mode():
+        embedding = model.encode(patch)
+        stacked = embedding.unsqueeze(0)  # (1, 3, D)
+        expected = model.predict(model.pool(stacked))
+    (got_embedding,) = session(encoder).run(None, {"mel": patch.numpy()})
+    got = session(head).run(None, {"embeddings": stacked.numpy()})
+    worst = float(np.abs(got_embedding - embedding.numpy()).max())
+    return max(
+        [worst]
+        + [float(np.abs(o - expected[n].numpy()).max()) for n, o in zip(model.heads, got, strict=True)]
+    )
+
+
+def export_command(
+    model: SegmentModel, out: Path, *, streaming: bool, with_frontend: bool, check: bool
+) -> int:
+    """``models export`` / ``train export``: write ``out`` (a .onnx file, or with ``streaming`` a
+    folder of the two graphs), say what was written, and with ``check`` compare ONNX Runtime with
+    PyTorch (exit 1 beyond 1e-4)."""
+    model.eval()
+    if streaming:
+        encoder, head = write_streaming(model, out)
+        print(f"wrote {encoder} and {head} (what --backend onnx runs; {STAMP} records their weights)")
+        worst = max_difference_streaming(model, encoder, head) if check else None
+    else:
+        names = export_onnx(model, out, with_frontend=with_frontend)
+        kind = "audio" if with_frontend else "mel"
+        print(
+            f"wrote {out}: input '{kind}' {tuple(example_input(model, 1, with_frontend).shape)[1:]}, outputs {names}"
+        )
+        worst = max_difference_forward(model, Path(out), with_frontend) if check else None
+    if worst is not None:
+        print(f"ONNX Runtime vs PyTorch: max abs difference {worst:.2e}")
+        return 0 if worst <= 1e-4 else 1
+    return 0
+
+
 def providers() -> list[str]:
     """CUDA when ONNX Runtime has it, CPU always."""
     import onnxruntime as ort
@@ -152,44 +238,3 @@ def session(path: str | Path, threads: int | None = None):
     # steals the CPU the next hop needs (p99 of the mel rose from 2 to 50 ms on 2 cores).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=providers())
-
-
-class TorchRunner:
-    """Runs a model's streaming parts with PyTorch (eager)."""
-
-    backend = "torch"
-
-    def __init__(self, model: SegmentModel, device: str | torch.device = "cpu"):
-        self.model = model.eval().to(device)
-        self.device = torch.device(device)
-
-    def encode(self, patches: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            return self.model.encode(patches.to(self.device))
-
-    def pool_predict(self, embeddings: torch.Tensor) -> dict[str, np.ndarray]:
-        with torch.inference_mode():
-            out = self.model.predict(self.model.pool(embeddings))
-            return {name: out[name].float().cpu().numpy() for name in self.model.heads}
-
-
-class OnnxRunner:
-    """Runs a model's streaming parts with ONNX Runtime (CUDA provider when present)."""
-
-    backend = "onnx"
-
-    def __init__(self, model: SegmentModel, folder: str | Path, threads: int | None = None):
-        self.model = model
-        encoder, head = export_streaming(model, folder)
-        self.encoder = session(encoder, threads)
-        self.head = session(head, threads)
-        self.names = list(model.heads)
-        self.providers = self.encoder.get_providers()
-
-    def encode(self, patches: torch.Tensor) -> torch.Tensor:
-        (embedding,) = self.encoder.run(None, {"mel": patches.detach().cpu().numpy().astype(np.float32)})
-        return torch.from_numpy(embedding)
-
-    def pool_predict(self, embeddings: torch.Tensor) -> dict[str, np.ndarray]:
-        outs = self.head.run(None, {"embeddings": embeddings.detach().cpu().numpy().astype(np.float32)})
-        return dict(zip(self.names, outs, strict=True))

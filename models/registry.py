@@ -21,6 +21,10 @@ class Entry:
     name: str
     factory: Callable[..., SegmentModel]
     paper: str
+    recipe: str = "small"  # the training recipe of its paper (train/recipes.py; a test checks it exists)
+    # For a model that grows its heads from the data it is trained on: (the data's heads, the
+    # overrides the user gave) -> the overrides that give it those heads.  None: fixed heads.
+    heads_from_data: Callable[[dict, dict], dict] | None = None
 
     def overrides(self) -> dict[str, object]:
         """The factory's keyword arguments and their defaults."""
@@ -34,13 +38,15 @@ class Entry:
 _REGISTRY: dict[str, Entry] = {}
 
 
-def register(name: str, paper: str) -> Callable:
-    """Register a factory returning a ``SegmentModel`` under ``name``."""
+def register(
+    name: str, paper: str, recipe: str = "small", heads_from_data: Callable[[dict, dict], dict] | None = None
+) -> Callable:
+    """Register a factory returning a ``SegmentModel`` under ``name``, trained by default with ``recipe``."""
 
     def decorate(factory: Callable[..., SegmentModel]) -> Callable[..., SegmentModel]:
         if name in _REGISTRY:
             raise ValueError(f"model name {name!r} is registered twice")
-        _REGISTRY[name] = Entry(name, factory, paper)
+        _REGISTRY[name] = Entry(name, factory, paper, recipe, heads_from_data)
         return factory
 
     return decorate

@@ -62,10 +62,10 @@ class SegmentAttention(SegmentModel):
         self.frontend = encoder.frontend
         self.segment_frames = encoder.segment_frames
         self.embedding_dim = encoder.embedding_dim
-        self.freeze_encoder = freeze_encoder
+        self.frozen_encoder = freeze_encoder
         if freeze_encoder:
             encoder.requires_grad_(False)
-        elif getattr(encoder, "pretrained", False):
+        elif encoder.pretrained:
             # Fine-tuning a pretrained encoder: the recipe's encoder_frozen_epochs hold it first.
             self.pretrained_prefixes = ("encoder.",)
         self.attention = AttentionPooling(self.embedding_dim, hidden, max_segments)
@@ -90,12 +90,20 @@ class SegmentAttention(SegmentModel):
 
     def train(self, mode: bool = True) -> SegmentAttention:
         super().train(mode)
-        if self.freeze_encoder:  # a frozen encoder keeps its batch-norm statistics
+        if self.frozen_encoder:  # a frozen encoder keeps its batch-norm statistics
             self.encoder.eval()
         return self
 
+    @property
+    def embedding_cache_key(self) -> str | None:
+        # musicnn-msd and musicnn-mtt share one class, not their weights: the registered name it is.
+        return self.encoder_name if self.encoder.pretrained else None
+
+    def head_layer(self, head: str) -> nn.Linear | None:
+        return self.outputs[head] if head in self.outputs else None
+
     def encode(self, patch: torch.Tensor) -> torch.Tensor:
-        if self.freeze_encoder:
+        if self.frozen_encoder:
             with torch.no_grad():
                 return self.encoder.encode(patch)
         return self.encoder.encode(patch)
@@ -118,8 +126,21 @@ class SegmentAttention(SegmentModel):
         return self.encoder.receptive_field()
 
 
+def heads_from_data(heads: dict[str, HeadSpec], given: dict) -> dict:
+    """Grow the heads the training data supervises, unless the user chose them (tag_heads / tags)."""
+    if "tag_heads" in given or "tags" in given:
+        return {}
+    return {
+        "tag_heads": {name: list(spec.labels) for name, spec in heads.items() if spec.kind == "tags"},
+        "valence_arousal": given.get("valence_arousal", "valence_arousal" in heads),
+    }
+
+
 @register(
-    "segment-attention", paper="moodstream: any registered encoder + attention pooling over recent segments"
+    "segment-attention",
+    paper="moodstream: any registered encoder + attention pooling over recent segments",
+    recipe="heads",
+    heads_from_data=heads_from_data,
 )
 def segment_attention(
     encoder: str = "musicnn-msd",

@@ -22,7 +22,7 @@ import soxr
 import torch
 
 from models import SegmentModel, probabilities
-from models.export import OnnxRunner, TorchRunner
+from models.runners import Runner, TorchRunner
 from models.windowing import hop_frames
 from realtime.frontend import StreamingMel
 from realtime.resample import LowDelayResampler
@@ -57,7 +57,7 @@ class Member:
 
     name: str
     model: SegmentModel
-    runner: TorchRunner | OnnxRunner
+    runner: Runner
 
 
 @dataclass
@@ -84,13 +84,6 @@ def effective_windows(model: SegmentModel, windowing: Windowing) -> tuple[int, f
     return hop, hop_s, k, model.segment_seconds + (k - 1) * hop_s
 
 
-def warm_up(runner: TorchRunner | OnnxRunner) -> None:
-    """Run the model once on silence, so the first real hop is not slowed by lazy set-up."""
-    model = runner.model
-    patch = torch.zeros((1, model.frontend.n_mels, model.segment_frames))
-    runner.pool_predict(runner.encode(patch).unsqueeze(1))
-
-
 class Analyzer:
     """Feed it audio frames at the source's rate; it returns the windows they complete."""
 
@@ -100,7 +93,7 @@ class Analyzer:
         input_rate_hz: int,
         windowing: Windowing | None = None,
         device: str | torch.device = "cpu",
-        runner: TorchRunner | OnnxRunner | None = None,
+        runner: Runner | None = None,
     ):
         self.model = model.eval().to(device)
         self.device = torch.device(device)

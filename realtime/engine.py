@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models import SegmentModel
-from realtime.analyzer import Member, MultiAnalyzer, TagMerger, Window, Windowing, warm_up
+from realtime.analyzer import Member, MultiAnalyzer, TagMerger, Window, Windowing
 from realtime.feed import SCHEMA_VERSION
 from realtime.outputs import Outputs
 from realtime.publisher import Publisher
@@ -46,7 +46,7 @@ def tag_thresholds(
     The off threshold keeps the same ratio to the on threshold as the configured pair.  A fitted
     threshold of 1.0 means the tag never turns active (it was unreliable on validation).
     """
-    fitted = getattr(getattr(model, "artifact", None), "thresholds", {}) or {}
+    fitted = model.artifact.thresholds if model.artifact else {}
     on = []
     for head in merger.tag_heads:
         n = len(model.heads[head].labels)
@@ -178,7 +178,7 @@ class Engine:
         ring = RingBuffer(max(1, int(cfg.ring_s * self.source.sample_rate_hz)), self.source.channels)
         self.ring = ring
         for member in self.members:
-            warm_up(member.runner)
+            member.runner.warm_up()
         try:
             self.source.start(ring)
             # The device may have opened at a fallback rate: only now is the input rate known.

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 
 import torch
 
 import models
-from models.artifact import load_model
-from models.export import OnnxRunner, TorchRunner
+from models.runners import BACKENDS, Runner, make_runner
 from models.weights import WeightsError
 from realtime.analyzer import RESAMPLERS, Member, Windowing
 
-DEFAULT_MODEL = "default"
+DEFAULT_MODEL = models.DEFAULT_NAME
 
 
 def add_model_options(parser: argparse.ArgumentParser, smooth_default: float) -> None:
@@ -66,9 +64,10 @@ def add_model_options(parser: argparse.ArgumentParser, smooth_default: float) ->
     )
     g.add_argument(
         "--backend",
-        choices=("torch", "onnx"),
+        choices=tuple(BACKENDS),
         default="torch",
-        help="run the model with PyTorch (default) or ONNX Runtime (CUDA provider when present)",
+        help="run the model with PyTorch (default), ONNX Runtime (CUDA provider when present; the "
+        "artifact's exported graphs, else exported once into the cache) or torch.compile",
     )
     g.add_argument(
         "--threads",
@@ -102,12 +101,12 @@ def model_names(spec: str) -> list[str]:
 
 def _load(name: str) -> models.SegmentModel:
     try:
-        model = load_model(name)
+        model = models.resolve(name)
     except models.UnknownModelError as exc:
         raise SystemExit(f"error: {exc}; or 'default', or a trained artifact directory") from None
     except (ValueError, WeightsError) as exc:
         raise SystemExit(f"error: {name}: {exc}") from None
-    if not getattr(model, "pretrained", True):
+    if not model.pretrained:
         print(f"WARNING: {name} has untrained weights; its output is meaningless", file=sys.stderr)
     return model
 
@@ -144,14 +143,13 @@ def build_members(args: argparse.Namespace) -> tuple[list[Member], Windowing, st
     return members, windowing, compute
 
 
-def build_runner(
-    args: argparse.Namespace, model: models.SegmentModel, device: str, name: str | None = None
-) -> TorchRunner | OnnxRunner:
+def build_runner(args: argparse.Namespace, model: models.SegmentModel, device: str, name: str | None = None) -> Runner:
     """The backend that runs the model's streaming parts (encoder; pooling + heads)."""
-    if args.backend == "torch":
-        return TorchRunner(model, device)
-    # The sessions hold the graphs in memory once created: the exported files can go.
-    with tempfile.TemporaryDirectory(prefix="moodstream-onnx-") as folder:
-        runner = OnnxRunner(model.cpu(), folder, threads=args.threads)
-    print(f"{name or args.model}: ONNX Runtime with {', '.join(runner.providers)}", file=sys.stderr)
+    try:
+        runner = make_runner(model, args.backend, device, args.threads)
+        runner.warm_up()  # torch.compile compiles (and is checked against eager mode) here
+    except Exception as exc:  # an export or a compilation that fails here: one line, not a traceback
+        raise SystemExit(f"error: {name or args.model}: the {args.backend} backend cannot run it: {exc}") from None
+    if args.backend == "onnx":
+        print(f"{name or args.model}: ONNX Runtime with {', '.join(runner.providers)}", file=sys.stderr)
     return runner

@@ -3,7 +3,7 @@
   python -m train fit --model NAME --dataset KIND --data PATH [--dataset KIND --data PATH ...]
                       [--recipe NAME] [--epochs N] [--out DIR] [--set key=value] [--model-arg key=value]
   python -m train evaluate ARTIFACT --dataset KIND --data PATH [--split test] [--fold I/K]
-  python -m train export ARTIFACT [--with-frontend]
+  python -m train export ARTIFACT [--with-frontend] [--check]
   python -m train score --predictions P.npy --groundtruth G.npy
   python -m train probe --dataset 4q --data PATH [--encoder A,B] [--features embedding,tags] [--folds K]
                       (linear-probe floor on frozen musicnn features)
@@ -29,7 +29,7 @@ import torch
 
 import models
 from models.artifact import ArtifactError, load
-from models.export import export_onnx
+from models.export import export_command
 from models.weights import WeightsError, cache_dir
 from train import datasets
 from train.features import FeatureCache
@@ -147,10 +147,9 @@ def cmd_fit(args) -> int:
     if args.epochs:
         recipe = recipe.with_overrides({"epochs": str(args.epochs)})
     train_tracks, val_tracks, heads, description = splits(args, args.quiet)
-    if args.model == "segment-attention" and "tag_heads" not in overrides and "tags" not in overrides:
-        # Our streaming model grows the heads the data supervises.
-        overrides["tag_heads"] = {n: list(spec.labels) for n, spec in heads.items() if spec.kind == "tags"}
-        overrides.setdefault("valence_arousal", "valence_arousal" in heads)
+    grow = models.entry(args.model).heads_from_data
+    if grow is not None:  # a model that takes the heads the data supervises (segment-attention)
+        overrides.update(grow(heads, overrides))
     torch.manual_seed(recipe.seed)  # the initial weights too: the same command gives the same model
     model = models.build(args.model, **overrides)
     unknown = set(heads) - set(model.heads)
@@ -310,11 +309,12 @@ def cmd_probe(args) -> int:
 
 
 def cmd_export(args) -> int:
+    """The artifact's streaming graphs (what --backend onnx loads) into it, and its whole model as ONNX."""
     model, _ = load(args.artifact)
     out = Path(args.out or Path(args.artifact) / "model.onnx")
-    names = export_onnx(model, out, with_frontend=args.with_frontend)
-    print(f"wrote {out} (outputs {names})")
-    return 0
+    streaming = export_command(model, Path(args.artifact), streaming=True, with_frontend=False, check=args.check)
+    whole = export_command(model, out, streaming=False, with_frontend=args.with_frontend, check=args.check)
+    return max(streaming, whole)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -374,10 +374,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default="test", help="jamendo: train|validation|test; others: validation|all")
     p.add_argument("--json", help="write metrics and the per-tag table here")
     data_options(p)
-    p = sub.add_parser("export", help="ONNX next to the artifact")
+    p = sub.add_parser(
+        "export", help="ONNX into the artifact: the streaming graphs --backend onnx loads, and model.onnx"
+    )
     p.add_argument("artifact")
-    p.add_argument("--out")
-    p.add_argument("--with-frontend", action="store_true")
+    p.add_argument("--out", help="where the whole model goes (default ARTIFACT/model.onnx)")
+    p.add_argument("--with-frontend", action="store_true", help="the nnAudio mel inside model.onnx")
+    p.add_argument("--check", action="store_true", help="compare ONNX Runtime with PyTorch")
     p = sub.add_parser("probe", help="linear-probe floor for valence/arousal on frozen embeddings")
     p.add_argument(
         "--encoder",

@@ -81,17 +81,16 @@ def validation_windows(model: SegmentModel, examples, embedded: bool, k: int, ho
 def calibrate(model: SegmentModel, examples, embedded: bool, k: int, hop: int) -> dict:
     """Fit temperatures on the validation windows and fold them into the heads; returns the report.
 
-    Only sigmoid heads (tags, valence/arousal) whose output is a final ``nn.Linear`` in the
-    model's ``outputs`` are calibrated; others are listed as skipped, with the reason.
+    Only sigmoid heads (tags, valence/arousal) whose output is a final ``nn.Linear`` (the model's
+    ``head_layer``) are calibrated; others are listed as skipped, with the reason.
     """
-    outputs = getattr(model, "outputs", None)
     heads = {name: spec for name, spec in model.heads.items() if spec.kind in ("tags", "valence_arousal")}
     data = validation_windows(model, examples, embedded, k, hop, heads)
     report: dict[str, dict] = {}
     for name, spec in heads.items():
         if name not in data:
             continue  # no validation labels for this head (e.g. an encoder's own tags)
-        layer = outputs[name] if outputs is not None and name in outputs else None
+        layer = model.head_layer(name)
         if not isinstance(layer, nn.Linear):
             report[name] = {"skipped": "its output is not a final linear layer to fold a temperature into"}
             continue

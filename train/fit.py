@@ -54,7 +54,7 @@ class Data:
 
 def is_embedded(model: SegmentModel) -> bool:
     """Frozen encoders are run once per window and their embeddings cached."""
-    return bool(getattr(model, "freeze_encoder", False))
+    return model.frozen_encoder
 
 
 def examples(model, tracks, cache: FeatureCache, recipe: Recipe, label: str, quiet: bool) -> list[Example]:
@@ -77,8 +77,8 @@ def embed_windows(model: SegmentModel, mel: np.ndarray, hop: int, cache: Feature
     The cache is keyed by the encoder's registered name (musicnn-msd and musicnn-mtt share one
     class but not their weights); an encoder without pretrained weights is never cached.
     """
-    cached = getattr(model.encoder, "pretrained", False)
-    name = getattr(model, "encoder_name", type(model.encoder).__name__)
+    name = model.embedding_cache_key
+    cached = name is not None
     key = cache.entry(path).with_suffix(f".emb-{name}-h{hop}.npy")
     if cached and key.is_file():
         return np.load(key, allow_pickle=False)
@@ -257,7 +257,7 @@ def fit(
     pretrained = [
         p
         for name, p in model.named_parameters()
-        if name.startswith(tuple(getattr(model, "pretrained_prefixes", ())))
+        if name.startswith(model.pretrained_prefixes)
     ]
     for epoch in range(start_epoch, recipe.epochs):
         # Amiriparian et al.: the pretrained encoder stays frozen for the first epochs.

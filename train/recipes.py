@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
+import models
 from train.schedules import Constant, WarmupHoldDecay
 
 
@@ -110,22 +111,10 @@ RECIPES: dict[str, Recipe] = {
     ),
 }
 
-DEFAULT_RECIPE = {
-    "resnet34-attention": "dipani",
-    "cp-resnet": "koutini",
-    "fa-resnet": "koutini",
-    "shake-fa-resnet": "koutini",
-    "crnn-gru": "amiriparian",
-    "crnn-lstm": "amiriparian",
-    "crnn-blstm": "amiriparian",
-    "deepspectrum-rnn": "amiriparian",
-    "segment-attention": "heads",
-}
-
-
 def recipe_for(model_name: str, name: str | None) -> Recipe:
+    """``--recipe NAME``, or without one the recipe ``model_name`` was registered with (its paper's)."""
     if name is None:
-        name = DEFAULT_RECIPE.get(model_name, "small")
+        name = models.entry(model_name).recipe
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; recipes: {', '.join(RECIPES)}")
     return RECIPES[name]

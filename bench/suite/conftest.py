@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+import models
 from bench.alternatives import one_blas_thread
-from models.artifact import load_model
-from models.export import OnnxRunner, TorchRunner, audio_samples
+from models.export import audio_samples
+from models.runners import OnnxRunner, TorchRunner
 from realtime.analyzer import Windowing, effective_windows
 from realtime.publisher import Publisher
 
@@ -29,7 +30,7 @@ def _one_blas_thread():
 
 @pytest.fixture(scope="session")
 def model():
-    return load_model(MODEL).eval()
+    return models.resolve(MODEL).eval()
 
 
 @pytest.fixture(scope="session")
@@ -66,8 +67,8 @@ def torch_runner(model) -> TorchRunner:
 
 
 @pytest.fixture(scope="session")
-def onnx_runner(tmp_path_factory) -> OnnxRunner:
-    return OnnxRunner(load_model(MODEL).eval(), tmp_path_factory.mktemp("onnx"))
+def onnx_runner() -> OnnxRunner:
+    return OnnxRunner(models.resolve(MODEL).eval())
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import models
-from models.artifact import Artifact, ArtifactError, load, load_model, save
+from models.artifact import Artifact, ArtifactError, load, resolve, save
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def test_round_trip_rebuilds_from_config_alone(trained):
     from safetensors.torch import load_file
 
     assert not any(k.startswith("encoder.") for k in load_file(str(folder / "weights.safetensors")))
-    assert load_model(str(folder)).heads.keys() == model.heads.keys()
+    assert resolve(str(folder)).heads.keys() == model.heads.keys()
 
 
 def test_bad_artifacts_are_clear_errors(trained, tmp_path):
@@ -69,4 +69,4 @@ def test_bad_artifacts_are_clear_errors(trained, tmp_path):
     with pytest.raises(ArtifactError, match="cannot read"):
         load(folder)
     with pytest.raises(ArtifactError, match="not a model artifact"):
-        load_model(str(tmp_path))
+        resolve(str(tmp_path))

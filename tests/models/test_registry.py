@@ -36,3 +36,43 @@ def test_frontend_config_round_trips_and_rejects_unknown_keys():
         models.FrontendConfig.from_dict({**fe.to_dict(), "hop": 3})
     with pytest.raises(ValueError, match="band limits"):
         models.FrontendConfig(f_max_hz=9000.0)
+
+
+def test_every_model_is_registered_with_a_recipe_that_exists():
+    from train.recipes import RECIPES, recipe_for
+
+    for name in models.available():
+        entry = models.entry(name)
+        assert entry.recipe in RECIPES, (name, entry.recipe)
+        assert recipe_for(name, None) == RECIPES[entry.recipe]
+    assert models.entry("segment-attention").recipe == "heads"
+    assert models.entry("cp-resnet").recipe == "koutini" and models.entry("crnn-gru").recipe == "amiriparian"
+
+
+def test_the_model_contract_is_explicit_for_every_model():
+    """What the engine and training read is on every model, typed, without probing."""
+    for name in ("musicnn-msd", "segment-attention", "crnn-gru", "va-cnn"):
+        model = models.build(name)
+        assert model.registry_name == name
+        assert isinstance(model.pretrained, bool) and isinstance(model.frozen_encoder, bool)
+        assert isinstance(model.pretrained_prefixes, tuple) and model.artifact is None
+    assert models.build("musicnn-msd").pretrained and not models.build("va-cnn").pretrained
+    attention = models.build("segment-attention")
+    assert attention.frozen_encoder and attention.embedding_cache_key == "musicnn-msd"
+    assert models.build(
+        "segment-attention", encoder="musicnn-mtt", freeze_encoder=False
+    ).pretrained_prefixes == ("encoder.",)
+    assert models.build("crnn-gru").pretrained_prefixes == ("features.",)
+    default = models.resolve("default")
+    assert default.pretrained and default.artifact is not None and default.artifact_folder.name == "default"
+    assert default.head_layer("valence_arousal") is not None and default.head_layer("nope") is None
+
+
+def test_resolve_and_check_name_take_what_every_command_takes(tmp_path):
+    models.check_name("default")
+    models.check_name("musicnn-msd")
+    models.check_name(str(tmp_path))  # a path: resolve says what is wrong with it
+    with pytest.raises(models.UnknownModelError, match="available: "):
+        models.check_name("musicnn-xyz")
+    with pytest.raises(ValueError, match="is a path but not a model artifact"):
+        models.resolve(str(tmp_path))

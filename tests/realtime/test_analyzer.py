@@ -107,7 +107,7 @@ def test_bad_windowing_is_rejected():
 
 
 def _members(*pairs):
-    from models.export import TorchRunner
+    from models.runners import TorchRunner
     from realtime.analyzer import Member
 
     return [Member(name, m, TorchRunner(m, "cpu")) for name, m in pairs]
@@ -133,10 +133,10 @@ def _same_windows(got, expected):
 
 
 def test_models_with_one_frontend_share_one_mel_stream_and_keep_their_windows(msd, clip):
-    from models.artifact import load_model
+    from models import resolve
 
     audio, rate = clip
-    default, mtt = load_model("default"), models.build("musicnn-mtt")
+    default, mtt = resolve("default"), models.build("musicnn-mtt")
     windowing = Windowing(hop_s=1.0, context_s=3.0)
     multi, pairs = _run_multi(_members(("default", default), ("musicnn-mtt", mtt)), audio, rate, windowing)
     assert multi.mel_streams == 1
@@ -150,10 +150,10 @@ def test_models_with_one_frontend_share_one_mel_stream_and_keep_their_windows(ms
 
 def test_models_with_different_frontends_and_rates_each_get_their_own(shared_data):
     """default (16 kHz musicnn mels, 3 s) + the Jamendo baseline (12 kHz Essentia mels, 29 s segments)."""
-    from models.artifact import load_model
+    from models import resolve
 
     audio, rate = sf.read(shared_data / CLIP, dtype="float32")
-    default = load_model("default")
+    default = resolve("default")
     baseline = models.build(
         "jamendo-baseline", weights=str(shared_data / "mtg-jamendo/baseline/best_model.pth")
     )

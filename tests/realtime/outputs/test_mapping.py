@@ -49,10 +49,10 @@ def test_scales():
 
 
 def test_the_example_map_ships_valid_for_the_default_model():
-    from models.artifact import load_model
+    from models import resolve
     from realtime.analyzer import TagMerger
 
-    names = TagMerger(load_model("default").heads).names  # the feed's tag names
+    names = TagMerger(resolve("default").heads).names  # the feed's tag names
     example = MapFile(REPO / "examples" / "moods.toml")
     for kind in ("osc", "dmx", "os2l", "midi"):
         assert example.routes(kind, default_routes(kind), names)
