@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 import models
+from bench.report import percentiles
 from models import SegmentModel, probabilities
 from models.frontend import FrontendConfig, MelFrontend
 from models.runners import OnnxRunner, TorchRunner
@@ -143,39 +144,24 @@ class WindowPipeline:
         return out, (t1 - t0) * 1000.0, (t2 - t1) * 1000.0
 
 
-class _TimedMel:
-    """Stands in for an analyzer's ``StreamingMel`` to time its push (the mel step) inside ``feed``."""
-
-    def __init__(self, mel):
-        self.mel, self.ms = mel, 0.0
-
-    def push(self, samples: np.ndarray) -> torch.Tensor:
-        t0 = time.perf_counter()
-        frames = self.mel.push(samples)
-        _sync(frames.device)
-        self.ms = (time.perf_counter() - t0) * 1000.0
-        return frames
-
-    def flush(self) -> torch.Tensor:
-        return self.mel.flush()
-
-
 class EnginePipeline:
-    """The engine's own path: ``Analyzer.feed`` on one hop, with the given runner."""
+    """The engine's own path: ``Analyzer.feed`` on one hop, with the given runner; the mel step is
+    what the pipeline itself says it spent (``spent_ms``)."""
 
     def __init__(self, name: str, model: SegmentModel, device: torch.device, runner):
         self.name, self.device = name, device
         self.analyzer = Analyzer(model, model.frontend.sample_rate_hz, Windowing(), device, runner)
-        self.analyzer.mel = _TimedMel(self.analyzer.mel)
 
     def step(self, hop: np.ndarray) -> tuple[dict[str, np.ndarray], float, float]:
+        spent = self.analyzer.pipeline.spent_ms
+        mel_before = spent["mel"]
         t0 = time.perf_counter()
         windows = self.analyzer.feed(hop)
         _sync(self.device)
         total = (time.perf_counter() - t0) * 1000.0
         if len(windows) != 1:
             raise RuntimeError(f"{self.name}: one hop gave {len(windows)} windows, not one")
-        mel_ms = self.analyzer.mel.ms
+        mel_ms = spent["mel"] - mel_before
         return windows[0].outputs, mel_ms, total - mel_ms
 
 
@@ -187,15 +173,7 @@ class PipelineTimes:
     samples_ms: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
 
     def percentiles(self) -> dict[str, dict[str, float]]:
-        out = {}
-        for stage in STAGES:
-            p50, p95, p99 = np.percentile(self.samples_ms[stage], [50, 95, 99])
-            out[stage] = {
-                "p50": round(float(p50), 3),
-                "p95": round(float(p95), 3),
-                "p99": round(float(p99), 3),
-            }
-        return out
+        return {stage: percentiles(self.samples_ms[stage]) for stage in STAGES}
 
 
 MEL_LABELS = {

@@ -15,9 +15,6 @@ as times per hop and ratios to ours.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import time
 from dataclasses import dataclass
@@ -27,14 +24,13 @@ import torch
 
 import models
 from bench import alternatives
+from bench.report import machine, percentiles, to_json
 from models.runners import BACKENDS, make_runner
-from realtime.analyzer import TagMerger, Windowing, effective_windows
-from realtime.feed import SCHEMA_VERSION
-from realtime.frontend import StreamingMel
+from realtime.analyzer import Member, Windowing, effective_windows
+from realtime.engine import Engine, FeedConfig
 from realtime.publisher import Publisher
-from realtime.smoothing import Hysteresis, Smoother
 
-STAGES = ("mel", "encoder", "pool_heads", "feed")
+STAGES = ("mel", "encoder", "pool_heads", "publish")  # the engine's own stages (a file at the model's rate)
 
 
 def _reason(exc: BaseException) -> str:
@@ -54,17 +50,8 @@ class StageTimes:
     skipped: str | None = None  # why the backend could not run here
 
     def percentiles(self) -> dict[str, dict[str, float]]:
-        out = {}
-        for stage, values in self.samples_ms.items():
-            p50, p95, p99 = np.percentile(values, [50, 95, 99])
-            out[stage] = {
-                "p50": round(float(p50), 3),
-                "p95": round(float(p95), 3),
-                "p99": round(float(p99), 3),
-            }
-        total = np.sum([self.samples_ms[s] for s in STAGES], axis=0)
-        p50, p95, p99 = np.percentile(total, [50, 95, 99])
-        out["hop"] = {"p50": round(float(p50), 3), "p95": round(float(p95), 3), "p99": round(float(p99), 3)}
+        out = {stage: percentiles(values) for stage, values in self.samples_ms.items()}
+        out["hop"] = percentiles(np.sum([self.samples_ms[s] for s in STAGES], axis=0))
         return out
 
 
@@ -73,43 +60,14 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-class FeedStep:
-    """The feed stage of one hop, as the engine does it: sigmoid, smoothing, hysteresis, JSON, send."""
-
-    def __init__(self, name: str, heads: dict, publisher: Publisher):
-        self.name, self.heads, self.publisher = name, heads, publisher
-        self.merger = TagMerger(heads)
-        self.smoother = Smoother(2.0)
-        self.hysteresis = Hysteresis(len(self.merger.names), 0.3, 0.2)
-
-    def __call__(self, seq: int, logits: dict[str, np.ndarray]) -> dict:
-        probs = {h: 1 / (1 + np.exp(-logits[h][0])) for h in self.heads}
-        tags = self.smoother.update(self.merger.tags(probs), 1.0)
-        active = self.hysteresis.update(tags)
-        message = {
-            "schema": SCHEMA_VERSION,
-            "seq": seq,
-            "model": self.name,
-            "t_capture": time.time(),
-            "t_stream": float(seq),
-            "hop_s": 1.0,
-            "context_s": 3.0,
-            "smooth_s": 2.0,
-            "silent": False,
-            "tags": {n: round(float(p), 5) for n, p in zip(self.merger.names, tags, strict=True)},
-            "active": [n for n, on in zip(self.merger.names, active, strict=True) if on],
-            "valence": None,
-            "arousal": None,
-        }
-        self.publisher.send("mood", message)
-        return message
-
-
 def measure(name: str, backend: str, device: str, hops: int, warmup: int, publisher: Publisher) -> StageTimes:
-    """Time ``hops`` hops of the engine's stages for one model and backend."""
+    """Time ``hops`` hops of the real engine (its pipeline and publish step) for one model and backend.
+
+    The engine is driven by hand, a hop of noise at a time, and times itself (``last_stages``):
+    the same stages, the same code as ``listen``'s status reports.
+    """
     model = models.resolve(name).eval()
     fe = model.frontend
-    patch = torch.randn(1, fe.n_mels, model.segment_frames, device=device)
     t_setup = time.perf_counter()
     try:
         runner = make_runner(model, backend, device)
@@ -117,55 +75,25 @@ def measure(name: str, backend: str, device: str, hops: int, warmup: int, publis
     except Exception as exc:  # e.g. torch.compile without a working C++ compiler: say so, go on
         return StageTimes(name, backend, device, {s: [] for s in STAGES}, skipped=_reason(exc))
     setup_s = time.perf_counter() - t_setup
+    engine = Engine(None, [Member(name, model, runner)], Windowing(), publisher, FeedConfig(), compute=device)
+    engine.open(fe.sample_rate_hz)
     hop, _, k, _ = effective_windows(model, Windowing())
     hop_samples = hop * fe.hop_length
-    mel = StreamingMel(fe, device)
     rng = np.random.default_rng(0)
-    # Fill the mel history with one segment first, as a running stream has it.
-    mel.push(0.1 * rng.standard_normal(model.segment_frames * fe.hop_length).astype(np.float32))
-    feed = FeedStep(name, model.heads, publisher)
-    embeddings = [runner.encode(patch)[0] for _ in range(k)]
+    # The first window and K segments first, as a running stream has them.
+    fill = (model.segment_frames + 2) * fe.hop_length + (k - 1) * hop_samples
+    engine.process(0.1 * rng.standard_normal(fill).astype(np.float32))
     samples = {stage: [] for stage in STAGES}
     for i in range(warmup + hops):
-        audio = 0.1 * rng.standard_normal(hop_samples).astype(np.float32)
-        t0 = time.perf_counter()
-        mel.push(audio)
+        seq = engine.mood_seq
+        engine.process(0.1 * rng.standard_normal(hop_samples).astype(np.float32))
         _sync(device)
-        t1 = time.perf_counter()
-        embedding = runner.encode(patch)[0]
-        _sync(device)
-        t2 = time.perf_counter()
-        embeddings = embeddings[1:] + [embedding]
-        logits = runner.pool_predict(torch.stack(embeddings).unsqueeze(0))
-        t3 = time.perf_counter()
-        feed(i, logits)
-        t4 = time.perf_counter()
+        if engine.mood_seq != seq + 1:
+            raise RuntimeError(f"{name}: a hop of audio gave {engine.mood_seq - seq} windows, not one")
         if i >= warmup:
-            for stage, (a, b) in zip(STAGES, ((t0, t1), (t1, t2), (t2, t3), (t3, t4)), strict=True):
-                samples[stage].append((b - a) * 1000.0)
+            for stage in STAGES:
+                samples[stage].append(engine.last_stages[stage])
     return StageTimes(name, backend, device, samples, setup_s=round(setup_s, 2))
-
-
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import onnxruntime
-
-    return {
-        "cpu": cpu,
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "onnxruntime": onnxruntime.__version__,
-    }
 
 
 def table(results: list[StageTimes]) -> str:
@@ -261,16 +189,12 @@ def _result(r: StageTimes) -> dict:
     }
 
 
-def to_json(report: dict) -> str:
-    return json.dumps({k: v for k, v in report.items() if not k.startswith("_")}, indent=1)
-
-
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "latency",
         help="per-stage time of one hop, per model and backend",
-        description="Per-stage time of one hop (new mel frames, encoder, pooling + heads, smoothing + "
-        "publish), p50/p95/p99 after warm-up, per model x backend x device.",
+        description="Per-stage time of one hop of the real engine, driven by hand (new mel frames, encoder, pooling + heads, the "
+        "publish step: smoothing, the feed, the outputs), p50/p95/p99 after warm-up, per model x backend x device.",
     )
     p.add_argument(
         "--models", default="default,musicnn-msd", help="comma-separated, or 'all' (default,musicnn-msd)"

@@ -2,13 +2,13 @@
 
 For N = 1, 2, 4, 8... (then bisecting between the last N that held and the first that did
 not; or the N of ``--streams``), N listen processes run at once, each on its own loopback
-port and under the ``bench.e2e`` probe, and one subscriber times them all.  Once every
+port, and one subscriber times them all.  Once every
 stream's engine runs (its first status) and after ``--settle`` seconds, ``--seconds`` of
 feed are measured per N (the windows captured in that span):
 
 - lag at the subscriber (receipt - t_capture), pooled over the streams, and its drift;
-- the processing time per hop, from the probe (from the ring read that completes a window
-  to its send; the feed itself carries no per-hop processing time);
+- the processing time per hop, as each engine times itself (its status's ``process_ms``:
+  the pipeline's stages and the publish step);
 - moods missed (gaps in seq) and samples the ring dropped;
 - memory: each process's RSS and PSS from /proc (PSS shares the common library pages out
   between the processes that map them, so the PSS total is what N streams really cost).
@@ -24,7 +24,6 @@ loaded once: what several streams in one process would cost).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import signal
 import sys
@@ -36,25 +35,15 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.e2e import (
-    START_TIMEOUT_S,
-    ListenProcess,
-    Probe,
-    Subscriber,
-    check_list,
-    command_line,
-    lag_figures,
-    machine,
-    make_clip,
-    percentiles,
-    to_json,
-)
+from bench.e2e import lag_figures
+from bench.harness import START_TIMEOUT_S, ListenProcess, Subscriber, make_clip
+from bench.report import check_list, command_line, machine, percentiles, to_json
 
 LAYOUTS = ("processes", "threads")
 SETTLE_S = 5.0  # default --settle: after the last stream started, before measuring (backlogs drain)
 CATCH_UP_S = 10.0  # how long after the span a lagging stream may take to deliver its windows
 START_PER_STREAM_S = 10.0  # extra start-up allowance per stream (N processes load the model at once)
-STOP_GRACE_S = 10.0  # after SIGTERM, how long the streams get to stop cleanly (and write their probes)...
+STOP_GRACE_S = 10.0  # after SIGTERM, how long the streams get to stop cleanly...
 STOP_PER_STREAM_S = 1.0  # ...plus this per stream (N overloaded processes drain at once)
 
 
@@ -154,14 +143,7 @@ def measure(
     if any(codes):
         bad = next(p for p, c in zip(procs, codes, strict=True) if c)
         raise RuntimeError(f"a listen process exited with an error: {bad.error()}")
-    rate_hz = None
-    per_stream = []
-    for p in procs:
-        for e in p.endpoints:
-            feed = sub.feeds[e]
-            rate_hz = rate_hz or next(s["source"]["sample_rate_hz"] for _, s in feed.statuses)
-            probe = Probe.load(p.probe_path, e)
-            per_stream.append(lag_figures(feed, probe, rate_hz, lambda r, m: begin <= m["t_capture"] <= end))
+    per_stream = [lag_figures(sub.feeds[e], lambda r, m: begin <= m["t_capture"] <= end) for e in endpoints]
     return Step(n, listen.get("threads"), layout, summarize(per_stream, samples, n))
 
 
@@ -170,11 +152,11 @@ def summarize(per_stream: list[dict], samples: list[list[dict]], n: int) -> dict
     hop_s = next((f["hop_s"] for f in per_stream if f["hop_s"]), None)
     hop_ms = 1000.0 * hop_s if hop_s else 0.0  # no window at all: nothing is sustained
     lags = np.concatenate([f["_lags"] for f in per_stream])
-    process = np.concatenate([f["_parts"]["process"] for f in per_stream])
     worst_lag_p99 = max(f["lag_ms"]["p99"] or math.inf for f in per_stream)
-    worst_process_p99 = max(
-        (f["parts_ms"] or {}).get("process", {}).get("p99") or math.inf for f in per_stream
-    )
+    # Each engine times its hops itself (status process_ms: its last minute, the span within it).
+    process_p50 = [((f["parts_ms"] or {}).get("hop") or {}).get("p50") for f in per_stream]
+    process_p99 = [((f["parts_ms"] or {}).get("hop") or {}).get("p99") for f in per_stream]
+    worst_process_p99 = max(p if p is not None else math.inf for p in process_p99)
     drifts = [f["drift_ms_per_min"] for f in per_stream if f["drift_ms_per_min"] is not None]
     missed = sum(f["missed"] for f in per_stream)
     dropped = sum(f["dropped_samples"] for f in per_stream)
@@ -208,7 +190,13 @@ def summarize(per_stream: list[dict], samples: list[list[dict]], n: int) -> dict
         "moods": int(sum(f["moods"] for f in per_stream)),
         "lag_ms": percentiles(lags),
         "worst_stream_lag_p99_ms": round(worst_lag_p99, 2) if math.isfinite(worst_lag_p99) else None,
-        "process_ms": percentiles(process),
+        # Per stream, each engine's own p50/p99 per hop; here their median p50 and their worst p99.
+        "process_ms": {
+            "p50": round(float(np.median([p for p in process_p50 if p is not None])), 2)
+            if any(p is not None for p in process_p50)
+            else None,
+            "p99": round(worst_process_p99, 2) if math.isfinite(worst_process_p99) else None,
+        },
         "worst_stream_process_p99_ms": (
             round(worst_process_p99, 2) if math.isfinite(worst_process_p99) else None
         ),
@@ -349,42 +337,35 @@ def plot(series: dict[str, list[Step]], path: str) -> None:
 
 
 def host_main(argv: list[str]) -> int:
-    """``python -m bench.scale --host OUT --endpoints E1,E2,... -- LISTEN OPTIONS``: N engines, one process.
+    """``python -m bench.scale --host --endpoints E1,E2,... -- LISTEN OPTIONS``: N engines, one process.
 
     The models are loaded once and shared (their runners hold no per-stream state); each
-    endpoint gets its own source (the options' --file/--url...), ring, analyzer, smoothing and
-    publisher, and its engine runs in its own thread.  SIGTERM stops them all; OUT then gets
-    the probe's log of each engine's ring, by endpoint.
+    endpoint gets listen's own session (source, ring, pipeline, smoothing, publisher), and its
+    engine runs in its own thread.  SIGTERM stops them all.
     """
-    if len(argv) < 5 or argv[0] != "--host" or argv[2] != "--endpoints" or argv[4] != "--":
-        print(
-            "usage: python -m bench.scale --host OUT --endpoints E1,E2,... -- [listen options]",
-            file=sys.stderr,
-        )
+    if len(argv) < 4 or argv[0] != "--host" or argv[1] != "--endpoints" or argv[3] != "--":
+        print("usage: python -m bench.scale --host --endpoints E1,E2,... -- [listen options]", file=sys.stderr)
         return 2
-    from bench.e2e import install_probe
     from realtime import listen
-    from realtime.engine import Engine, FeedConfig
     from realtime.options import build_members
-    from realtime.publisher import Publisher
+    from realtime.session import make_source, open_session
 
-    logs = install_probe()
-    endpoints = argv[3].split(",")
-    args = listen.parse_args([*argv[5:], "--pub", endpoints[0]])
+    endpoints = argv[2].split(",")
+    args = listen.parse_args([*argv[4:], "--pub", endpoints[0]])
     members, windowing, compute = build_members(args)
-    feed = FeedConfig(smooth_s=args.smooth, tag_on=args.on, tag_off=args.off)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    publishers = [Publisher(e) for e in endpoints]
     rate_hz = members[0].model.frontend.sample_rate_hz
-    engines = [
-        Engine(listen.make_source(args, rate_hz), members, windowing, p, feed, compute=compute)
-        for p in publishers
+    # listen's own session per stream (its resampler choice included); the models are shared.
+    sessions = [
+        open_session(args, members, windowing, compute, make_source(args, rate_hz), endpoint)
+        for endpoint in endpoints
     ]
+    engines = [session.engine for session in sessions]
     failures: list[str] = []
 
-    def run(engine: Engine) -> None:
+    def run(engine) -> None:
         try:
             if engine.run(stop):
                 failures.append(str(engine.source.error))
@@ -399,13 +380,8 @@ def host_main(argv: list[str]) -> int:
         pass
     for t in threads:
         t.join(10)
-    for p in publishers:
-        p.close()
-    rings = {
-        e: logs.get(id(getattr(engine, "ring", None)), {"writes": [], "reads": []})
-        for e, engine in zip(endpoints, engines, strict=True)
-    }
-    Path(argv[1]).write_text(json.dumps(rings))
+    for session in sessions:
+        session.close()
     for failure in failures:
         print(f"error: {failure}", file=sys.stderr)
     return 1 if failures else 0

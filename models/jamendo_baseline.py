@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 import sys
 from pathlib import Path
 
@@ -42,7 +41,7 @@ from models.base import HeadSpec, SegmentModel
 from models.frontend import ESSENTIA_JAMENDO
 from models.registry import register
 from models.vocab import JAMENDO_MOODTHEME
-from models.weights import WeightsError, cache_dir, load_state, save_safetensors
+from models.weights import WeightsError, cache_dir, load_state, read_weights, save_safetensors
 
 SEGMENT_FRAMES = 1366
 CHANNELS = (64, 128, 128, 128, 64)
@@ -99,15 +98,8 @@ class JamendoBaseline(SegmentModel):
 
 
 def convert_checkpoint(path: Path, model: JamendoBaseline) -> dict[str, torch.Tensor]:
-    """The baseline's ``best_model.pth`` (a plain state dict) checked against ``model``."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, pickle.UnpicklingError, EOFError) as exc:
-        raise WeightsError(f"cannot read the MTG-Jamendo baseline weights {path}: {exc}") from exc
-    if isinstance(state, dict) and set(state) == {"model"}:  # the baseline's Solver.save() wraps it
-        state = state["model"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise WeightsError(f"{path} is not a state dict (expected the baseline's best_model.pth)")
+    """The baseline's ``best_model.pth`` (a plain state dict: ``weights.read_weights``) checked against ``model``."""
+    state = read_weights(path, "the MTG-Jamendo baseline weights")
     expected = model.state_dict()
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:

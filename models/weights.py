@@ -1,4 +1,11 @@
-"""Where converted weights live, and loading them without unpickling."""
+"""Where converted weights live, and reading weights without running anyone's code.
+
+The one policy for weights from outside: a ``.safetensors`` file is read as it is; a PyTorch
+state dict (``.pth``/``.pt``, how several papers publish theirs) is read with torch's
+weights-only loader (``torch.load(weights_only=True)``: tensors and plain containers, never
+arbitrary objects or code), must be a flat name -> tensor dict, and is converted to safetensors
+in the cache where it is used again.  A general pickle is never loaded.
+"""
 
 from __future__ import annotations
 
@@ -52,6 +59,35 @@ def load_state(model: torch.nn.Module, path: Path) -> None:
         )
 
 
+PICKLED_STATE_DICTS = (".pth", ".pt", ".bin")
+
+
+def read_weights(path: str | Path, what: str) -> dict[str, torch.Tensor]:
+    """name -> tensor from ``path`` under the module's policy; WeightsError saying what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{what} not found: {path}")
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # safetensors raises its own error types for corrupt headers
+            raise WeightsError(f"cannot read {what} {path}: {exc}") from exc
+    if path.suffix not in PICKLED_STATE_DICTS:
+        raise WeightsError(
+            f"{what} must be a .safetensors file or a PyTorch state dict ({', '.join(PICKLED_STATE_DICTS)}), "
+            f"got {path.name}"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # the weights-only loader refuses anything but tensors and plain containers
+        raise WeightsError(f"cannot read {what} {path} as a plain state dict (torch's weights-only loader: {exc})") from exc
+    if isinstance(state, dict) and set(state) == {"model"}:  # a Solver.save()-style wrapper
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{what} {path} is not a state dict (names -> tensors)")
+    return state
+
+
 def load_parts(
     parts: dict[str, torch.nn.Module], path: str | Path, what: str, layout: str, ignore=()
 ) -> None:
@@ -59,20 +95,10 @@ def load_parts(
 
     ``what`` names the weights in messages (e.g. "VGGish weights"), ``layout`` says where their
     documented layout is; keys starting with ``ignore`` (parts we do not have) are skipped.
-    Only safetensors: a pickle is never loaded, and the message says how to convert one.
+    ``read_weights``'s policy: safetensors, or a plain PyTorch state dict, never a general pickle.
     """
     path = Path(path)
-    if path.suffix != ".safetensors":
-        raise WeightsError(
-            f"{what} must be a .safetensors file, got {path.name}; pickles are never loaded. Convert a "
-            '.pth state dict once: save_file(torch.load(pth, weights_only=True), "weights.safetensors")'
-        )
-    if not path.is_file():
-        raise WeightsError(f"{what} not found: {path}")
-    try:
-        state = load_file(str(path))
-    except Exception as exc:  # safetensors raises its own error types for corrupt headers
-        raise WeightsError(f"cannot read {what} {path}: {exc}") from exc
+    state = read_weights(path, what)
     expected = {f"{name}.{k}": v.shape for name, part in parts.items() for k, v in part.state_dict().items()}
     given = {k: v for k, v in state.items() if not k.startswith(tuple(ignore))}
     missing, unexpected = sorted(set(expected) - set(given)), sorted(set(given) - set(expected))

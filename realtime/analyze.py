@@ -1,9 +1,10 @@
-"""python -m realtime.analyze FILE: the live engine's analysis over a file, as fast as possible.
+"""python -m realtime.analyze FILE: what listen would publish for a file, as fast as it can be read.
 
-Prints one line per window: with --json a JSON object {"t", "silent", "tags", "valence",
-"arousal"} per line (t = seconds into the file at the window's last sample), otherwise the
-top tags.  Windows are exactly those ``listen`` would publish for the same audio (same hop,
-context and model); smoothing is off unless --smooth is given, so windows can be averaged.
+The same session as ``listen`` (source, pipeline, engine, the feed's smoothing, thresholds and
+silence), on the file read as fast as possible and without a feed: one line per window, or with
+--json each window's mood message, exactly as ``listen --file FILE`` publishes it (same keys;
+``valence``/``arousal`` null in silence).  Smoothing is off unless --smooth is given, so
+windows can be averaged.
 """
 
 from __future__ import annotations
@@ -11,16 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 
-import numpy as np
-import soundfile as sf
-
-from realtime.analyzer import Analyzer, TagMerger
-from realtime.options import add_model_options, build_model, build_runner
-from realtime.smoothing import Smoother
-
-BLOCK_FRAMES = 65536
+from realtime.analyzer import Member
+from realtime.options import add_model_options, build_model, build_runner, check_model_options
+from realtime.session import open_session
+from realtime.sources import FileSource, SourceError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -32,76 +30,66 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "file", metavar="FILE", help="audio file (anything libsndfile reads: wav, flac, ogg, mp3…)"
     )
-    parser.add_argument("--json", action="store_true", help="one JSON object per window")
+    parser.add_argument("--json", action="store_true", help="each window's mood message, one JSON object per line")
     parser.add_argument("--top", type=int, default=5, metavar="N", help="tags per line without --json (5)")
     add_model_options(parser, smooth_default=0.0)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    check_model_options(parser, args)
+    return args
+
+
+class Lines:
+    """Prints each mood message: as JSON, or one human line (time, valence/arousal, the top tags)."""
+
+    def __init__(self, as_json: bool, top: int):
+        self.as_json, self.top = as_json, top
+        self.count = 0
+
+    def __call__(self, m: dict) -> None:
+        self.count += 1
+        if self.as_json:
+            print(json.dumps(m, allow_nan=False, separators=(",", ":")))
+            return
+        top = sorted(m["tags"].items(), key=lambda kv: -kv[1])[: self.top]
+        tags = "  ".join(f"{name} {p:.2f}" for name, p in top)
+        va = "" if m["valence"] is None else f"V {m['valence']:+.2f} A {m['arousal']:+.2f}  "
+        print(f"{m['t_stream']:7.2f}s  {'(silent) ' if m['silent'] else ''}{va}{tags}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        info = sf.info(args.file)
-    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-        print(f"error: cannot read {args.file}: {exc}", file=sys.stderr)
+        source = FileSource(args.file)  # checked before the model loads: the same errors as listen --file
+    except SourceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     model, windowing, compute = build_model(args)
-    analyzer = Analyzer(model, info.samplerate, windowing, compute, build_runner(args, model, compute))
-    merger = TagMerger(model.heads)
-    smooth_tags, smooth_va = Smoother(args.smooth), Smoother(args.smooth)
+    members = [Member(args.model, model, build_runner(args, model, compute))]
+    lines = Lines(args.json, args.top)
+    session = open_session(args, members, windowing, compute, source, None, on_mood=lines, outputs=False)
     started = time.perf_counter()
-    n_windows = 0
-
-    def emit(windows) -> None:
-        nonlocal n_windows
-        for w in windows:
-            n_windows += 1
-            tags = smooth_tags.update(merger.tags(w.outputs), analyzer.hop_s)
-            va = w.outputs.get(merger.va_head) if merger.va_head else None
-            valence, arousal = (
-                (None, None) if va is None else (float(v) for v in smooth_va.update(va, analyzer.hop_s))
-            )
-            if args.json:
-                record = {
-                    "t": round(w.t_stream, 4),
-                    "silent": bool(w.silent),
-                    "tags": {n: round(float(p), 5) for n, p in zip(merger.names, tags, strict=True)},
-                    "valence": valence,
-                    "arousal": arousal,
-                }
-                print(json.dumps(record, allow_nan=False))
-            else:
-                order = np.argsort(-tags)[: args.top]
-                top = "  ".join(f"{merger.names[i]} {tags[i]:.2f}" for i in order)
-                va_text = "" if valence is None else f"V {valence:+.2f} A {arousal:+.2f}  "
-                print(f"{w.t_stream:7.2f}s  {'(silent) ' if w.silent else ''}{va_text}{top}")
-
     try:
-        with sf.SoundFile(args.file) as f:
-            while True:
-                block = f.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
-                if not len(block):
-                    break
-                emit(analyzer.feed(block))
-    except (sf.LibsndfileError, RuntimeError) as exc:
-        print(f"error: cannot decode {args.file}: {exc}", file=sys.stderr)
-        return 2
+        code = session.engine.run(threading.Event())
     except BrokenPipeError:  # e.g. piped into head
         return 0
-    emit(analyzer.finish())
+    finally:
+        session.close()
+    if source.error:
+        print(f"error: {source.error}", file=sys.stderr)
+        return 2
     elapsed = time.perf_counter() - started
-    audio_s = analyzer.samples_in / info.samplerate
-    if n_windows == 0:
+    audio_s = session.engine.pipeline.sanitizer.samples_in / source.sample_rate_hz
+    if lines.count == 0:
         print(
             f"warning: {args.file} ({audio_s:.2f} s) is shorter than one {model.segment_seconds:.2f} s segment",
             file=sys.stderr,
         )
     print(
         f"analyzed {audio_s:.1f} s of audio in {elapsed:.2f} s ({audio_s / max(elapsed, 1e-9):.1f}x real time), "
-        f"{n_windows} windows, {args.model}, hop {analyzer.hop_s:.3f} s",
+        f"{lines.count} windows, {args.model}, hop {session.engine.pipeline.hop_s:.3f} s",
         file=sys.stderr,
     )
-    return 0
+    return code
 
 
 if __name__ == "__main__":

@@ -1,19 +1,18 @@
 """The analysis path: samples in, one result per hop out (no threads, no sockets).
 
-mono mix + sanitise -> streaming resample (soxr HQ, or the low-delay FIR of
-``realtime.resample`` for live capture) -> streaming mel -> a window every hop,
-each segment encoded once and its embedding cached -> pooling over the last K segments
--> heads.  ``listen`` drives it from the ring buffer; ``analyze`` drives it from a file
-as fast as it can; both get identical windows for identical audio (and the same resampler).
-
-Several models on one stream (``MultiAnalyzer``) share the work where they can: the audio is
-sanitised once, resampled once per model sample rate and turned into mel frames once per
-distinct frontend; each model then cuts its own windows from those frames.
+``Pipeline``: mono mix + sanitise (``Sanitizer``, once) -> streaming resample, once per model
+sample rate (soxr HQ, or the low-delay FIR of ``realtime.resample`` for live capture) ->
+streaming mel and hop levels, once per distinct frontend (``Front``) -> per model
+(``Consumer``): a window every hop, each segment encoded once and its embedding cached,
+pooling over the last K segments, heads, probabilities.  The engine drives it from the ring
+buffer, for ``listen`` and ``analyze`` alike; ``Analyzer`` is the one-model case for the tools
+and tests that want windows without an engine.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -84,54 +83,17 @@ def effective_windows(model: SegmentModel, windowing: Windowing) -> tuple[int, f
     return hop, hop_s, k, model.segment_seconds + (k - 1) * hop_s
 
 
-class Analyzer:
-    """Feed it audio frames at the source's rate; it returns the windows they complete."""
+class Sanitizer:
+    """(n, channels) -> mono float32, NaN/Inf zeroed and counted, |x| >= 1 counted and clamped."""
 
-    def __init__(
-        self,
-        model: SegmentModel,
-        input_rate_hz: int,
-        windowing: Windowing | None = None,
-        device: str | torch.device = "cpu",
-        runner: Runner | None = None,
-    ):
-        self.model = model.eval().to(device)
-        self.device = torch.device(device)
-        self.runner = runner or TorchRunner(model, device)
-        self.windowing = windowing or Windowing()
-        fe = model.frontend
-        self.input_rate_hz = int(input_rate_hz)
-        self.rate_hz = fe.sample_rate_hz
-        self.mel = StreamingMel(fe, self.device)
-        self._resampler = None
-        if self.input_rate_hz != self.rate_hz:
-            self._resampler = (
-                LowDelayResampler(self.input_rate_hz, self.rate_hz)
-                if self.windowing.resampler == "low-delay"
-                else soxr.ResampleStream(self.input_rate_hz, self.rate_hz, 1, dtype="float32", quality="HQ")
-            )
-        self.segment_frames = model.segment_frames
-        self.hop_frames, self.hop_s, self.context_segments, self.context_s = effective_windows(
-            model, self.windowing
-        )
-        self._mel_frames = torch.zeros((fe.n_mels, 0), device=self.device)
-        self._mel_start = 0  # absolute index of the first column kept in _mel_frames
-        self._next_end = self.segment_frames
-        self._embeddings: deque[torch.Tensor] = deque(maxlen=self.context_segments)
-        # Mean square of the (model-rate) audio per hop_length bin, for silence detection.
-        self._bins: list[float] = []
-        self._bin_start = 0
-        self._partial = np.zeros(0, dtype=np.float32)
-        self.seq = 0
+    def __init__(self):
         self.samples_in = 0
         self.sanitized_samples = 0
         self.clipped_samples = 0
 
-    # -- audio in -----------------------------------------------------------------------
-
-    def sanitize(self, frames: np.ndarray) -> np.ndarray:
-        """(n, channels) -> mono float32 with NaN/Inf zeroed and clipping counted and clamped."""
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
         frames = np.asarray(frames, dtype=np.float32)
+        self.samples_in += len(frames)
         mono = frames.mean(axis=1, dtype=np.float32) if frames.ndim == 2 else frames.astype(np.float32)
         bad = ~np.isfinite(mono)
         if bad.any():
@@ -143,29 +105,92 @@ class Analyzer:
             mono = np.clip(mono, -1.0, 1.0)
         return mono
 
-    def feed(self, frames: np.ndarray) -> list[Window]:
-        """Frames (n, channels) or (n,) at ``input_rate_hz`` -> the windows they complete."""
-        self.samples_in += len(frames)
-        mono = self.sanitize(frames)
-        if self._resampler is not None:
-            mono = self._resampler.resample_chunk(mono, last=False)
-        return self._consume(mono, self.mel.push(mono))
 
-    def finish(self) -> list[Window]:
-        """End of stream: flush the resampler and the mel's end padding, return the last windows."""
-        tail = np.zeros(0, dtype=np.float32)
-        if self._resampler is not None:
-            tail = self._resampler.resample_chunk(tail, last=True)
-        windows = self._consume(tail, self.mel.push(tail)) if tail.size else []
-        return windows + self._consume(np.zeros(0, np.float32), self.mel.flush())
+def make_resampler(input_rate_hz: int, rate_hz: int, kind: str):
+    """A streaming resampler (``resample_chunk(x, last)``), or None when the rates agree."""
+    if input_rate_hz == rate_hz:
+        return None
+    if kind == "low-delay":
+        return LowDelayResampler(input_rate_hz, rate_hz)
+    return soxr.ResampleStream(input_rate_hz, rate_hz, 1, dtype="float32", quality="HQ")
 
-    # -- windows out --------------------------------------------------------------------
 
-    def _consume(self, mono: np.ndarray, new_frames: torch.Tensor) -> list[Window]:
+class Front:
+    """One frontend's share of the stream: audio at its rate in, mel frames and hop levels out.
+
+    Models whose frontends agree share one front (``default`` and ``musicnn-mtt``): the mel
+    frames are computed once for all of them.  ``keep_bins`` is how many levels the slowest of
+    its consumers looks back on.
+    """
+
+    def __init__(self, config, device: torch.device, keep_bins: int):
+        self.config = config
+        self.mel = StreamingMel(config, device)
+        self.keep_bins = keep_bins
+        # Mean square of the audio per hop_length bin, for silence: bins[i] is bin bin_start + i.
+        self.bins: list[float] = []
+        self.bin_start = 0
+        self._partial = np.zeros(0, dtype=np.float32)
+
+    def push(self, mono: np.ndarray) -> torch.Tensor:
+        """Audio at the frontend's rate -> the (n_mels, new) frames it completes."""
         self._track_level(mono)
+        return self.mel.push(mono)
+
+    def flush(self) -> torch.Tensor:
+        return self.mel.flush()
+
+    def _track_level(self, mono: np.ndarray) -> None:
+        hop = self.config.hop_length
+        data = np.concatenate([self._partial, mono]) if self._partial.size else mono
+        n_bins = data.size // hop
+        if n_bins:
+            squares = np.square(data[: n_bins * hop], dtype=np.float64).reshape(n_bins, hop)
+            self.bins.extend(squares.mean(axis=1).tolist())
+        self._partial = data[n_bins * hop :].copy()
+        excess = len(self.bins) - self.keep_bins
+        if excess > 0:
+            del self.bins[:excess]
+            self.bin_start += excess
+
+    def level_dbfs(self, end_frame: int, hop_frames: int) -> float:
+        """dBFS of the audio in the hop before the window's last frame centre."""
+        stop = end_frame - 1 - self.bin_start
+        start = max(0, stop - hop_frames)
+        values = self.bins[start:stop]
+        return rms_dbfs(float(np.mean(values))) if values else rms_dbfs(0.0)
+
+
+class Consumer:
+    """One model's windows: cut from its front's frames every hop, each segment encoded once
+    (the embeddings of the last K kept), pooled, through the heads, as probabilities."""
+
+    def __init__(self, member: Member, front: Front, windowing: Windowing, spent_ms: dict[str, float]):
+        self.member = member
+        self.model = member.model
+        self.runner = member.runner
+        self.front = front
+        self.windowing = windowing
+        self.segment_frames = self.model.segment_frames
+        self.hop_frames, self.hop_s, self.context_segments, self.context_s = effective_windows(
+            self.model, windowing
+        )
+        self._frames = torch.zeros((self.model.frontend.n_mels, 0), device=front.mel.device)
+        self._start = 0  # absolute index of the first frame kept in _frames
+        self._next_end = self.segment_frames
+        self._embeddings: deque[torch.Tensor] = deque(maxlen=self.context_segments)
+        self._spent_ms = spent_ms  # the pipeline's: encoder and pooling + heads add to it
+        self.seq = 0
+
+    @property
+    def keep_bins(self) -> int:
+        return 4 * (self.segment_frames + self.hop_frames)
+
+    def take(self, new_frames: torch.Tensor) -> list[Window]:
+        """The front's new frames -> the windows they complete."""
         if new_frames.shape[1]:
-            self._mel_frames = torch.cat([self._mel_frames, new_frames], dim=1)
-        available_end = self._mel_start + self._mel_frames.shape[1]
+            self._frames = torch.cat([self._frames, new_frames], dim=1)
+        available_end = self._start + self._frames.shape[1]
         ends = []
         while self._next_end <= available_end:
             ends.append(self._next_end)
@@ -173,20 +198,19 @@ class Analyzer:
         windows = self._run(ends) if ends else []
         # Keep only what the next window needs.
         keep_from = self._next_end - self.segment_frames
-        drop = keep_from - self._mel_start
+        drop = keep_from - self._start
         if drop > 0:
-            self._mel_frames = self._mel_frames[:, drop:]
-            self._mel_start = keep_from
+            self._frames = self._frames[:, drop:]
+            self._start = keep_from
         return windows
 
     def _run(self, ends: list[int]) -> list[Window]:
+        t0 = time.perf_counter()
         patches = torch.stack(
-            [
-                self._mel_frames[:, e - self.segment_frames - self._mel_start : e - self._mel_start]
-                for e in ends
-            ]
+            [self._frames[:, e - self.segment_frames - self._start : e - self._start] for e in ends]
         )  # (B, n_mels, segment_frames)
         embeddings = self.runner.encode(patches)  # (B, D)
+        t1 = time.perf_counter()
         outputs = []
         for emb in embeddings:
             self._embeddings.append(emb)
@@ -199,12 +223,15 @@ class Analyzer:
                     for name, spec in self.model.heads.items()
                 }
             )
+        t2 = time.perf_counter()
+        self._spent_ms["encoder"] += (t1 - t0) * 1000.0
+        self._spent_ms["pool_heads"] += (t2 - t1) * 1000.0
         fe = self.model.frontend
         windows = []
         for i, end in enumerate(ends):
             # The last frame is centred on sample (end - 1) * hop and reaches n_fft / 2 past it.
             last_sample = (end - 1) * fe.hop_length + (fe.n_fft // 2 if fe.center else fe.n_fft) - 1
-            level = self._level(end)
+            level = self.front.level_dbfs(end, self.hop_frames)
             windows.append(
                 Window(
                     seq=self.seq,
@@ -218,35 +245,18 @@ class Analyzer:
             self.seq += 1
         return windows
 
-    # -- level for silence detection ----------------------------------------------------
 
-    def _track_level(self, mono: np.ndarray) -> None:
-        hop = self.model.frontend.hop_length
-        data = np.concatenate([self._partial, mono]) if self._partial.size else mono
-        n_bins = data.size // hop
-        if n_bins:
-            squares = np.square(data[: n_bins * hop], dtype=np.float64).reshape(n_bins, hop)
-            self._bins.extend(squares.mean(axis=1).tolist())
-        self._partial = data[n_bins * hop :].copy()
-        excess = len(self._bins) - 4 * (self.segment_frames + self.hop_frames)
-        if excess > 0:
-            del self._bins[:excess]
-            self._bin_start += excess
-
-    def _level(self, end_frame: int) -> float:
-        """dBFS of the audio in the hop before the window's last frame centre."""
-        stop = end_frame - 1 - self._bin_start
-        start = max(0, stop - self.hop_frames)
-        values = self._bins[start:stop]
-        return rms_dbfs(float(np.mean(values))) if values else rms_dbfs(0.0)
+STAGES = ("resample", "mel", "encoder", "pool_heads")  # what the pipeline times (spent_ms)
 
 
-class MultiAnalyzer:
-    """Several models on one stream; the first (the primary) sets the feed's hop and timing.
+class Pipeline:
+    """Audio frames in, every model's windows out: one sanitiser, one resampler per model sample
+    rate, one front per distinct frontend, one consumer per model.
 
-    ``feed``/``finish`` return ``(member index, window)`` pairs in stream order; at equal
-    stream times the other members come before the primary, so a message built at the
-    primary's window already holds theirs.
+    The first member (the primary) sets the feed's hop.  ``feed``/``finish`` return ``(member
+    index, window)`` pairs in stream order; at equal stream times the other members come before
+    the primary, so a message built at the primary's window already holds theirs.  A single
+    model is the one-member case.  ``spent_ms`` adds up the milliseconds each stage took.
     """
 
     def __init__(
@@ -257,67 +267,108 @@ class MultiAnalyzer:
         device: str | torch.device = "cpu",
     ):
         if not members:
-            raise ValueError("MultiAnalyzer needs at least one model")
-        self.members = members
-        self.analyzers = [Analyzer(m.model, input_rate_hz, windowing, device, m.runner) for m in members]
-        # Who does the shared work: the first analyzer at a model rate resamples for all at that
-        # rate; the first with a given frontend computes the mel frames for all that share it.
-        rates = [a.rate_hz for a in self.analyzers]
-        frontends = [a.model.frontend for a in self.analyzers]
-        self._rate_lead = [rates.index(r) for r in rates]
-        self._mel_lead = [
-            next(j for j in range(i + 1) if frontends[j] == frontends[i]) for i in range(len(rates))
-        ]
-        self.primary = self.analyzers[0]
+            raise ValueError("a pipeline needs at least one model")
+        windowing = windowing or Windowing()
+        device = torch.device(device)
+        self.input_rate_hz = int(input_rate_hz)
+        self.windowing = windowing
+        self.sanitizer = Sanitizer()
+        self.spent_ms = dict.fromkeys(STAGES, 0.0)
+        for m in members:
+            m.model.eval().to(device)
+        rates = list(dict.fromkeys(m.model.frontend.sample_rate_hz for m in members))
+        self.resamplers = {r: make_resampler(self.input_rate_hz, r, windowing.resampler) for r in rates}
+        self.fronts: dict[object, Front] = {}
+        for m in members:
+            self.fronts.setdefault(m.model.frontend, Front(m.model.frontend, device, 0))
+        self.consumers = [Consumer(m, self.fronts[m.model.frontend], windowing, self.spent_ms) for m in members]
+        for c in self.consumers:
+            c.front.keep_bins = max(c.front.keep_bins, c.keep_bins)
+        self.primary = self.consumers[0]
 
     @property
     def mel_streams(self) -> int:
         """How many streaming mels run (one per distinct frontend)."""
-        return len(set(self._mel_lead))
+        return len(self.fronts)
 
-    def __getattr__(self, name: str):
-        # hop_s, context_s, samples_in, sanitized/clipped counts: the primary's (it sanitises for all).
-        if name in ("hop_s", "context_s", "samples_in", "sanitized_samples", "clipped_samples", "rate_hz"):
-            return getattr(self.primary, name)
-        raise AttributeError(name)
+    @property
+    def hop_s(self) -> float:
+        return self.primary.hop_s
 
-    def _run_all(self, mono_at: dict[int, np.ndarray], frames_at: dict[int, torch.Tensor]):
+    @property
+    def context_s(self) -> float:
+        return self.primary.context_s
+
+    def _push(self, by_rate: dict[int, np.ndarray], flush: bool = False) -> list[tuple[int, Window]]:
+        t0 = time.perf_counter()
+        frames = {
+            key: front.flush() if flush else front.push(by_rate[front.config.sample_rate_hz])
+            for key, front in self.fronts.items()
+        }
+        self.spent_ms["mel"] += (time.perf_counter() - t0) * 1000.0
         out = []
-        for i, a in enumerate(self.analyzers):
-            windows = a._consume(mono_at[self._rate_lead[i]], frames_at[self._mel_lead[i]])
-            out.extend((i, w) for w in windows)
+        for i, consumer in enumerate(self.consumers):
+            out.extend((i, w) for w in consumer.take(frames[consumer.model.frontend]))
         out.sort(key=lambda iw: (iw[1].t_stream, iw[0] == 0))
         return out
 
-    def feed(self, frames: np.ndarray) -> list[tuple[int, Window]]:
-        mono = self.primary.sanitize(frames)
-        for a in self.analyzers:
-            a.samples_in += len(frames)
-        mono_at = {}
-        for i in sorted(set(self._rate_lead)):
-            resampler = self.analyzers[i]._resampler
-            mono_at[i] = mono if resampler is None else resampler.resample_chunk(mono, last=False)
-        frames_at = {
-            i: self.analyzers[i].mel.push(mono_at[self._rate_lead[i]]) for i in sorted(set(self._mel_lead))
+    def _resample(self, mono: np.ndarray, last: bool) -> dict[int, np.ndarray]:
+        t0 = time.perf_counter()
+        by_rate = {
+            rate: mono if resampler is None else resampler.resample_chunk(mono, last=last)
+            for rate, resampler in self.resamplers.items()
         }
-        return self._run_all(mono_at, frames_at)
+        self.spent_ms["resample"] += (time.perf_counter() - t0) * 1000.0
+        return by_rate
+
+    def feed(self, frames: np.ndarray) -> list[tuple[int, Window]]:
+        """Frames (n, channels) or (n,) at ``input_rate_hz`` -> the windows they complete."""
+        return self._push(self._resample(self.sanitizer(frames), last=False))
 
     def finish(self) -> list[tuple[int, Window]]:
-        """End of stream: every model's last windows (resampler tails, then the mels' end padding)."""
+        """End of stream: the resamplers' tails, then the mels' end padding; every model's last windows."""
         empty = np.zeros(0, dtype=np.float32)
-        mono_at = {}
-        for i in sorted(set(self._rate_lead)):
-            resampler = self.analyzers[i]._resampler
-            mono_at[i] = empty if resampler is None else resampler.resample_chunk(empty, last=True)
-        out = []
-        if any(m.size for m in mono_at.values()):
-            frames_at = {
-                i: self.analyzers[i].mel.push(mono_at[self._rate_lead[i]])
-                for i in sorted(set(self._mel_lead))
-            }
-            out = self._run_all(mono_at, frames_at)
-        frames_at = {i: self.analyzers[i].mel.flush() for i in sorted(set(self._mel_lead))}
-        return out + self._run_all(dict.fromkeys(mono_at, empty), frames_at)
+        tails = self._resample(empty, last=True)
+        out = self._push(tails) if any(t.size for t in tails.values()) else []
+        return out + self._push({rate: empty for rate in tails}, flush=True)
+
+
+class Analyzer:
+    """One model on one stream: the one-member ``Pipeline``, its windows without member indices."""
+
+    def __init__(
+        self,
+        model: SegmentModel,
+        input_rate_hz: int,
+        windowing: Windowing | None = None,
+        device: str | torch.device = "cpu",
+        runner: Runner | None = None,
+    ):
+        member = Member(model.registry_name or type(model).__name__, model, runner or TorchRunner(model, device))
+        self.pipeline = Pipeline([member], input_rate_hz, windowing, device)
+        self.model = model
+        self.hop_s = self.pipeline.hop_s
+        self.context_s = self.pipeline.context_s
+        self.hop_frames = self.pipeline.primary.hop_frames
+        self.context_segments = self.pipeline.primary.context_segments
+
+    @property
+    def samples_in(self) -> int:
+        return self.pipeline.sanitizer.samples_in
+
+    @property
+    def sanitized_samples(self) -> int:
+        return self.pipeline.sanitizer.sanitized_samples
+
+    @property
+    def clipped_samples(self) -> int:
+        return self.pipeline.sanitizer.clipped_samples
+
+    def feed(self, frames: np.ndarray) -> list[Window]:
+        return [w for _, w in self.pipeline.feed(frames)]
+
+    def finish(self) -> list[Window]:
+        return [w for _, w in self.pipeline.finish()]
 
 
 class TagMerger:

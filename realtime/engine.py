@@ -1,8 +1,11 @@
-"""The live engine: ring buffer -> analyzer -> smoothing -> ZeroMQ, plus the status heartbeat.
+"""The engine: ring buffer -> pipeline -> smoothing -> the publish step, plus the status heartbeat.
 
 It runs in the calling thread (``listen`` runs it in the main thread, so signals only set a
 flag).  It never blocks on the source (it polls the ring) nor on the socket (PUB drops at
-the high-water mark), and sends ``status`` every second whatever the source does.
+the high-water mark), and sends ``status`` every second whatever the source does.  The publish
+step hands each message to the ZeroMQ publisher (when there is one: ``analyze`` has none), then
+to the protocol outputs and ``on_mood``.  The engine times its own stages, per hop: ``status``
+carries their p50/p99 over the last minute (``process_ms``).
 """
 
 from __future__ import annotations
@@ -17,13 +20,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from models import SegmentModel
-from realtime.analyzer import Member, MultiAnalyzer, TagMerger, Window, Windowing
-from realtime.feed import SCHEMA_VERSION
+from realtime.analyzer import STAGES, Member, Pipeline, TagMerger, Window, Windowing
+from realtime.feed import SCHEMA_VERSION, stamp
 from realtime.outputs import Outputs
 from realtime.publisher import Publisher
 from realtime.ring import RingBuffer
 from realtime.smoothing import Hysteresis, Smoother
 from realtime.sources import Source
+from realtime.stats import percentiles
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,14 @@ class FeedConfig:
     status_interval_s: float = 1.0
     stall_after_s: float = 1.0  # no audio for this long (source not ended): state "stalled"
     ring_s: float = 10.0  # ring buffer capacity in seconds of source audio
+    window_s: float = 60.0  # latency and process_ms percentiles are over this much recent time
+
+
+# The stages ``process_ms`` reports, in the order a window's audio goes through them: pickup
+# (from the ring write that delivered it to the engine taking it), the pipeline's stages, and
+# the publish step (the feed, then handing it to the outputs).
+PROCESS_STAGES = ("pickup", *STAGES, "publish")
+
 
 
 def tag_thresholds(
@@ -132,10 +144,10 @@ class Engine:
 
     def __init__(
         self,
-        source: Source,
+        source: Source | None,
         members: list[Member],
         windowing: Windowing,
-        publisher: Publisher,
+        publisher: Publisher | None,
         config: FeedConfig | None = None,
         on_mood: Callable[[dict], None] | None = None,
         compute: str = "cpu",
@@ -149,8 +161,8 @@ class Engine:
         self.members = members
         self.windowing = windowing
         self.compute = compute
-        self.analyzer: MultiAnalyzer | None = None  # built once the source knows its rate
-        self.publisher = publisher
+        self.pipeline: Pipeline | None = None  # built once the source knows its rate
+        self.publisher = publisher  # None: the messages go to the outputs and on_mood only
         self.model_name = ",".join(names)
         self.config = config or FeedConfig()
         self.on_mood = on_mood
@@ -159,6 +171,11 @@ class Engine:
         clash = clashing_names(members)
         self.feeds = [MemberFeed(m, self.config, clash) for m in members]
         self.latencies: deque[tuple[float, float]] = deque()  # (t_publish, latency_ms), last minute
+        self.timings: deque[tuple[float, dict[str, float]]] = deque()  # (t_publish, ms per stage)
+        self.last_stages: dict[str, float] = {}  # of the last mood
+        # What the read being handled cost, stage by stage: the mood it completes carries it (the
+        # reads before it, whose audio the window also holds, ran while that audio arrived).
+        self._read_ms: dict[str, float] = dict.fromkeys(("pickup", *STAGES), 0.0)
         self.mood_seq = 0
         self.moods_sent = 0
         self.status_seq = 0
@@ -182,10 +199,7 @@ class Engine:
         try:
             self.source.start(ring)
             # The device may have opened at a fallback rate: only now is the input rate known.
-            self.analyzer = MultiAnalyzer(
-                self.members, self.source.sample_rate_hz, self.windowing, self.compute
-            )
-            self.clock = CaptureClock(self.source.sample_rate_hz)
+            self.open(self.source.sample_rate_hz)
             next_status = time.monotonic()
             # Read at most a quarter second per turn, so a backlog (a burst from the device,
             # a slow first hop) never keeps the loop from seeing a stop request or a status time.
@@ -195,9 +209,9 @@ class Engine:
                 if len(frames):
                     self.last_audio = time.monotonic()
                     self.clock.mark(*ring.last_capture)
-                    self._handle(self.analyzer.feed(frames))
+                    self.process(frames, pickup_ms=max(0.0, (time.time() - ring.last_write_time) * 1000.0))
                 elif self.source.finished and ring.available() == 0:
-                    self._handle(self.analyzer.finish())
+                    self._timed(self.pipeline.finish, 0.0)
                     break
                 now = time.monotonic()
                 if now >= next_status:
@@ -213,13 +227,41 @@ class Engine:
         self._publish_status()
         return 1 if self.source.error else 0
 
-    # -- messages -----------------------------------------------------------------------
+    def open(self, input_rate_hz: int) -> None:
+        """Build the pipeline for audio at ``input_rate_hz`` (``run`` does, once the source knows its rate)."""
+        self.pipeline = Pipeline(self.members, input_rate_hz, self.windowing, self.compute)
+        self.clock = CaptureClock(input_rate_hz)
 
-    def _handle(self, windows: list[tuple[int, Window]]) -> None:
+    def process(self, frames: np.ndarray, pickup_ms: float = 0.0) -> None:
+        """One read's audio through the pipeline, and every window it completes out through the
+        publish step.  ``run`` calls it; ``bench latency`` drives an engine with it, by hand."""
+        self._timed(lambda: self.pipeline.feed(frames), pickup_ms)
+
+    def _timed(self, step, pickup_ms: float) -> None:
+        spent = self.pipeline.spent_ms
+        before = dict(spent)
+        windows = step()
+        self._read_ms = {"pickup": pickup_ms, **{s: spent[s] - before[s] for s in STAGES}}
+        self.handle(windows)
+
+    def handle(self, windows: list[tuple[int, Window]]) -> None:
+        """Windows of the pipeline -> each model's feed logic; a primary window -> a mood message out."""
         for i, window in windows:
-            self.feeds[i].update(window, self.analyzer.analyzers[i].hop_s)
+            self.feeds[i].update(window, self.pipeline.consumers[i].hop_s)
             if i == 0:
                 self._publish_mood(window)
+
+    def _emit(self, topic: str, message: dict) -> bool:
+        """The publish step, the one place every message leaves by: the feed, then the outputs."""
+        if self.publisher is not None:
+            sent = self.publisher.send(topic, message)
+        else:
+            sent = True
+            if topic == "mood":
+                stamp(message)
+        if self.outputs:
+            self.outputs.publish(topic, message)
+        return sent
 
     def _publish_mood(self, window: Window) -> None:
         tags: dict[str, float] = {}
@@ -233,15 +275,15 @@ class Engine:
         valence = arousal = None
         if va is not None and not window.silent:
             valence, arousal = va.valence, va.arousal
-        native_index = math.ceil(window.t_stream * self.source.sample_rate_hz) - 1
+        native_index = math.ceil(window.t_stream * self.pipeline.input_rate_hz) - 1
         message = {
             "schema": SCHEMA_VERSION,
             "seq": self.mood_seq,
             "model": self.model_name,
             "t_capture": self.clock.time_of(native_index),
             "t_stream": window.t_stream,
-            "hop_s": self.analyzer.hop_s,
-            "context_s": self.analyzer.context_s,
+            "hop_s": self.pipeline.hop_s,
+            "context_s": self.pipeline.context_s,
             "smooth_s": self.config.smooth_s,
             "silent": bool(window.silent),
             "tags": tags,
@@ -250,11 +292,15 @@ class Engine:
             "arousal": arousal,
         }
         self.mood_seq += 1
-        if self.publisher.send("mood", message):
+        stages = dict(self._read_ms)
+        self._read_ms = dict.fromkeys(self._read_ms, 0.0)  # a read completing several windows: counted once
+        t0 = time.perf_counter()
+        if self._emit("mood", message):
             self.moods_sent += 1
             self.latencies.append((message["t_publish"], message["latency_ms"]))
-        if self.outputs:
-            self.outputs.publish("mood", message)
+        stages["publish"] = (time.perf_counter() - t0) * 1000.0
+        self.last_stages = stages
+        self.timings.append((message["t_publish"], stages))
         if self.on_mood:
             self.on_mood(message)
 
@@ -270,14 +316,21 @@ class Engine:
         return "running"
 
     def latency_percentiles(self) -> dict:
-        horizon = time.time() - 60.0
+        horizon = time.time() - self.config.window_s
         while self.latencies and self.latencies[0][0] < horizon:
             self.latencies.popleft()
-        values = np.array([lat for _, lat in self.latencies])
-        if not values.size:
-            return {"p50": None, "p99": None, "count": 0}
-        p50, p99 = np.percentile(values, [50, 99])
-        return {"p50": round(float(p50), 2), "p99": round(float(p99), 2), "count": int(values.size)}
+        return {**percentiles([lat for _, lat in self.latencies]), "count": len(self.latencies)}
+
+    def process_percentiles(self) -> dict:
+        """Per stage of the last minute's hops: p50/p99 ms; ``hop``: all stages after pickup, added."""
+        horizon = time.time() - self.config.window_s
+        while self.timings and self.timings[0][0] < horizon:
+            self.timings.popleft()
+        hops = [stages for _, stages in self.timings]
+        out = {stage: percentiles([h[stage] for h in hops]) for stage in PROCESS_STAGES}
+        out["hop"] = percentiles([sum(h[s] for s in PROCESS_STAGES[1:]) for h in hops])
+        out["count"] = len(hops)
+        return out
 
     def status_message(self) -> dict:
         ring = getattr(self, "ring", None)
@@ -296,16 +349,15 @@ class Engine:
             },
             "overflows": ring.overflows if ring else 0,
             "dropped_samples": ring.dropped_frames if ring else 0,
-            "sanitized_samples": self.analyzer.sanitized_samples if self.analyzer else 0,
-            "clipped_samples": self.analyzer.clipped_samples if self.analyzer else 0,
+            "sanitized_samples": self.pipeline.sanitizer.sanitized_samples if self.pipeline else 0,
+            "clipped_samples": self.pipeline.sanitizer.clipped_samples if self.pipeline else 0,
             "published": self.moods_sent,
             "latency_ms": self.latency_percentiles(),
+            "process_ms": self.process_percentiles(),
             "outputs": self.outputs.status() if self.outputs else [],
         }
 
     def _publish_status(self) -> None:
         message = self.status_message()
         self.status_seq += 1
-        self.publisher.send("status", message)
-        if self.outputs:
-            self.outputs.publish("status", message)
+        self._emit("status", message)

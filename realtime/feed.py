@@ -11,13 +11,14 @@ from __future__ import annotations
 import functools
 import json
 import math
+import time
 from importlib import resources
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 from referencing import Registry, Resource
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 TOPICS = ("mood", "status")
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
 # A mood message with a few hundred tags is a few kB; anything near this is not ours.
@@ -28,6 +29,15 @@ _MAX_ERROR_CHARS = 300
 
 class FeedError(ValueError):
     """A message that does not follow the feed contract."""
+
+
+def stamp(message: dict) -> dict:
+    """Stamp a mood message as it leaves: ``t_publish`` now, and ``latency_ms`` from its ``t_capture``."""
+    t_publish = time.time()
+    message["t_publish"] = t_publish
+    if "t_capture" in message:
+        message["latency_ms"] = (t_publish - message["t_capture"]) * 1000.0
+    return message
 
 
 def load_schema() -> dict:

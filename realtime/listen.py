@@ -23,19 +23,18 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
-import dataclasses
 import shutil
 import signal
 import sys
 import threading
 
 from realtime.analyzer import effective_windows
-from realtime.engine import Engine, FeedConfig
 from realtime.feed import DEFAULT_ENDPOINT
-from realtime.options import add_model_options, build_members
-from realtime.outputs import MapError, OutputError, add_output_options, build_outputs, check_output_options
-from realtime.publisher import Publisher, PublisherError
-from realtime.sources import DeviceSource, FileSource, SourceError, StdinSource, UrlSource, list_devices
+from realtime.options import add_model_options, build_members, check_model_options
+from realtime.outputs import MapError, OutputError, add_output_options, check_output_options
+from realtime.publisher import PublisherError
+from realtime.session import make_source, open_session
+from realtime.sources import SourceError, list_devices
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -71,13 +70,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="ENDPOINT",
         help=f"ZeroMQ endpoint to bind (default {DEFAULT_ENDPOINT}; loopback only unless you say otherwise)",
     )
-    out.add_argument(
-        "--on",
-        type=float,
-        default=0.3,
-        help="a tag turns active at this probability (0.3; trained models use their fitted per-tag thresholds)",
-    )
-    out.add_argument("--off", type=float, default=0.2, help="an active tag turns off below this (0.2)")
     out.add_argument("--quiet", action="store_true", help="no live line on the terminal")
     add_output_options(parser)
     args = parser.parse_args(argv)
@@ -90,29 +82,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--stdin needs --rate (the sample rate of the raw PCM)")
     if args.realtime and not (args.file or args.url):
         parser.error("--realtime applies to --file and --url")
-    if not 0 <= args.off < args.on <= 1:
-        parser.error("need 0 <= --off < --on <= 1")
+    check_model_options(parser, args)
     check_output_options(parser, args)
     return args
-
-
-def resampler_for(choice: str, source) -> str:
-    """``--resampler``: auto is low-delay for a live source (device, stdin, paced), hq otherwise."""
-    if choice != "auto":
-        return choice
-    live = source.kind in ("device", "stdin") or getattr(source, "realtime", False)
-    return "low-delay" if live else "hq"  # live, lag matters more; else soxr's HQ (offline quality)
-
-
-def make_source(args: argparse.Namespace, rate_hz: int):
-    if args.file:
-        return FileSource(args.file, realtime=args.realtime)
-    if args.stdin:
-        return StdinSource(args.rate, fmt=args.format)
-    if args.url:
-        return UrlSource(args.url, sample_rate_hz=rate_hz, realtime=args.realtime)
-    device = int(args.device) if args.device is not None and args.device.isdigit() else args.device
-    return DeviceSource(device, channels=args.channels)
 
 
 class LiveLine:
@@ -172,17 +144,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     members, windowing, compute = build_members(args)
     primary = members[0].model
+    view = None if args.quiet else LiveLine()
     try:
         source = make_source(args, primary.frontend.sample_rate_hz)
-    except SourceError as exc:
+        session = open_session(args, members, windowing, compute, source, args.pub, on_mood=view)
+    except (SourceError, PublisherError, OutputError, MapError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    windowing = dataclasses.replace(windowing, resampler=resampler_for(args.resampler, source))
-    try:
-        publisher = Publisher(args.pub)
-    except PublisherError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    engine = session.engine
     stop = threading.Event()
 
     def on_signal(signum, frame):
@@ -192,22 +161,14 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    view = None if args.quiet else LiveLine()
-    feed = FeedConfig(smooth_s=args.smooth, tag_on=args.on, tag_off=args.off)
-    engine = Engine(source, members, windowing, publisher, feed, on_mood=view, compute=compute)
-    try:
-        engine.outputs = build_outputs(args, engine.tag_names)
-    except (OutputError, MapError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        publisher.close()
-        return 2
     if view:
         view.outputs = engine.outputs
     if not args.quiet:
-        _, hop_s, _, context_s = effective_windows(primary, windowing)
+        _, hop_s, _, context_s = effective_windows(primary, engine.windowing)
         print(
-            f"moodstream: {engine.model_name} on {source.kind} {source.name!r}, publishing on {publisher.endpoint} "
-            f"(hop {hop_s:.3g} s, context {context_s:.3g} s, {windowing.resampler} resampler); Ctrl-C stops",
+            f"moodstream: {engine.model_name} on {source.kind} {source.name!r}, publishing on "
+            f"{session.publisher.endpoint} (hop {hop_s:.3g} s, context {context_s:.3g} s, "
+            f"{engine.windowing.resampler} resampler); Ctrl-C stops",
             file=sys.stderr,
         )
         if engine.outputs:
@@ -220,9 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         code = 2
     finally:
-        if engine.outputs:
-            engine.outputs.close()
-        publisher.close()
+        session.close()
     if view and view.tty:
         sys.stderr.write("\n")
     if source.error:

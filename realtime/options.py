@@ -42,6 +42,13 @@ def add_model_options(parser: argparse.ArgumentParser, smooth_default: float) ->
         help=f"smoothing time constant in seconds, 0 = none (default {smooth_default})",
     )
     g.add_argument(
+        "--on",
+        type=float,
+        default=0.3,
+        help="a tag turns active at this probability (0.3; trained models use their fitted per-tag thresholds)",
+    )
+    g.add_argument("--off", type=float, default=0.2, help="an active tag turns off below this (0.2)")
+    g.add_argument(
         "--silence-db",
         type=float,
         default=-60.0,
@@ -76,6 +83,12 @@ def add_model_options(parser: argparse.ArgumentParser, smooth_default: float) ->
         metavar="N",
         help="CPU threads for torch / ONNX Runtime (default: the library's)",
     )
+
+
+def check_model_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The checks argparse cannot make alone; exits through ``parser.error``."""
+    if not 0 <= args.off < args.on <= 1:
+        parser.error("need 0 <= --off < --on <= 1")
 
 
 def compute_device(choice: str) -> str:

@@ -13,11 +13,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-import time
 
 import zmq
 
-from realtime.feed import DEFAULT_ENDPOINT, MAX_MESSAGE_BYTES, TOPICS
+from realtime.feed import DEFAULT_ENDPOINT, MAX_MESSAGE_BYTES, TOPICS, stamp
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +103,7 @@ class Publisher:
         if self._socket is None:
             raise PublisherError("publisher is closed")
         if topic == "mood":
-            t_publish = time.time()
-            message["t_publish"] = t_publish
-            if "t_capture" in message:
-                message["latency_ms"] = (t_publish - message["t_capture"]) * 1000.0
+            stamp(message)
         try:
             text = json.dumps(message, allow_nan=False, separators=(",", ":"))
         except ValueError as e:

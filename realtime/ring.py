@@ -3,7 +3,9 @@
 The producer (a PortAudio callback or a source thread) only copies into preallocated memory
 and advances ``write_index``; the consumer (the engine thread) copies out and advances
 ``read_index``.  Each index is written by one side only, and an int assignment is atomic
-under the GIL, so no lock is taken on the audio thread.  When the consumer falls behind,
+under the GIL, so no lock guards the data.  (A write also sets a ``threading.Event`` to wake a
+waiting consumer at once: that takes the event's own lock for a moment, never a lock the
+consumer holds while it works.)  When the consumer falls behind,
 the producer drops the *new* block (it never touches unread data) and counts it, so the
 engine can report ``dropped_samples``; the absolute index of every kept sample stays exact.
 """
@@ -31,6 +33,7 @@ class RingBuffer:
         self.overflows = 0  # producer only: blocks the device itself flagged as overflowed
         # Capture time (time.time()) of the last frame written, and that frame's index + 1.
         self.last_capture = (0, 0.0)  # producer only, replaced as one tuple
+        self.last_write_time = 0.0  # producer only: when the last block went in (the engine's pickup)
         self._ready = threading.Event()  # set by each write: wakes a waiting consumer at once
 
     def free(self) -> int:
@@ -57,7 +60,9 @@ class RingBuffer:
         if first < n:
             self._data[: n - first] = block[first:]
         self.write_index += n
-        self.last_capture = (self.write_index, time.time() if capture_time is None else capture_time)
+        now = time.time()
+        self.last_capture = (self.write_index, now if capture_time is None else capture_time)
+        self.last_write_time = now
         self._ready.set()
         return True
 

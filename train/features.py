@@ -181,12 +181,15 @@ def centre_crop(mel: np.ndarray, frames: int) -> np.ndarray:
     return _looped(mel, frames)[:, start : start + frames].copy()
 
 
-def windows(mel: np.ndarray, segment_frames: int, hop_frames: int) -> np.ndarray:
+def windows(mel: np.ndarray, segment_frames: int, hop_frames: int, wrap_short: bool = False) -> np.ndarray:
     """(n_windows, n_mels, segment_frames): the windows the engine analyses, in order.
 
     Windows start every ``hop_frames`` from frame 0 and only full ones count
-    (``models.windowing.window_starts``); a track shorter than a segment has none.
+    (``models.windowing.window_starts``); a track shorter than a segment has none, unless
+    ``wrap_short``: then it is looped to one segment (training and evaluation score every track).
     """
+    if wrap_short and 0 < mel.shape[1] < segment_frames:
+        mel = _looped(mel, segment_frames)[:, :segment_frames]
     starts = window_starts(mel.shape[1], segment_frames, hop_frames)
     if not starts:
         return np.zeros((0, mel.shape[0], segment_frames), dtype=mel.dtype)

@@ -21,12 +21,12 @@ from tqdm import tqdm
 
 from models.artifact import Artifact, save
 from models.base import HeadSpec, SegmentModel
-from models.windowing import hop_frames, window_starts
+from models.windowing import hop_frames
 from train import metrics
 from train.augment import Compose, GaussianNoise, Mixup, RandomGain, SpecAugment
 from train.averaging import SWA
 from train.calibration import calibrate
-from train.features import FeatureCache
+from train.features import FeatureCache, windows
 from train.loop import (
     DivergedError,
     Example,
@@ -82,10 +82,7 @@ def embed_windows(model: SegmentModel, mel: np.ndarray, hop: int, cache: Feature
     key = cache.entry(path).with_suffix(f".emb-{name}-h{hop}.npy")
     if cached and key.is_file():
         return np.load(key, allow_pickle=False)
-    if mel.shape[1] < model.segment_frames:
-        mel = np.pad(mel, ((0, 0), (0, model.segment_frames - mel.shape[1])), mode="wrap")
-    starts = window_starts(mel.shape[1], model.segment_frames, hop)
-    patches = torch.from_numpy(np.stack([mel[:, s : s + model.segment_frames] for s in starts])).float()
+    patches = torch.from_numpy(windows(mel, model.segment_frames, hop, wrap_short=True)).float()
     model.encoder.eval()
     emb = torch.cat([model.encode(patches[i : i + 64]) for i in range(0, len(patches), 64)]).numpy()
     if cached:

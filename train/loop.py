@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from models.base import HeadSpec, SegmentModel, probabilities
-from models.windowing import window_starts
+from train.features import random_crop, windows
 
 
 @dataclass
@@ -65,18 +65,12 @@ def crop_batches(
     rng: np.random.Generator,
     heads: dict[str, HeadSpec],
 ) -> Iterator[Batch]:
-    """One epoch of random crops, one per track, shuffled; short tracks are wrapped around."""
+    """One epoch of random crops (``features.random_crop``), one per track, shuffled; short
+    tracks are looped, from a random start."""
     order = rng.permutation(len(examples))
     for i in range(0, len(order), batch_size):
         chosen = [examples[j] for j in order[i : i + batch_size]]
-        crops = []
-        for ex in chosen:
-            mel = ex.data
-            if mel.shape[1] < frames:
-                mel = np.pad(mel, ((0, 0), (0, frames - mel.shape[1])), mode="wrap")
-            start = int(rng.integers(0, mel.shape[1] - frames + 1))
-            crops.append(mel[:, start : start + frames])
-        yield collate(chosen, crops, heads)
+        yield collate(chosen, [random_crop(ex.data, frames, rng) for ex in chosen], heads)
 
 
 def run_batches(
@@ -156,11 +150,7 @@ def window_logits(
     if embedded:
         embeddings = torch.from_numpy(ex.data).float()
     else:
-        starts = window_starts(ex.data.shape[1], model.segment_frames, hop) or [0]
-        mel = ex.data
-        if mel.shape[1] < model.segment_frames:
-            mel = np.pad(mel, ((0, 0), (0, model.segment_frames - mel.shape[1])), mode="wrap")
-        patches = torch.from_numpy(np.stack([mel[:, s : s + model.segment_frames] for s in starts])).float()
+        patches = torch.from_numpy(windows(ex.data, model.segment_frames, hop, wrap_short=True)).float()
         embeddings = model.encode(patches)
     runs = [embeddings[max(0, i - k + 1) : i + 1] for i in range(embeddings.shape[0])]
     # Group runs of equal length so each K is one batched pooling call.

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from bench import alternatives
-from bench.latency import FeedStep
 from models.frontend import MelFrontend
-from realtime.analyzer import Analyzer, Windowing
+from realtime.analyzer import Analyzer, Member, Windowing
+from realtime.engine import Engine, FeedConfig
 from realtime.frontend import StreamingMel
 
 # -- mel: one hop's new frames (ours) against a whole window every hop -----------------------
@@ -93,10 +93,18 @@ def test_pool_heads_onnx(benchmark, model, onnx_runner, patch, context_segments)
 
 
 @pytest.mark.benchmark(group="feed")
-def test_feed_publish(benchmark, model, torch_runner, patch, publisher):
-    logits = torch_runner.pool_predict(torch_runner.encode(patch).unsqueeze(1))
-    feed = FeedStep("default", model.heads, publisher)
-    message = benchmark(feed, 0, logits)
+def test_feed_publish(benchmark, model, torch_runner, hop_audio, publisher):
+    fe = model.frontend
+    analyzer = Analyzer(model, fe.sample_rate_hz, Windowing(), runner=torch_runner)
+    (window,) = analyzer.feed(
+        np.concatenate([np.zeros(model.segment_frames * fe.hop_length, np.float32), hop_audio])
+    )[-1:]
+    engine = Engine(None, [Member("default", model, torch_runner)], Windowing(), publisher, FeedConfig())
+    engine.open(fe.sample_rate_hz)
+    sent: list[dict] = []
+    engine.on_mood = sent.append
+    benchmark(engine.handle, [(0, window)])  # the engine's feed logic and publish step, as listen's
+    message = sent[-1]
     assert message["tags"] and all(0.0 <= p <= 1.0 for p in message["tags"].values())
 
 

@@ -42,7 +42,7 @@ def test_latency_command_writes_table_json_and_png(tmp_path):
     for r in report["results"]:
         assert r["hops"] == 10 and r["setup_s"] >= 0
         ms = r["ms"]
-        assert set(ms) == {"mel", "encoder", "pool_heads", "feed", "hop"}
+        assert set(ms) == {"mel", "encoder", "pool_heads", "publish", "hop"}
         assert 0 < ms["hop"]["p50"] <= ms["hop"]["p99"]
         assert ms["hop"]["p50"] >= ms["encoder"]["p50"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -176,7 +176,7 @@ def test_verdict_says_why_the_target_is_missed():
 
 def test_machine_reports_the_cores_not_torchs_thread_count():
     """Results files name the machine: its cores stay its cores when torch runs on fewer threads."""
-    from bench.latency import machine
+    from bench.report import machine
 
     threads = torch.get_num_threads()
     try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -198,10 +200,20 @@ def test_missing_corrupt_or_pickled_vggish_weights_are_clear_errors(tmp_path):
     corrupt.write_bytes(b"\x00garbage" * 10)
     with pytest.raises(WeightsError, match="cannot read VGGish weights"):
         models.build("crnn-gru", vggish_weights=str(corrupt))
+    # A PyTorch state dict is read with torch's weights-only loader (models/weights.py's policy):
+    # it is checked like a safetensors file; anything but tensors in plain containers is refused.
     pickled = tmp_path / "vggish-10086976.pth"
     torch.save({"features.0.weight": torch.zeros(64, 1, 3, 3)}, pickled)
-    with pytest.raises(WeightsError, match=r"must be a \.safetensors file.*never loaded"):
+    with pytest.raises(
+        WeightsError, match=r"do not have the documented layout .*missing \['features\.0\.bias'"
+    ):
         models.build("crnn-gru", vggish_weights=str(pickled))
+    code = tmp_path / "code.pth"
+    torch.save({"features.0.weight": Fraction(1, 2)}, code)  # an object: the loader refuses it
+    with pytest.raises(WeightsError, match="as a plain state dict .*weights-only"):
+        models.build("crnn-gru", vggish_weights=str(code))
+    with pytest.raises(WeightsError, match=r"must be a \.safetensors file or a PyTorch state dict"):
+        models.build("crnn-gru", vggish_weights=str(corrupt.rename(tmp_path / "vggish.h5")))
 
 
 def test_segment_length_override():

@@ -240,10 +240,11 @@ def test_imagenet_weights_that_do_not_fit_are_clear_errors(small, tmp_path):
         models.build("deepspectrum-rnn", width=SMALL, imagenet_weights=str(path))
     with pytest.raises(WeightsError, match="ImageNet VGG16 weights not found"):
         models.build("deepspectrum-rnn", imagenet_weights=str(tmp_path / "nowhere.safetensors"))
+    # The torchvision file itself (a state dict, .pth) is read by torch's weights-only loader.
     pickled = tmp_path / "vgg16-397923af.pth"
-    torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, pickled)
-    with pytest.raises(WeightsError, match=r"must be a \.safetensors file.*never loaded"):
-        models.build("deepspectrum-rnn", imagenet_weights=str(pickled))
+    torch.save(_vgg_state(small), pickled)
+    from_pth = models.build("deepspectrum-rnn", width=SMALL, imagenet_weights=str(pickled))
+    assert torch.equal(from_pth.features[0].weight, _vgg_state(small)["features.0.weight"])
 
 
 def test_overrides_are_validated():

@@ -11,24 +11,9 @@ import torch
 from models.frontend import ESSENTIA_JAMENDO, FrontendConfig, MelFrontend
 from models.musicnn import MUSICNN_FRONTEND
 from realtime.frontend import StreamingMel
+from tests.realtime.test_frontend import one_pass, streamed
 
 FLOOR_DB = -200.0  # lin2db clips power below 1e-10 at -100 dB; scale=2 doubles it
-
-
-def _mel(config, audio):
-    with torch.inference_mode():
-        return MelFrontend(config)(torch.from_numpy(audio)[None])[0].numpy()
-
-
-def _streamed(config, audio, block_sizes):
-    stream = StreamingMel(config)
-    chunks, pos, i = [], 0, 0
-    while pos < audio.size:
-        n = block_sizes[i % len(block_sizes)]
-        chunks.append(stream.push(audio[pos : pos + n]).numpy())
-        pos, i = pos + n, i + 1
-    chunks.append(stream.flush().numpy())
-    return np.concatenate(chunks, axis=1)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +24,7 @@ def reference(shared_data):
 @pytest.mark.parametrize("clip", [0, 1])
 def test_matches_essentia_on_real_music(reference, clip):
     audio, expected = reference[f"audio{clip}"], reference[f"mel{clip}"]
-    got = _mel(ESSENTIA_JAMENDO, audio)
+    got = one_pass(ESSENTIA_JAMENDO, audio)
     # Same frames: FrameGenerator(startFromZero=False) gives ceil(n / 256) + 1 of them.
     assert got.shape == expected.shape == (96, -(-audio.size // 256) + 1)
     assert np.array_equal(got == FLOOR_DB, expected == FLOOR_DB)  # silent bins, first and last frame
@@ -53,9 +38,9 @@ def test_frame_count_follows_essentias_frame_cutter():
     # FrameGenerator(frameSize=512, hopSize=256, startFromZero=False) on n samples (Essentia 2.1b6).
     for n, frames in {1: 2, 100: 2, 256: 2, 257: 3, 511: 3, 512: 3, 513: 4, 1000: 5}.items():
         assert ESSENTIA_JAMENDO.n_frames(n) == frames, n
-        assert _mel(ESSENTIA_JAMENDO, np.ones(n, np.float32)).shape == (96, frames), n
+        assert one_pass(ESSENTIA_JAMENDO, np.ones(n, np.float32)).shape == (96, frames), n
     assert ESSENTIA_JAMENDO.n_frames(0) == 0
-    assert _mel(ESSENTIA_JAMENDO, np.zeros(0, np.float32)).shape == (96, 0)
+    assert one_pass(ESSENTIA_JAMENDO, np.zeros(0, np.float32)).shape == (96, 0)
     odd = dataclasses.replace(ESSENTIA_JAMENDO, n_fft=511, hop_length=300)
     assert odd.start_pad == 256  # -(frameSize + 1) / 2: odd frames start one sample earlier
     # Counted with Essentia's FrameGenerator(frameSize=511, hopSize=300): with a hop over half a
@@ -68,15 +53,15 @@ def test_frames_are_aligned_as_essentias():
     config = dataclasses.replace(ESSENTIA_JAMENDO, scaling="power")
     audio = np.zeros(2000, np.float32)
     audio[300] = 1.0  # inside frames 1 (samples 0..511) and 2 (256..767) only
-    power = _mel(config, audio).sum(axis=0)
+    power = one_pass(config, audio).sum(axis=0)
     assert power.shape == (9,) and np.flatnonzero(power > 1e-6).tolist() == [1, 2]
 
 
 @pytest.mark.parametrize("blocks", [[1, 255, 4096], [256], [100000]])
 def test_streaming_equals_one_pass(reference, blocks):
     audio = reference["audio0"][: 12000 * 3 + 77]
-    expected = _mel(ESSENTIA_JAMENDO, audio)
-    got = _streamed(ESSENTIA_JAMENDO, audio, blocks)
+    expected = one_pass(ESSENTIA_JAMENDO, audio)
+    got = streamed(ESSENTIA_JAMENDO, audio, blocks)
     assert got.shape == expected.shape == (96, ESSENTIA_JAMENDO.n_frames(audio.size))
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3)
 
@@ -97,9 +82,9 @@ def test_other_zero_padded_configs_stream_exactly():
         FrontendConfig(n_fft=400, hop_length=160, n_mels=40, pad_mode="zero", scaling="db"),
         FrontendConfig(n_fft=511, hop_length=300, n_mels=40, pad_mode="zero", window="hann_symmetric"),
     ):
-        expected = _mel(config, audio)
+        expected = one_pass(config, audio)
         assert expected.shape[1] == config.n_frames(audio.size)
-        np.testing.assert_allclose(_streamed(config, audio, [333]), expected, rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(streamed(config, audio, [333]), expected, rtol=1e-4, atol=1e-3)
 
 
 def test_defaults_are_librosas_and_options_are_validated():
@@ -142,7 +127,7 @@ def test_essentia_frontend_exports_to_onnx(tmp_path):
 # --- against Essentia itself, where its PyPI wheel is installed (a test-only reference) ----------
 
 
-def _essentia_mel(es, config, audio):
+def _essentiaone_pass(es, config, audio):
     windowing = es.Windowing(type="hann", normalized=False)
     spectrum = es.Spectrum()
     bands = es.MelBands(
@@ -189,7 +174,7 @@ def test_matches_the_essentia_package(config):
     rng = np.random.default_rng(1)
     for n in (1, 511, 5000, 12345):
         audio = (0.1 * rng.standard_normal(n)).astype(np.float32)
-        expected = _essentia_mel(es, config, audio)
-        got = _mel(config, audio)
+        expected = _essentiaone_pass(es, config, audio)
+        got = one_pass(config, audio)
         assert got.shape == expected.shape, n
         np.testing.assert_allclose(got, expected, atol=0.01, rtol=0)

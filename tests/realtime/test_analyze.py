@@ -11,6 +11,7 @@ import numpy as np
 import soundfile as sf
 
 from models.musicnn import MSD_LABELS
+from realtime.feed import validate
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,7 +35,7 @@ def test_json_windows_match_the_reference_taggram(shared_data):
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(lines) == len(ref["t1"])
     for line, expected in zip(lines, ref["t1"], strict=True):
-        assert set(line) == {"t", "silent", "tags", "valence", "arousal"}
+        validate("mood", line)  # what listen publishes: the mood message, every key of it
         assert line["valence"] is None and line["arousal"] is None
         got = np.array([line["tags"][name] for name in MSD_LABELS])
         np.testing.assert_allclose(got, expected, atol=1e-3)
@@ -74,7 +75,7 @@ def test_onnx_backend_gives_the_same_windows(shared_data):
     assert "ONNX Runtime with CPUExecutionProvider" in proc.stderr
     assert len(runs["torch"]) == len(runs["onnx"]) == 10
     for a, b in zip(runs["torch"], runs["onnx"], strict=True):
-        assert a["t"] == b["t"]
+        assert a["t_stream"] == b["t_stream"]
         assert max(abs(a["tags"][k] - b["tags"][k]) for k in a["tags"]) < 1e-4
 
 
@@ -90,3 +91,45 @@ def test_any_registered_model_runs_untrained_with_a_loud_warning(shared_data):
     tags = json.loads(proc.stdout.splitlines()[0])["tags"]
     assert "genre:jazz" in tags and "valence_class:happy" in tags
     assert abs(sum(v for k, v in tags.items() if k.startswith("genre:")) - 1) < 1e-3
+
+
+def test_analyze_prints_what_listen_publishes_window_for_window(shared_data, tmp_path):
+    """The same clip, with a silent stretch, through analyze --json and through listen's feed."""
+    from tests.realtime.harness import Subscriber, ended, finish, free_endpoint, listen
+
+    audio, rate = sf.read(shared_data / "4q" / "audio" / "Q2" / "MT0000011357.ogg", dtype="float32")
+    clip = np.concatenate([audio[: 8 * rate], np.zeros(5 * rate, np.float32), audio[8 * rate : 14 * rate]])
+    path = tmp_path / "with-silence.wav"
+    sf.write(path, clip, rate)
+    endpoint = free_endpoint()
+    sub = Subscriber(endpoint)
+    try:
+        proc = listen("--file", str(path), "--smooth", "0", "--pub", endpoint)
+        printed = analyze(str(path), "--json")
+        sub.collect(ended, 120)
+        code, err = finish(proc)
+        assert code == 0, err
+        sub.drain()
+        published = sub.moods()
+    finally:
+        sub.close()
+    assert printed.returncode == 0, printed.stderr
+    lines = [json.loads(line) for line in printed.stdout.splitlines()]
+    assert len(lines) == len(published) == 17  # 19 s: windows end at 2.99 s, then every 0.992 s
+    for line, mood in zip(lines, published, strict=True):
+        validate("mood", line)
+        assert set(line) == set(mood)
+        assert (line["t_stream"], line["silent"], line["active"]) == (
+            mood["t_stream"],
+            mood["silent"],
+            mood["active"],
+        )
+        assert max(abs(line["tags"][n] - mood["tags"][n]) for n in mood["tags"]) <= 1e-6
+        if mood["silent"]:
+            assert line["valence"] is line["arousal"] is mood["valence"] is mood["arousal"] is None
+        else:
+            assert (
+                abs(line["valence"] - mood["valence"]) <= 1e-6
+                and abs(line["arousal"] - mood["arousal"]) <= 1e-6
+            )
+    assert sum(m["silent"] for m in published) >= 2  # the silent stretch showed

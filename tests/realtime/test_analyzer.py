@@ -114,9 +114,9 @@ def _members(*pairs):
 
 
 def _run_multi(members, audio, rate, windowing, block=4096):
-    from realtime.analyzer import MultiAnalyzer
+    from realtime.analyzer import Pipeline
 
-    a = MultiAnalyzer(members, rate, windowing)
+    a = Pipeline(members, rate, windowing)
     frames = audio[:, None] if audio.ndim == 1 else audio
     out = []
     for i in range(0, len(frames), block):

@@ -13,12 +13,14 @@ from models.musicnn import MUSICNN_FRONTEND
 from realtime.frontend import StreamingMel
 
 
-def _one_pass(config, audio):
+def one_pass(config, audio):
+    """What ``MelFrontend`` gives for the whole signal at once."""
     with torch.inference_mode():
         return MelFrontend(config)(torch.from_numpy(audio)[None])[0].numpy()
 
 
-def _streamed(config, audio, block_sizes):
+def streamed(config, audio, block_sizes):
+    """What ``StreamingMel`` gives for the signal pushed in blocks of these sizes (cycled), then flushed."""
     stream = StreamingMel(config)
     chunks, pos, i = [], 0, 0
     while pos < audio.size:
@@ -33,8 +35,8 @@ def _streamed(config, audio, block_sizes):
 def test_streaming_equals_one_pass_on_music(shared_data, blocks):
     audio, _ = sf.read(shared_data / "4q" / "audio" / "Q1" / "MT0000040632.ogg", dtype="float32")
     audio = audio[: 16000 * 4 + 123]  # a length that is no multiple of the hop
-    expected = _one_pass(MUSICNN_FRONTEND, audio)
-    got = _streamed(MUSICNN_FRONTEND, audio, blocks)
+    expected = one_pass(MUSICNN_FRONTEND, audio)
+    got = streamed(MUSICNN_FRONTEND, audio, blocks)
     assert got.shape == expected.shape == (96, audio.size // 256 + 1)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
@@ -58,10 +60,10 @@ def test_frames_come_out_as_soon_as_their_samples_arrive():
 def test_other_frontends_stream_exactly_too(config):
     audio = np.random.default_rng(0).standard_normal(5000).astype(np.float32) * 0.1
     np.testing.assert_allclose(
-        _streamed(config, audio, [333]), _one_pass(config, audio), rtol=1e-4, atol=1e-3
+        streamed(config, audio, [333]), one_pass(config, audio), rtol=1e-4, atol=1e-3
     )
 
 
 def test_signal_shorter_than_half_a_frame():
     audio = np.full(100, 0.1, np.float32)
-    np.testing.assert_allclose(_streamed(MUSICNN_FRONTEND, audio, [30]), _one_pass(MUSICNN_FRONTEND, audio))
+    np.testing.assert_allclose(streamed(MUSICNN_FRONTEND, audio, [30]), one_pass(MUSICNN_FRONTEND, audio))

@@ -18,7 +18,7 @@ import soxr
 import zmq
 
 from models.musicnn import MSD_LABELS
-from realtime.listen import resampler_for
+from realtime.session import resampler_for
 from realtime.sources import FileSource, StdinSource
 from tests.realtime.harness import REPO, Subscriber, ended, finish, first_status, free_endpoint, listen, run
 
@@ -82,6 +82,14 @@ def test_file_in_real_time_publishes_a_mood_per_hop_and_status_every_second(feed
     assert all(0 <= m["latency_ms"] < 2000 for m in moods)
     last = sub.statuses()[-1]
     assert last["published"] == len(moods) and last["latency_ms"]["count"] == len(moods)
+    # The engine's own timings of every window: the stages of the read that completed it.
+    process = last["process_ms"]
+    assert process["count"] == len(moods)
+    assert process["encoder"]["p50"] > 0 and process["mel"]["p50"] > 0 and process["publish"]["p50"] > 0
+    assert process["resample"]["p99"] < 0.1  # the file is at the model's rate: nothing to resample
+    assert process["hop"]["p50"] >= process["encoder"]["p50"]
+    # Everything it timed happened before the message left: the stages fit in the latency.
+    assert process["hop"]["p99"] + process["pickup"]["p99"] <= max(m["latency_ms"] for m in moods) + 1
 
 
 def test_virtual_device_feed_carries_the_ports_msd_tags(feed, music, virtual_mic, shared_data):

@@ -32,7 +32,7 @@ def valid_mood(**overrides: object) -> dict:
     tags = {name: round(0.01 + 0.3 * (i % 7) / 7, 3) for i, name in enumerate(MTAT_TAGS)}
     tags.update(rock=0.81, pop=0.55, electronic=0.40)
     message = {
-        "schema": 2,
+        "schema": 3,
         "seq": 12,
         "model": "musicnn-mtat",
         "t_capture": t_capture,
@@ -55,7 +55,7 @@ def valid_mood(**overrides: object) -> dict:
 def valid_status(**overrides: object) -> dict:
     """A status message of a device source that is running."""
     message = {
-        "schema": 2,
+        "schema": 3,
         "seq": 3,
         "t": time.time(),
         "model": "musicnn-mtat",
@@ -73,10 +73,33 @@ def valid_status(**overrides: object) -> dict:
         "clipped_samples": 12,
         "published": 6,
         "latency_ms": {"p50": 30.2, "p99": 48.0, "count": 6},
+        "process_ms": {
+            "pickup": {"p50": 0.4, "p99": 1.9},
+            "resample": {"p50": 0.2, "p99": 0.3},
+            "mel": {"p50": 1.1, "p99": 1.6},
+            "encoder": {"p50": 11.8, "p99": 13.9},
+            "pool_heads": {"p50": 0.7, "p99": 0.9},
+            "publish": {"p50": 0.3, "p99": 0.5},
+            "hop": {"p50": 14.2, "p99": 16.8},
+            "count": 6,
+        },
         "outputs": [
-            {"kind": "osc", "target": "127.0.0.1:7700", "state": "ok", "sent": 1180, "dropped": 0, "error": None},
-            {"kind": "os2l", "target": "192.168.1.30:9996", "state": "retrying", "sent": 0, "dropped": 12,
-             "error": "Connection refused"},
+            {
+                "kind": "osc",
+                "target": "127.0.0.1:7700",
+                "state": "ok",
+                "sent": 1180,
+                "dropped": 0,
+                "error": None,
+            },
+            {
+                "kind": "os2l",
+                "target": "192.168.1.30:9996",
+                "state": "retrying",
+                "sent": 0,
+                "dropped": 12,
+                "error": "Connection refused",
+            },
         ],
     }
     message.update(overrides)
@@ -182,7 +205,7 @@ MUTATIONS = [
     ("mood", "extra field", _set("energy", 0.5)),
     ("mood", "valence 1.5", _set("valence", 1.5)),
     ("mood", "arousal -1.01", _set("arousal", -1.01)),
-    ("mood", "schema 1 (before smooth_s and outputs)", _set("schema", 1)),
+    ("mood", "schema 2 (before process_ms)", _set("schema", 2)),
     ("mood", "missing smooth_s", _without("smooth_s")),
     ("mood", "negative smooth_s", _set("smooth_s", -1.0)),
     ("mood", "schema true", _set("schema", True)),
@@ -204,6 +227,9 @@ MUTATIONS = [
     ("status", "negative overflows", _set("overflows", -1)),
     ("status", "missing p99", lambda m: m["latency_ms"].pop("p99")),
     ("status", "missing outputs", _without("outputs")),
+    ("status", "missing process_ms", _without("process_ms")),
+    ("status", "process_ms without a stage", lambda m: m["process_ms"].pop("encoder")),
+    ("status", "negative stage time", lambda m: m["process_ms"]["mel"].update(p50=-1.0)),
     ("status", "unknown output kind", lambda m: m["outputs"][0].update(kind="dmx")),
     ("status", "unknown output state", lambda m: m["outputs"][0].update(state="down")),
     ("status", "negative output count", lambda m: m["outputs"][1].update(dropped=-1)),

@@ -27,7 +27,7 @@ def valid_mood(seq: int = 0, **overrides: object) -> dict:
     """A mood message as the engine publishes it (t_publish/latency_ms are stamped on send)."""
     t_capture = time.time() - 0.035
     message = {
-        "schema": 2,
+        "schema": 3,
         "seq": seq,
         "model": "musicnn-mtat",
         "t_capture": t_capture,
@@ -50,7 +50,7 @@ def valid_mood(seq: int = 0, **overrides: object) -> dict:
 def valid_status(seq: int = 0) -> dict:
     """A status message of a device source that is running."""
     return {
-        "schema": 2,
+        "schema": 3,
         "seq": seq,
         "t": time.time(),
         "model": "musicnn-mtat",
@@ -68,10 +68,28 @@ def valid_status(seq: int = 0) -> dict:
         "clipped_samples": 0,
         "published": 2 * seq,
         "latency_ms": {"p50": 30.0, "p99": 48.0, "count": 2 * seq},
+        "process_ms": {
+            **{stage: {"p50": None, "p99": None} for stage in ("pickup", "resample", "mel", "encoder")},
+            **{stage: {"p50": None, "p99": None} for stage in ("pool_heads", "publish", "hop")},
+            "count": 0,
+        },
         "outputs": [
-            {"kind": "osc", "target": "127.0.0.1:7700", "state": "ok", "sent": 170 * seq, "dropped": 0, "error": None},
-            {"kind": "os2l", "target": "192.168.1.30:9996", "state": "retrying", "sent": 0, "dropped": 0,
-             "error": "Connection refused"},
+            {
+                "kind": "osc",
+                "target": "127.0.0.1:7700",
+                "state": "ok",
+                "sent": 170 * seq,
+                "dropped": 0,
+                "error": None,
+            },
+            {
+                "kind": "os2l",
+                "target": "192.168.1.30:9996",
+                "state": "retrying",
+                "sent": 0,
+                "dropped": 0,
+                "error": "Connection refused",
+            },
         ],
     }
 

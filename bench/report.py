@@ -1,0 +1,72 @@
+"""What every benchmark report shares: the machine, the command, percentiles, JSON, option lists."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import sys
+
+from realtime.stats import percentiles as _percentiles
+
+
+def percentiles(values) -> dict:
+    """p50, p95, p99, max and mean (ms), rounded to 0.01; None for each without values."""
+    return _percentiles(values, (50, 95, 99), extremes=True)
+
+
+def machine() -> dict:
+    """The CPU model, the cores this process may use, torch's threads, the GPU and the versions."""
+    import onnxruntime
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+
+
+def command_line() -> str:
+    return "python -m bench " + shlex.join(sys.argv[1:])
+
+
+def to_json(report: dict) -> str:
+    """The report as JSON, without its private ``_`` keys (arrays kept for plots), at any depth."""
+
+    def clean(value):
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items() if not k.startswith("_")}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    return json.dumps(clean(report), indent=1)
+
+
+def check_list(parser, text: str, allowed: tuple[str, ...] | None, what: str) -> list[str]:
+    """``--what a,b,c`` as a list; an empty list or a value not ``allowed`` is a parser error."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        parser.error(f"--{what} needs at least one value")
+    bad = [item for item in items if allowed is not None and item not in allowed]
+    if bad:
+        parser.error(f"unknown {what} {bad}; {what}: {', '.join(allowed)}")
+    return items
+
+
+def cell(value) -> str:
+    return "n/a" if value is None else f"{value:.1f}"

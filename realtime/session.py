@@ -1,0 +1,86 @@
+"""One live path, built in one place: a source, its pipeline and engine, the feed and the outputs.
+
+``listen`` opens one session; the bench's scale host opens several that share the models;
+``analyze`` opens one without a feed, on a file read as fast as it goes, and prints what
+``listen`` would publish.  (``bridge`` has no source: it shares the outputs half,
+``realtime.outputs.build_outputs``.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from realtime.analyzer import Member, Windowing
+from realtime.engine import Engine, FeedConfig
+from realtime.outputs import build_outputs
+from realtime.publisher import Publisher
+from realtime.sources import DeviceSource, FileSource, Source, StdinSource, UrlSource
+
+
+def resampler_for(choice: str, source: Source) -> str:
+    """``--resampler``: auto is low-delay for a live source (device, stdin, paced), hq otherwise."""
+    if choice != "auto":
+        return choice
+    live = source.kind in ("device", "stdin") or getattr(source, "realtime", False)
+    return "low-delay" if live else "hq"  # live, lag matters more; else soxr's HQ (offline quality)
+
+
+def make_source(args: argparse.Namespace, rate_hz: int) -> Source:
+    """The source ``listen``'s options name (a device by default); SourceError if it cannot be."""
+    if args.file:
+        return FileSource(args.file, realtime=args.realtime)
+    if args.stdin:
+        return StdinSource(args.rate, fmt=args.format)
+    if args.url:
+        return UrlSource(args.url, sample_rate_hz=rate_hz, realtime=args.realtime)
+    device = int(args.device) if args.device is not None and args.device.isdigit() else args.device
+    return DeviceSource(device, channels=args.channels)
+
+
+def feed_config(args: argparse.Namespace) -> FeedConfig:
+    return FeedConfig(smooth_s=args.smooth, tag_on=args.on, tag_off=args.off)
+
+
+@dataclass
+class Session:
+    """An engine with its publisher (None for ``analyze``) and outputs; ``close`` releases both."""
+
+    engine: Engine
+    publisher: Publisher | None
+
+    def close(self) -> None:
+        if self.engine.outputs:
+            self.engine.outputs.close()
+        if self.publisher is not None:
+            self.publisher.close()
+
+
+def open_session(
+    args: argparse.Namespace,
+    members: list[Member],
+    windowing: Windowing,
+    compute: str,
+    source: Source,
+    endpoint: str | None,
+    on_mood: Callable[[dict], None] | None = None,
+    outputs: bool = True,
+) -> Session:
+    """The engine for ``source`` (the resampler its liveness calls for), its feed at ``endpoint``
+    (None: no feed) and, with ``outputs``, the protocol outputs the options name.
+
+    Raises PublisherError (the endpoint), OutputError or MapError (an output); nothing is left open then.
+    """
+    windowing = dataclasses.replace(windowing, resampler=resampler_for(args.resampler, source))
+    publisher = Publisher(endpoint) if endpoint is not None else None
+    engine = Engine(source, members, windowing, publisher, feed_config(args), on_mood=on_mood, compute=compute)
+    session = Session(engine, publisher)
+    if outputs:
+        try:
+            engine.outputs = build_outputs(args, engine.tag_names)
+        except Exception:
+            session.close()
+            raise
+    return session
