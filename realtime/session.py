@@ -24,8 +24,7 @@ def resampler_for(choice: str, source: Source) -> str:
     """``--resampler``: auto is low-delay for a live source (device, stdin, paced), hq otherwise."""
     if choice != "auto":
         return choice
-    live = source.kind in ("device", "stdin") or getattr(source, "realtime", False)
-    return "low-delay" if live else "hq"  # live, lag matters more; else soxr's HQ (offline quality)
+    return "low-delay" if source.live else "hq"  # live, lag matters more; else soxr's HQ (offline quality)
 
 
 def make_source(args: argparse.Namespace, rate_hz: int) -> Source:

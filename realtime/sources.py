@@ -61,6 +61,7 @@ class Source:
     """Base class: something that writes (frames, channels) float32 blocks into a RingBuffer."""
 
     kind: str = ""
+    live: bool = False  # audio arrives at the pace it is played (a device, a pipe, a paced file)
 
     def __init__(self, name: str, sample_rate_hz: int, channels: int):
         self.name = name
@@ -227,6 +228,7 @@ class DeviceSource(Source):
     """
 
     kind = "device"
+    live = True
 
     def __init__(
         self,
@@ -401,7 +403,7 @@ class FileSource(_ThreadSource):
             raise ValueError("blocksize must be positive")
         super().__init__(str(file_path), info.samplerate, info.channels)
         self.path = file_path
-        self.realtime = realtime
+        self.realtime = self.live = realtime
         # Paced: 10 ms blocks, like a sound card's period (a window ending mid-block waits for the
         # rest of it: 2048-frame blocks cost up to 128 ms of lag at 16 kHz). Unpaced: large reads.
         self.blocksize = blocksize or (self.paced_blocksize(info.samplerate) if realtime else 2048)
@@ -453,6 +455,7 @@ class StdinSource(_ThreadSource):
     """
 
     kind = "stdin"
+    live = True  # a pipe from a recorder or a player, as a rule
 
     def __init__(
         self, sample_rate_hz: int, fmt: str = "f32le", channels: int = 1, stream: BinaryIO | None = None
@@ -536,7 +539,7 @@ class UrlSource(Source):
             raise SourceError("ffmpeg not found; install it, e.g. apt-get install ffmpeg")
         super().__init__(url, sample_rate_hz, 1)
         self.url = url
-        self.realtime = realtime
+        self.realtime = self.live = realtime
         self.open_timeout_s = open_timeout_s
         self._ffmpeg = ffmpeg
         self._proc: subprocess.Popen | None = None
