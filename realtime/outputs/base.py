@@ -78,6 +78,13 @@ class Output:
         """Send ``values``: a mood message's (``hop``) or, between hops, glided ones (``--output-rate``)."""
         raise NotImplementedError
 
+    def present(self, values: Values):
+        """(route, value) for each route whose value the message has (valence is null in silence)."""
+        for route in self.routes:
+            value = values.get(route.value)
+            if value is not None:
+                yield route, value
+
     def keepalive(self) -> None:
         """No mood for a while (silence is still a mood; a stalled source is not): refresh if the protocol wants it."""
 

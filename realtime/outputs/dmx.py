@@ -45,10 +45,8 @@ class DmxOutput(Output):
         self._fresh = False  # a frame went out since the last keepalive
 
     def emit(self, values: Values, hop: bool) -> None:
-        for route in self.routes:
-            value = values.get(route.value)
-            if value is not None:
-                self.levels[route.to - 1] = min(255, max(0, round(route.scale(value))))
+        for route, value in self.present(values):
+            self.levels[route.to - 1] = min(255, max(0, round(route.scale(value))))
         self._send()
 
     def keepalive(self) -> None:

@@ -72,10 +72,7 @@ class MidiOutput(QueuedOutput):
         self.start()
 
     def emit(self, values: Values, hop: bool) -> None:
-        for route in self.routes:
-            value = values.get(route.value)
-            if value is None:
-                continue
+        for route, value in self.present(values):
             level = min(127, max(0, round(route.scale(value))))
             key = (route.to, route.midi_channel)
             if self._sent_values.get(key) == level:

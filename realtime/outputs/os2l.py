@@ -85,10 +85,7 @@ class Os2lOutput(QueuedOutput):
     # -- hub side -------------------------------------------------------------------------
 
     def emit(self, values: Values, hop: bool) -> None:
-        for route in self.routes:
-            value = values.get(route.value)
-            if value is None:
-                continue
+        for route, value in self.present(values):
             kind, ident = route.to
             if kind == "cmd":
                 param = round(route.scale(value), 4)

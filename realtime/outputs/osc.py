@@ -48,11 +48,8 @@ class OscOutput(Output):
 
     def emit(self, values: Values, hop: bool) -> None:
         sent = 0
-        for route in self.routes:
+        for route, value in self.present(values):
             if not hop and not glides(route.value):
-                continue
-            value = values.get(route.value)
-            if value is None:
                 continue
             if route.scale is not None:
                 value = route.scale(value)
