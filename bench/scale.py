@@ -348,6 +348,7 @@ def host_main(argv: list[str]) -> int:
         return 2
     from realtime import listen
     from realtime.options import build_members
+    from realtime.publisher import Publisher
     from realtime.session import make_source, open_session
 
     endpoints = argv[2].split(",")
@@ -359,7 +360,7 @@ def host_main(argv: list[str]) -> int:
     rate_hz = members[0].model.frontend.sample_rate_hz
     # listen's own session per stream (its resampler choice included); the models are shared.
     sessions = [
-        open_session(args, members, windowing, compute, make_source(args, rate_hz), endpoint)
+        open_session(args, members, windowing, compute, make_source(args, rate_hz), Publisher(endpoint))
         for endpoint in endpoints
     ]
     engines = [session.engine for session in sessions]

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     model, windowing, compute = build_model(args)
     members = [Member(args.model, model, build_runner(args, model, compute))]
     lines = Lines(args.json, args.top)
-    session = open_session(args, members, windowing, compute, source, None, on_mood=lines, outputs=False)
+    session = open_session(args, members, windowing, compute, source, publisher=None, on_mood=lines, outputs=False)
     started = time.perf_counter()
     try:
         code = session.engine.run(threading.Event())

@@ -32,7 +32,7 @@ from realtime.analyzer import effective_windows
 from realtime.feed import DEFAULT_ENDPOINT
 from realtime.options import add_model_options, build_members, check_model_options
 from realtime.outputs import MapError, OutputError, add_output_options, check_output_options
-from realtime.publisher import PublisherError
+from realtime.publisher import Publisher, PublisherError
 from realtime.session import make_source, open_session
 from realtime.sources import SourceError, list_devices
 
@@ -142,13 +142,24 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         return 0
-    members, windowing, compute = build_members(args)
-    primary = members[0].model
-    view = None if args.quiet else LiveLine()
+    # The source and the feed's port first: a wrong --device or --file, or a port in use, is
+    # said at once, not after the model has loaded (a URL needs the model's sample rate).
+    source = publisher = None
     try:
-        source = make_source(args, primary.frontend.sample_rate_hz)
-        session = open_session(args, members, windowing, compute, source, args.pub, on_mood=view)
-    except (SourceError, PublisherError, OutputError, MapError) as exc:
+        if not args.url:
+            source = make_source(args, None)
+        publisher = Publisher(args.pub)
+        members, windowing, compute = build_members(args)
+        primary = members[0].model
+        if source is None:
+            source = make_source(args, primary.frontend.sample_rate_hz)
+        view = None if args.quiet else LiveLine()
+        session = open_session(args, members, windowing, compute, source, publisher, on_mood=view)
+    except BaseException as exc:  # a model that cannot load exits from build_members: close the port first
+        if publisher is not None:
+            publisher.close()
+        if not isinstance(exc, (SourceError, PublisherError, OutputError, MapError)):
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
     engine = session.engine

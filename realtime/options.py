@@ -89,6 +89,12 @@ def check_model_options(parser: argparse.ArgumentParser, args: argparse.Namespac
     """The checks argparse cannot make alone; exits through ``parser.error``."""
     if not 0 <= args.off < args.on <= 1:
         parser.error("need 0 <= --off < --on <= 1")
+    # Names are checked before a source or a port opens (nothing loads here).
+    for name in model_names(args.model):
+        try:
+            models.check_name(name)
+        except models.UnknownModelError as exc:
+            raise SystemExit(f"error: {exc}; or 'default', or a trained artifact directory") from None
 
 
 def compute_device(choice: str) -> str:

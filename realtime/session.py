@@ -27,8 +27,11 @@ def resampler_for(choice: str, source: Source) -> str:
     return "low-delay" if source.live else "hq"  # live, lag matters more; else soxr's HQ (offline quality)
 
 
-def make_source(args: argparse.Namespace, rate_hz: int) -> Source:
-    """The source ``listen``'s options name (a device by default); SourceError if it cannot be."""
+def make_source(args: argparse.Namespace, rate_hz: int | None) -> Source:
+    """The source ``listen``'s options name (a device by default); SourceError if it cannot be.
+
+    ``rate_hz``: what ffmpeg decodes a ``--url`` to (the model's rate); the others ignore it.
+    """
     if args.file:
         return FileSource(args.file, realtime=args.realtime)
     if args.stdin:
@@ -63,17 +66,16 @@ def open_session(
     windowing: Windowing,
     compute: str,
     source: Source,
-    endpoint: str | None,
+    publisher: Publisher | None,
     on_mood: Callable[[dict], None] | None = None,
     outputs: bool = True,
 ) -> Session:
-    """The engine for ``source`` (the resampler its liveness calls for), its feed at ``endpoint``
-    (None: no feed) and, with ``outputs``, the protocol outputs the options name.
+    """The engine for ``source`` (the resampler its liveness calls for), publishing on ``publisher``
+    (None: no feed) and, with ``outputs``, to the protocol outputs the options name.
 
-    Raises PublisherError (the endpoint), OutputError or MapError (an output); nothing is left open then.
+    Raises OutputError or MapError (an output); the publisher is closed then.
     """
     windowing = dataclasses.replace(windowing, resampler=resampler_for(args.resampler, source))
-    publisher = Publisher(endpoint) if endpoint is not None else None
     engine = Engine(source, members, windowing, publisher, feed_config(args), on_mood=on_mood, compute=compute)
     session = Session(engine, publisher)
     if outputs:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from bench.scale import Step, memory_shortfall, schedule
+from tests.bench.refused import refused
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "musicnn-msd"  # the default model's encoder: the same cost, without depending on the trained artifact
@@ -86,11 +87,9 @@ def test_schedule_doubles_then_bisects():
     assert tried == [1]
 
 
-def test_bad_options_are_clear():
-    proc = scale("--threads", "1,many", timeout=60)
-    assert proc.returncode == 2 and "'many' is neither a positive number nor 'default'" in proc.stderr
-    proc = scale("--layout", "fibers", timeout=60)
-    assert proc.returncode == 2 and "unknown layout ['fibers']" in proc.stderr
+def test_bad_options_are_clear(capsys):
+    assert "'many' is neither a positive number nor 'default'" in refused(capsys, "scale", "--threads", "1,many")
+    assert "unknown layout ['fibers']" in refused(capsys, "scale", "--layout", "fibers")
 
 
 def test_no_step_is_started_without_the_memory_it_needs():

@@ -94,7 +94,8 @@ def test_any_registered_model_runs_untrained_with_a_loud_warning(shared_data):
 
 
 def test_analyze_prints_what_listen_publishes_window_for_window(shared_data, tmp_path):
-    """The same clip, with a silent stretch, through analyze --json and through listen's feed."""
+    """The same clip, with a silent stretch, through analyze --json and through listen's feed
+    (both with the default model: no --model)."""
     from tests.realtime.harness import Subscriber, ended, finish, free_endpoint, listen
 
     audio, rate = sf.read(shared_data / "4q" / "audio" / "Q2" / "MT0000011357.ogg", dtype="float32")
@@ -133,3 +134,7 @@ def test_analyze_prints_what_listen_publishes_window_for_window(shared_data, tmp
                 and abs(line["arousal"] - mood["arousal"]) <= 1e-6
             )
     assert sum(m["silent"] for m in published) >= 2  # the silent stretch showed
+    # No --model: the shipped artifact, its valence/arousal and its three vocabularies of tags.
+    assert all(m["model"] == "default" for m in published)
+    assert all(-1 <= m["valence"] <= 1 and -1 <= m["arousal"] <= 1 for m in published if not m["silent"])
+    assert {"calmness", "power", "tension", "Gloomy", "Happy", "rock", "jazz"} <= set(published[0]["tags"])

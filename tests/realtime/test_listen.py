@@ -336,25 +336,6 @@ def test_help_explains_the_feed(capsys):
         assert words in proc.stdout
 
 
-def test_the_default_model_publishes_valence_arousal_and_moods(feed, music, tmp_path):
-    """No --model: the shipped artifact (segment-attention over musicnn, trained on 4Q + Emotify)."""
-    endpoint, sub = feed
-    audio, rate = music
-    path = tmp_path / "excerpt.wav"
-    sf.write(path, audio[: 6 * rate], rate)
-    proc = listen("--file", str(path), "--realtime", "--pub", endpoint)
-    sub.collect(first_status, 60)
-    sub.collect(ended, 60)
-    code, err = finish(proc)
-    assert code == 0, err
-    sub.drain()
-    moods = sub.moods()
-    assert moods and all(m["model"] == "default" for m in moods)
-    for m in moods:
-        assert -1 <= m["valence"] <= 1 and -1 <= m["arousal"] <= 1
-        assert {"calmness", "power", "tension", "Gloomy", "Happy", "rock", "jazz"} <= set(m["tags"])
-
-
 def test_two_models_in_one_feed_merge_their_tags(feed, music, shared_data, tmp_path):
     """--model default,jamendo-baseline: valence/arousal and the 56 MTG-Jamendo mood/theme tags together."""
     from models.vocab import JAMENDO_MOODTHEME
