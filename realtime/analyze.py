@@ -16,7 +16,7 @@ import threading
 import time
 
 from realtime.analyzer import Member
-from realtime.options import add_model_options, build_model, build_runner, check_model_options
+from realtime.options import add_model_options, build_model, build_runner, check_model_options, refuse
 from realtime.session import open_session
 from realtime.sources import FileSource, SourceError
 
@@ -61,8 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         source = FileSource(args.file)  # checked before the model loads: the same errors as listen --file
     except SourceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        refuse(str(exc))
     model, windowing, compute = build_model(args)
     members = [Member(args.model, model, build_runner(args, model, compute))]
     lines = Lines(args.json, args.top)
@@ -76,14 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         session.close()
     if source.error:
         print(f"error: {source.error}", file=sys.stderr)
-        return 2
+        return 1  # failed on the way (realtime.options.refuse has the convention)
     elapsed = time.perf_counter() - started
     audio_s = session.engine.pipeline.sanitizer.samples_in / source.sample_rate_hz
-    if lines.count == 0:
-        print(
-            f"warning: {args.file} ({audio_s:.2f} s) is shorter than one {model.segment_seconds:.2f} s segment",
-            file=sys.stderr,
-        )
+    for line in session.summary():
+        print(line, file=sys.stderr)
     print(
         f"analyzed {audio_s:.1f} s of audio in {elapsed:.2f} s ({audio_s / max(elapsed, 1e-9):.1f}x real time), "
         f"{lines.count} windows, {args.model}, hop {session.engine.pipeline.hop_s:.3f} s",

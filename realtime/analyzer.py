@@ -196,8 +196,9 @@ class Consumer:
             ends.append(self._next_end)
             self._next_end += self.hop_frames
         windows = self._run(ends) if ends else []
-        # Keep only what the next window needs.
-        keep_from = self._next_end - self.segment_frames
+        # Keep only what the next window needs.  With a hop longer than a segment the next
+        # window may start past the frames received so far: drop those, and the rest as it comes.
+        keep_from = min(self._next_end - self.segment_frames, available_end)
         drop = keep_from - self._start
         if drop > 0:
             self._frames = self._frames[:, drop:]

@@ -21,7 +21,7 @@ import time
 
 import zmq
 
-from realtime.feed import DEFAULT_ENDPOINT, MAX_MESSAGE_BYTES, FeedError, decode
+from realtime.feed import DEFAULT_ENDPOINT, MAX_MESSAGE_BYTES, FeedError, decode, endpoint
 from realtime.outputs import (
     MapError,
     OutputError,
@@ -49,6 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--from",
         dest="endpoint",
         default=DEFAULT_ENDPOINT,
+        type=endpoint,
         metavar="ENDPOINT",
         help=f"the analyzer's feed (default {DEFAULT_ENDPOINT})",
     )

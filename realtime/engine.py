@@ -49,7 +49,6 @@ class FeedConfig:
 PROCESS_STAGES = ("pickup", *STAGES, "publish")
 
 
-
 def tag_thresholds(
     model: SegmentModel, merger: TagMerger, config: FeedConfig
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -69,15 +68,31 @@ def tag_thresholds(
 
 
 class CaptureClock:
-    """Maps absolute source frame indices to the wall-clock time they were captured."""
+    """Maps absolute source frame indices to the wall-clock time they were captured, and counts
+    the gaps of a live source: wall-clock time between two captures that the samples received
+    (and dropped) between them do not cover (a stall, a suspended process, a reconnection)."""
 
-    def __init__(self, rate_hz: int):
+    GAP_MIN_S = 0.25  # less is the jitter of a device's periods or a pipe's chunks, not lost audio
+
+    def __init__(self, rate_hz: int, live: bool = True):
         self.rate_hz = rate_hz
+        self.live = live
         self._marks: deque[tuple[int, float]] = deque(maxlen=4096)
+        self._last: tuple[int, float] | None = None  # (frames offered, capture time) at the last mark
+        self.gaps = 0
+        self.gap_seconds = 0.0
 
-    def mark(self, end_index: int, capture_time: float) -> None:
-        if end_index and (not self._marks or end_index > self._marks[-1][0]):
-            self._marks.append((end_index, capture_time))
+    def mark(self, end_index: int, capture_time: float, dropped_frames: int = 0) -> None:
+        if not end_index or (self._marks and end_index <= self._marks[-1][0]):
+            return
+        offered = end_index + dropped_frames  # dropped audio arrived (and is counted) too: no gap
+        if self.live and self._last is not None:
+            missing_s = capture_time - self._last[1] - (offered - self._last[0]) / self.rate_hz
+            if missing_s > self.GAP_MIN_S:
+                self.gaps += 1
+                self.gap_seconds += missing_s
+        self._last = (offered, capture_time)
+        self._marks.append((end_index, capture_time))
 
     def time_of(self, index: int) -> float:
         while len(self._marks) > 1 and self._marks[0][0] < index:
@@ -211,7 +226,7 @@ class Engine:
                 frames, start = ring.read(max_frames)
                 if len(frames):
                     self.last_audio = time.monotonic()
-                    self.clock.mark(*ring.last_capture)
+                    self.clock.mark(*ring.last_capture, ring.dropped_frames)
                     self.process(frames, pickup_ms=max(0.0, (time.time() - ring.last_write_time) * 1000.0))
                 elif self.source.finished and ring.available() == 0:
                     self._timed(self.pipeline.finish, 0.0)
@@ -233,7 +248,7 @@ class Engine:
     def open(self, input_rate_hz: int) -> None:
         """Build the pipeline for audio at ``input_rate_hz`` (``run`` does, once the source knows its rate)."""
         self.pipeline = Pipeline(self.members, input_rate_hz, self.windowing, self.compute)
-        self.clock = CaptureClock(input_rate_hz)
+        self.clock = CaptureClock(input_rate_hz, live=self.source is None or self.source.live)
 
     def process(self, frames: np.ndarray, pickup_ms: float = 0.0) -> None:
         """One read's audio through the pipeline, and every window it completes out through the
@@ -312,6 +327,8 @@ class Engine:
             self.on_mood(message)
 
     def _source_state(self) -> str:
+        if self.source.reconnecting:
+            return "reconnecting"
         if self.source.error:
             return "error"
         if self.source.finished:
@@ -353,11 +370,14 @@ class Engine:
                 "state": self._source_state(),
                 "sample_rate_hz": int(self.source.sample_rate_hz),
                 "error": self.source.error,
+                "reconnect": self.source.reconnecting,  # replaced whole by the source, never changed in place
             },
             "overflows": ring.overflows if ring else 0,
             "dropped_samples": ring.dropped_frames if ring else 0,
             "sanitized_samples": self.pipeline.sanitizer.sanitized_samples if self.pipeline else 0,
             "clipped_samples": self.pipeline.sanitizer.clipped_samples if self.pipeline else 0,
+            "gaps": self.clock.gaps if self.pipeline else 0,
+            "gap_seconds": round(self.clock.gap_seconds, 3) if self.pipeline else 0.0,
             "published": self.moods_sent,
             "latency_ms": self.latency_percentiles(),
             "process_ms": self.process_percentiles(),

@@ -8,6 +8,7 @@ topic, size, UTF-8, strict JSON (no NaN/Infinity, no duplicate keys), then the s
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import math
@@ -18,7 +19,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 from referencing import Registry, Resource
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 TOPICS = ("mood", "status")
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
 # A mood message with a few hundred tags is a few kB; anything near this is not ours.
@@ -29,6 +30,24 @@ _MAX_ERROR_CHARS = 300
 
 class FeedError(ValueError):
     """A message that does not follow the feed contract."""
+
+
+def endpoint(text: str) -> str:
+    """An argparse type for a ZeroMQ endpoint: ``tcp://HOST:PORT`` (port 0..65535, or ``*``: the
+    system chooses), ``ipc://PATH`` or ``inproc://NAME``.  ZeroMQ itself takes a port past 65535
+    modulo 2**16, so ``:99999`` would bind 34463: refused here instead."""
+    transport, sep, address = text.partition("://")
+    if not sep or transport not in ("tcp", "ipc", "inproc") or not address:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a ZeroMQ endpoint (e.g. {DEFAULT_ENDPOINT})")
+    if transport == "tcp":
+        host, colon, port = address.rpartition(":")
+        if not colon or not host:
+            raise argparse.ArgumentTypeError(f"{text!r} needs a host and a port (e.g. {DEFAULT_ENDPOINT})")
+        if port != "*" and not (port.isdigit() and 0 <= int(port) <= 65535):
+            raise argparse.ArgumentTypeError(
+                f"port {port!r} of {text!r} is not in 1..65535 (0 or *: any free port)"
+            )
+    return text
 
 
 def stamp(message: dict) -> dict:

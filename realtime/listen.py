@@ -29,8 +29,8 @@ import sys
 import threading
 
 from realtime.analyzer import effective_windows
-from realtime.feed import DEFAULT_ENDPOINT
-from realtime.options import add_model_options, build_members, check_model_options
+from realtime.feed import DEFAULT_ENDPOINT, endpoint
+from realtime.options import add_model_options, build_members, check_model_options, number
 from realtime.outputs import MapError, OutputError, add_output_options, check_output_options
 from realtime.publisher import Publisher, PublisherError
 from realtime.session import make_source, open_session
@@ -55,18 +55,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--device", metavar="ID", help="input device: index or part of its name (see --list-devices)"
     )
     src.add_argument("--list-devices", action="store_true", help="list input devices and exit")
-    src.add_argument("--channels", type=int, metavar="N", help="device channels to capture (mixed to mono)")
+    src.add_argument(
+        "--channels",
+        type=number(1, 64, kind=int, what="a channel count"),
+        metavar="N",
+        help="device channels to capture (mixed to mono)",
+    )
     src.add_argument("--file", metavar="PATH", help="an audio file (anything libsndfile reads)")
     src.add_argument("--realtime", action="store_true", help="with --file/--url: pace to the clock")
     src.add_argument("--stdin", action="store_true", help="raw PCM on standard input (needs --rate)")
-    src.add_argument("--rate", type=int, metavar="HZ", help="sample rate of --stdin audio")
+    src.add_argument(
+        "--rate",
+        type=number(1000, 768000, kind=int, what="a sample rate in Hz"),
+        metavar="HZ",
+        help="sample rate of --stdin audio",
+    )
     src.add_argument("--format", default="f32le", choices=("f32le", "s16le"), help="--stdin sample format")
     src.add_argument("--url", metavar="URL", help="any URL or file ffmpeg can decode (radio stream, video…)")
+    src.add_argument(
+        "--no-reconnect",
+        action="store_true",
+        help="a --url live stream that drops or a --device that vanishes ends listen (exit 1, with "
+        "the reason) instead of being reopened with backoff (1, 2, 4 ... 30 s; status says "
+        "reconnecting, moods pause and resume by themselves)",
+    )
     add_model_options(parser, smooth_default=2.0)
     out = parser.add_argument_group("feed")
     out.add_argument(
         "--pub",
         default=DEFAULT_ENDPOINT,
+        type=endpoint,
         metavar="ENDPOINT",
         help=f"ZeroMQ endpoint to bind (default {DEFAULT_ENDPOINT}; loopback only unless you say otherwise)",
     )
@@ -186,17 +204,19 @@ def main(argv: list[str] | None = None) -> int:
             targets = ", ".join(str(o) for o in engine.outputs.outputs)
             rate = f"{args.output_rate:g} Hz" if args.output_rate else "once per hop"
             print(f"moodstream: sending to {targets} ({rate})", file=sys.stderr)
+    failed_to_start = None
     try:
         code = engine.run(stop)
-    except SourceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        code = 2
+    except SourceError as exc:  # the source would not start: nothing ran
+        failed_to_start, code = str(exc), 2
     finally:
         session.close()
     if view and view.tty:
         sys.stderr.write("\n")
-    if source.error:
-        print(f"error: {source.error}", file=sys.stderr)
+    if failed_to_start or source.error:
+        print(f"error: {failed_to_start or source.error}", file=sys.stderr)
+    for line in session.summary():
+        print(line, file=sys.stderr)
     return code
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from typing import NoReturn
 
 import torch
 
@@ -13,6 +15,43 @@ from models.weights import WeightsError
 from realtime.analyzer import RESAMPLERS, Member, Windowing
 
 DEFAULT_MODEL = models.DEFAULT_NAME
+HOP_RANGE_S = (0.05, 600.0)  # a hop shorter than ~3 mel frames is noise; longer than 10 min, a file job
+CONTEXT_RANGE_S = (0.05, 600.0)  # below one segment: one segment is pooled
+
+
+def refuse(message: str) -> NoReturn:
+    """The exit-status convention of every command: 2, with a one-line ``error: ...`` on stderr,
+    when it cannot start (a bad option, input, source, port or model); 1 when what it runs fails
+    on the way (a source lost with --no-reconnect); 0 on a clean end or a stop asked for."""
+    print(message if message.startswith("error: ") else f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def number(low: float | None = None, high: float | None = None, kind: type = float, what: str = ""):
+    """An argparse type: a finite ``kind`` within [low, high], else a one-line error."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {'an integer' if kind is int else 'a number'}"
+            ) from None
+        if (
+            not math.isfinite(value)
+            or (low is not None and value < low)
+            or (high is not None and value > high)
+        ):
+            span = (
+                f"{low:g}..{high:g}"
+                if low is not None and high is not None
+                else (f">= {low:g}" if low is not None else f"<= {high:g}")
+            )
+            raise argparse.ArgumentTypeError(f"{text} is out of range: {what or 'it'} must be {span}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
 
 
 def add_model_options(parser: argparse.ArgumentParser, smooth_default: float) -> None:
@@ -25,32 +64,41 @@ def add_model_options(parser: argparse.ArgumentParser, smooth_default: float) ->
         f"model sets the hop); registered: {', '.join(models.available())}",
     )
     g.add_argument(
-        "--hop", type=float, default=1.0, metavar="S", help="seconds between analyses (default 1.0)"
+        "--hop",
+        type=number(*HOP_RANGE_S, what="the hop in seconds"),
+        default=1.0,
+        metavar="S",
+        help=f"seconds between analyses, {HOP_RANGE_S[0]:g}..{HOP_RANGE_S[1]:g} (default 1.0)",
     )
     g.add_argument(
         "--context",
-        type=float,
+        type=number(*CONTEXT_RANGE_S, what="the context in seconds"),
         default=6.0,
         metavar="S",
         help="seconds of recent audio pooled into each result (default 6.0; at least one segment)",
     )
     g.add_argument(
         "--smooth",
-        type=float,
+        type=number(0.0, 3600.0, what="the smoothing time constant in seconds"),
         default=smooth_default,
         metavar="S",
         help=f"smoothing time constant in seconds, 0 = none (default {smooth_default})",
     )
     g.add_argument(
         "--on",
-        type=float,
+        type=number(0.0, 1.0, what="a probability"),
         default=0.3,
         help="a tag turns active at this probability (0.3; trained models use their fitted per-tag thresholds)",
     )
-    g.add_argument("--off", type=float, default=0.2, help="an active tag turns off below this (0.2)")
+    g.add_argument(
+        "--off",
+        type=number(0.0, 1.0, what="a probability"),
+        default=0.2,
+        help="an active tag turns off below this (0.2)",
+    )
     g.add_argument(
         "--silence-db",
-        type=float,
+        type=number(-200.0, 0.0, what="a level in dBFS"),
         default=-60.0,
         metavar="DBFS",
         help="a hop quieter than this is reported as silent (default -60 dBFS)",
@@ -78,7 +126,7 @@ def add_model_options(parser: argparse.ArgumentParser, smooth_default: float) ->
     )
     g.add_argument(
         "--threads",
-        type=int,
+        type=number(1, 1024, kind=int, what="the thread count"),
         default=None,
         metavar="N",
         help="CPU threads for torch / ONNX Runtime (default: the library's)",
@@ -94,12 +142,12 @@ def check_model_options(parser: argparse.ArgumentParser, args: argparse.Namespac
         try:
             models.check_name(name)
         except models.UnknownModelError as exc:
-            raise SystemExit(f"error: {exc}; or 'default', or a trained artifact directory") from None
+            refuse(f"error: {exc}; or 'default', or a trained artifact directory")
 
 
 def compute_device(choice: str) -> str:
     if choice == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --compute cuda, but no CUDA device is available")
+        refuse("error: --compute cuda, but no CUDA device is available")
     if choice == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return choice
@@ -109,12 +157,10 @@ def model_names(spec: str) -> list[str]:
     """``--model a,b`` -> ["a", "b"]; exits with a clear message on an empty or repeated name."""
     names = [n.strip() for n in spec.split(",")]
     if not all(names):
-        raise SystemExit(
-            f"error: --model {spec!r} has an empty name (comma-separated names, no spaces needed)"
-        )
+        refuse(f"error: --model {spec!r} has an empty name (comma-separated names, no spaces needed)")
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise SystemExit(f"error: --model names {', '.join(repeated)} more than once")
+        refuse(f"error: --model names {', '.join(repeated)} more than once")
     return names
 
 
@@ -122,9 +168,9 @@ def _load(name: str) -> models.SegmentModel:
     try:
         model = models.resolve(name)
     except models.UnknownModelError as exc:
-        raise SystemExit(f"error: {exc}; or 'default', or a trained artifact directory") from None
+        refuse(f"error: {exc}; or 'default', or a trained artifact directory")
     except (ValueError, WeightsError) as exc:
-        raise SystemExit(f"error: {name}: {exc}") from None
+        refuse(f"error: {name}: {exc}")
     if not model.pretrained:
         print(f"WARNING: {name} has untrained weights; its output is meaningless", file=sys.stderr)
     return model
@@ -139,7 +185,7 @@ def _windowing(args: argparse.Namespace) -> Windowing:
             hop_s=args.hop, context_s=args.context, silence_dbfs=args.silence_db, resampler=resampler
         )
     except ValueError as exc:
-        raise SystemExit(f"error: {exc}") from None
+        refuse(f"error: {exc}")
 
 
 def build_model(args: argparse.Namespace) -> tuple[models.SegmentModel, Windowing, str]:
@@ -147,7 +193,7 @@ def build_model(args: argparse.Namespace) -> tuple[models.SegmentModel, Windowin
     windowing = _windowing(args)
     names = model_names(args.model)
     if len(names) > 1:
-        raise SystemExit(f"error: this command runs one model at a time, not {args.model!r}")
+        refuse(f"error: this command runs one model at a time, not {args.model!r}")
     return _load(names[0]), windowing, compute_device(args.compute)
 
 
@@ -162,13 +208,15 @@ def build_members(args: argparse.Namespace) -> tuple[list[Member], Windowing, st
     return members, windowing, compute
 
 
-def build_runner(args: argparse.Namespace, model: models.SegmentModel, device: str, name: str | None = None) -> Runner:
+def build_runner(
+    args: argparse.Namespace, model: models.SegmentModel, device: str, name: str | None = None
+) -> Runner:
     """The backend that runs the model's streaming parts (encoder; pooling + heads)."""
     try:
         runner = make_runner(model, args.backend, device, args.threads)
         runner.warm_up()  # torch.compile compiles (and is checked against eager mode) here
     except Exception as exc:  # an export or a compilation that fails here: one line, not a traceback
-        raise SystemExit(f"error: {name or args.model}: the {args.backend} backend cannot run it: {exc}") from None
+        refuse(f"error: {name or args.model}: the {args.backend} backend cannot run it: {exc}")
     if args.backend == "onnx":
         print(f"{name or args.model}: ONNX Runtime with {', '.join(runner.providers)}", file=sys.stderr)
     return runner

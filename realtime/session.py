@@ -37,9 +37,13 @@ def make_source(args: argparse.Namespace, rate_hz: int | None) -> Source:
     if args.stdin:
         return StdinSource(args.rate, fmt=args.format)
     if args.url:
-        return UrlSource(args.url, sample_rate_hz=rate_hz, realtime=args.realtime)
-    device = int(args.device) if args.device is not None and args.device.isdigit() else args.device
-    return DeviceSource(device, channels=args.channels)
+        source = UrlSource(args.url, sample_rate_hz=rate_hz, realtime=args.realtime)
+    else:
+        device = int(args.device) if args.device is not None and args.device.isdigit() else args.device
+        source = DeviceSource(device, channels=args.channels)
+    # A stream or a device that is lost comes back by itself, unless the user wants a hard stop.
+    source.reconnect = not getattr(args, "no_reconnect", True)
+    return source
 
 
 def feed_config(args: argparse.Namespace) -> FeedConfig:
@@ -52,6 +56,27 @@ class Session:
 
     engine: Engine
     publisher: Publisher | None
+
+    def summary(self) -> list[str]:
+        """What the user should hear about the audio once the source has ended: why nothing was
+        published (audio shorter than one segment), samples sanitised or clamped."""
+        engine = self.engine
+        lines = []
+        if engine.pipeline is None:
+            return lines
+        sanitizer = engine.pipeline.sanitizer
+        audio_s = sanitizer.samples_in / engine.pipeline.input_rate_hz
+        if engine.mood_seq == 0 and not engine.source.error:
+            segment_s = engine.members[0].model.segment_seconds
+            lines.append(
+                f"warning: nothing was published: the {engine.source.kind} {engine.source.name!r} gave "
+                f"{audio_s:.2f} s of audio, less than one {segment_s:.2f} s segment"
+            )
+        if sanitizer.sanitized_samples:
+            lines.append(f"warning: {sanitizer.sanitized_samples} NaN/Inf samples were replaced by silence")
+        if sanitizer.clipped_samples:
+            lines.append(f"note: {sanitizer.clipped_samples} samples at or past full scale were clamped")
+        return lines
 
     def close(self) -> None:
         if self.engine.outputs:
@@ -76,7 +101,9 @@ def open_session(
     Raises OutputError or MapError (an output); the publisher is closed then.
     """
     windowing = dataclasses.replace(windowing, resampler=resampler_for(args.resampler, source))
-    engine = Engine(source, members, windowing, publisher, feed_config(args), on_mood=on_mood, compute=compute)
+    engine = Engine(
+        source, members, windowing, publisher, feed_config(args), on_mood=on_mood, compute=compute
+    )
     session = Session(engine, publisher)
     if outputs:
         try:

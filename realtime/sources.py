@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import select
 import shutil
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import BinaryIO
 
@@ -51,6 +53,18 @@ _READ_CHUNK_BYTES = 64 * 1024
 # stop() must return within 0.5 s; these budgets add up to less than that.
 _JOIN_TIMEOUT_S = 0.15
 _TERMINATE_GRACE_S = 0.3
+# A started device that delivers nothing for this long is lost (a period is tens of ms).
+DEVICE_LOST_AFTER_S = 2.0
+_WATCH_S = 0.25  # how often the device watcher looks
+
+
+# Reconnection: waits of 1, 2, 4 ... seconds between attempts, capped here.
+RECONNECT_CAP_S = 30.0
+
+
+def backoff_s(attempt: int) -> float:
+    """The wait before reconnection attempt ``attempt`` (1, 2, ...): 1, 2, 4 ... 30 s."""
+    return min(RECONNECT_CAP_S, 2.0 ** (attempt - 1))
 
 
 class SourceError(RuntimeError):
@@ -72,6 +86,14 @@ class Source:
         # reader who sees finished=True also sees why.
         self.finished = False
         self.error: str | None = None
+        # Come back after a loss (a URL stream that drops, a device that vanishes): listen sets it
+        # unless --no-reconnect.  While away, ``reconnecting`` is {"reason", "attempt", "since"}
+        # (replaced whole, never changed in place, so a reader sees one consistent dict).
+        self.reconnect = False
+        self.reconnecting: dict | None = None
+
+    def _away(self, reason: str, attempt: int, since: float) -> None:
+        self.reconnecting = {"reason": reason, "attempt": attempt, "since": since}
 
     @property
     def state(self) -> str:
@@ -254,14 +276,20 @@ class DeviceSource(Source):
         self._sd = sd
         self._stream = None
         self._stopping = False
+        self._generation = 0  # of the stream opened last: an abandoned stream's callbacks are ignored
+        self._lost: str | None = None  # set by PortAudio's finished callback after a host error
+        self._last_callback_s = time.monotonic()
+        self.lost_after_s = DEVICE_LOST_AFTER_S
 
     def _make_callback(self, ring: RingBuffer, rate_hz: int):
         write = ring.write
         now = time.time
+        monotonic = time.monotonic
         last_frame_offset_s = 1.0 / rate_hz
 
         # Runs on PortAudio's audio thread: it only computes a timestamp and copies.
         def callback(indata, frames, time_info, status):
+            self._last_callback_s = monotonic()  # for the watcher: the device is delivering
             adc_s = time_info.inputBufferAdcTime
             if adc_s:
                 # inputBufferAdcTime is the first frame's capture on the stream clock; move it to
@@ -273,24 +301,35 @@ class DeviceSource(Source):
 
         return callback
 
-    def _on_finished(self) -> None:
-        # PortAudio calls this when the stream stops: after our own stop(), or after a host error
-        # (device unplugged, ALSA failure) that ended the stream on its own.
-        if not self._stopping:
-            self.error = (
-                f"input device {self.name!r} stopped delivering audio (unplugged, or a host audio "
-                "error); check the device and restart"
-            )
-        self.finished = True
+    def _on_finished(self, generation: int) -> None:
+        # PortAudio calls this when a stream stops: after our own stop, or after a host error
+        # (device unplugged, ALSA failure) that ended it on its own.  An abandoned stream's is ignored.
+        if self._stopping or generation != self._generation:
+            return
+        self._lost = f"input device {self.name!r} stopped delivering audio (unplugged, or a host audio error)"
 
     def start(self, ring: RingBuffer) -> None:
-        """Open the stream (native rate, then fallbacks) and start capturing into ``ring``."""
+        """Open the stream (native rate, then fallbacks) and start capturing into ``ring``; a
+        watcher thread notices a device that stops delivering and, with ``reconnect``, reopens it."""
         self._check_ring(ring)
         if self._stream is not None:
             raise RuntimeError(f"device source {self.name!r} is already started")
-        sd = self._sd
         rates = [self.sample_rate_hz] + [r for r in FALLBACK_RATES_HZ if r != self.sample_rate_hz]
+        self._ring = ring
+        self._stopping = False
+        self.finished = False
+        self.error = None
+        self._stream = self._open(rates)
+        self._stop_event = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="source-device-watch", daemon=True)
+        self._watcher.start()
+
+    def _open(self, rates: list[int]):
+        """A started stream at the first of ``rates`` that opens (``sample_rate_hz`` is set to it)."""
+        sd = self._sd
         failures = []
+        self._generation += 1
+        generation = self._generation
         for rate_hz in rates:
             try:
                 stream = sd.InputStream(
@@ -300,8 +339,8 @@ class DeviceSource(Source):
                     blocksize=self.blocksize,
                     latency=self.latency,
                     dtype="float32",
-                    callback=self._make_callback(ring, rate_hz),
-                    finished_callback=self._on_finished,
+                    callback=self._make_callback(self._ring, rate_hz),
+                    finished_callback=lambda: self._on_finished(generation),
                 )
             except sd.PortAudioError as exc:
                 failures.append(f"{rate_hz} Hz: {exc}")
@@ -315,24 +354,99 @@ class DeviceSource(Source):
                 "another program or unplugged; close that program or pick another device."
             )
         self.sample_rate_hz = rate_hz
-        self._stopping = False
-        self.finished = False
-        self.error = None
+        self._lost = None
+        self._last_callback_s = time.monotonic()
         try:
             stream.start()
         except sd.PortAudioError as exc:
-            self._stopping = True
+            self._generation += 1
             stream.close(ignore_errors=True)
             raise SourceError(f"input device {self.name!r} opened but would not start: {exc}") from exc
-        self._stream = stream
+        return stream
+
+    def _watch(self) -> None:
+        """Every quarter second: is the device still delivering?  If not, reopen it (or fail)."""
+        stop = self._stop_event
+        last_wake = time.monotonic()
+        while not stop.wait(_WATCH_S):
+            now = time.monotonic()
+            if now - last_wake > _WATCH_S + 1.0:
+                # This process was suspended (SIGSTOP, a laptop asleep): the callbacks were too.
+                # The audio lost is the engine's to count as a gap; the device is not gone.
+                self._last_callback_s = now
+            last_wake = now
+            lost = self._lost
+            if lost is None and now - self._last_callback_s > self.lost_after_s:
+                lost = (
+                    f"no audio from input device {self.name!r} for {self.lost_after_s:g} s "
+                    "(unplugged, or its audio server stopped)"
+                )
+            if lost is None:
+                continue
+            self._abandon()
+            if not self.reconnect:
+                self._fail(f"{lost}; check the device and restart")
+                return
+            if not self._reopen(lost):
+                return
+
+    def _reopen(self, reason: str) -> bool:
+        """Reopen the device (same index and rate: the pipeline's input rate) with backoff until
+        audio flows again (True) or the source is stopped (False)."""
+        stop = self._stop_event
+        since = time.time()
+        attempt = 0
+        while True:
+            attempt += 1
+            self._away(reason, attempt, since)
+            if stop.wait(backoff_s(attempt)):
+                return False
+            try:
+                self._stream = self._open([self.sample_rate_hz])
+            except SourceError as exc:
+                reason = str(exc)
+                continue
+            opened_s = self._last_callback_s
+            deadline = opened_s + self.lost_after_s
+            while self._last_callback_s == opened_s and time.monotonic() < deadline:
+                if stop.wait(0.05):
+                    return False
+            if self._last_callback_s != opened_s and self._lost is None:
+                self.reconnecting = None
+                return True
+            self._abandon()
+            reason = f"input device {self.name!r} reopened but delivered no audio"
+
+    def _abandon(self) -> None:
+        """Close the current stream without waiting long: after a host failure PortAudio may hang
+        or fail in abort/close, so that runs in a helper thread given half a second."""
+        stream, self._stream = self._stream, None
+        self._generation += 1  # its finished callback is ignored from now on
+        if stream is None:
+            return
+
+        def close():
+            try:
+                stream.abort(ignore_errors=True)
+                stream.close(ignore_errors=True)
+            except Exception:  # a host that is gone: nothing left to release
+                pass
+
+        closer = threading.Thread(target=close, name="source-device-close", daemon=True)
+        closer.start()
+        closer.join(_JOIN_TIMEOUT_S * 3)
 
     def stop(self) -> None:
-        """Abort and close the stream (pending buffers are discarded); idempotent."""
+        """Abort and close the stream (pending buffers are discarded) and the watcher; idempotent."""
         self._stopping = True
-        stream, self._stream = self._stream, None
-        if stream is not None:
-            stream.abort(ignore_errors=True)
-            stream.close(ignore_errors=True)
+        stop_event = getattr(self, "_stop_event", None)
+        if stop_event is not None:
+            stop_event.set()
+        watcher = getattr(self, "_watcher", None)
+        if watcher is not None and watcher is not threading.current_thread():
+            watcher.join(_JOIN_TIMEOUT_S)
+        self._abandon()
+        self.reconnecting = None
         self.finished = True
 
 
@@ -417,6 +531,7 @@ class FileSource(_ThreadSource):
         with sf.SoundFile(str(self.path)) as f:
             buf = np.empty((self.blocksize, self.channels), dtype=np.float32)
             start_s = time.perf_counter()
+            start_wall_s = time.time()
             frames_written = 0
             while not stop.is_set():
                 block = f.read(self.blocksize, dtype="float32", always_2d=True, out=buf)
@@ -429,7 +544,9 @@ class FileSource(_ThreadSource):
                     delay_s = start_s + (frames_written + n) / self.sample_rate_hz - time.perf_counter()
                     if delay_s > 0 and stop.wait(delay_s):
                         break
-                    ring.write(block)
+                    # Captured when it would have been played, even if written late (this process
+                    # was stalled): so latency counts from there, and the stall shows as lag.
+                    ring.write(block, capture_time=start_wall_s + (frames_written + n) / self.sample_rate_hz)
                 elif not _write_waiting(ring, block, stop):
                     break
                 frames_written += n
@@ -520,13 +637,15 @@ class StdinSource(_ThreadSource):
 class UrlSource(Source):
     """Anything ffmpeg can decode (http(s), rtmp, a local file...), as mono float32 at ``sample_rate_hz``.
 
-    Runs ``ffmpeg ... -f f32le -`` and reads its stdout (and stderr, for error messages) in one
-    thread.  ``start()`` waits up to ``open_timeout_s`` for the first audio bytes: if ffmpeg
-    fails before then (connection refused, HTTP 404, not audio) start() raises SourceError with
-    ffmpeg's own last message; a later failure sets ``error`` and ``finished``.  Without
-    ``realtime`` it never drops (a slow consumer back-pressures ffmpeg through the pipe);
-    with ``realtime`` ffmpeg reads at native speed (``-re``) and, like a device, blocks that
-    do not fit are dropped.
+    Runs ``ffmpeg ... -f f32le -`` and reads its stdout (and stderr, for error messages and the
+    input's duration) in one thread.  ``start()`` waits up to ``open_timeout_s`` for the first
+    audio bytes: if ffmpeg fails before then (connection refused, HTTP 404, not audio) start()
+    raises SourceError with ffmpeg's own last message.  Later, a *live stream* (ffmpeg reports no
+    duration: a radio, an Icecast mount) that drops or whose ffmpeg fails is reconnected with
+    ``reconnect`` (1, 2, 4 ... 30 s apart), else it is an ``error``; a finite input (a file,
+    on disk or on a server) that ends normally ends.  Without ``realtime`` it never drops (a
+    slow consumer back-pressures ffmpeg through the pipe); with ``realtime`` ffmpeg reads at
+    native speed (``-re``) and, like a device, blocks that do not fit are dropped.
     """
 
     kind = "url"
@@ -546,11 +665,13 @@ class UrlSource(Source):
         self._thread: threading.Thread | None = None
         self._stop_event = threading.Event()
         self._settled = threading.Event()  # first audio arrived, or ffmpeg ended
-        self._stderr_lines: collections.deque[str] = collections.deque(maxlen=20)
+        self._stderr_lines: collections.deque[str] = collections.deque(maxlen=20)  # warnings and errors
+        self.duration_known: bool | None = None  # what ffmpeg said of the input: None until it did
 
     def command(self) -> list[str]:
         """The ffmpeg command line this source runs."""
-        cmd = [self._ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error"]
+        # level+info: each stderr line says its level (errors for messages; the input's Duration).
+        cmd = [self._ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+info"]
         if self.realtime:
             cmd.append("-re")
         cmd += ["-i", self.url, "-vn", "-ac", "1", "-ar", str(self.sample_rate_hz), "-f", "f32le", "-"]
@@ -561,17 +682,21 @@ class UrlSource(Source):
         """The ffmpeg process id while one was started (for diagnostics)."""
         return None if self._proc is None else self._proc.pid
 
-    def start(self, ring: RingBuffer) -> None:
-        """Start ffmpeg; raise SourceError if it fails within ``open_timeout_s``."""
-        self._check_ring(ring)
-        if self._proc is not None:
-            raise RuntimeError(f"url source {self.name!r} is already started")
+    def _spawn(self) -> None:
+        self._stderr_lines.clear()
         try:
             self._proc = subprocess.Popen(
                 self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
             )
         except OSError as exc:
             raise SourceError(f"cannot run ffmpeg ({self._ffmpeg}): {exc}") from exc
+
+    def start(self, ring: RingBuffer) -> None:
+        """Start ffmpeg; raise SourceError if it fails within ``open_timeout_s``."""
+        self._check_ring(ring)
+        if self._proc is not None:
+            raise RuntimeError(f"url source {self.name!r} is already started")
+        self._spawn()
         self._thread = threading.Thread(
             target=self._guarded_run, args=(ring,), name="source-url", daemon=True
         )
@@ -590,21 +715,79 @@ class UrlSource(Source):
 
     def _guarded_run(self, ring: RingBuffer) -> None:
         try:
-            self._run(ring)
+            self._follow(ring)
         except Exception as exc:  # any failure must become `error`, not a silently dead thread
             if not self._stop_event.is_set():
                 self._fail(f"url source {self.url} failed: {exc}")
         finally:
-            # This thread is the only reader of the pipes, so it closes them.
-            proc = self._proc
-            if proc is not None:
-                for pipe in (proc.stdout, proc.stderr):
-                    if pipe is not None:
-                        pipe.close()
+            self._close_pipes()
+            self.reconnecting = None
             self.finished = True
             self._settled.set()
 
-    def _run(self, ring: RingBuffer) -> None:
+    def _close_pipes(self) -> None:
+        # This thread is the only reader of the pipes, so it closes them.
+        proc = self._proc
+        if proc is not None:
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+
+    def _follow(self, ring: RingBuffer) -> None:
+        """Read ffmpeg until the input ends; a live stream that is lost is started again."""
+        stop = self._stop_event
+        attempt, since = 0, 0.0
+        while True:
+            got_audio = self._run(ring)
+            if stop.is_set():
+                return
+            returncode = self._reap()
+            if stop.is_set():
+                return
+            if returncode == 0 and (self.duration_known is not False or self._finite_over_http()):
+                return  # a finite input that ended: the end
+            lost = (
+                self._ffmpeg_failure(-1 if returncode is None else returncode)
+                if returncode != 0
+                else f"the stream {self.url} ended (the server closed it)"
+            )
+            if not self.reconnect or not self._settled_by_audio:
+                self._fail(lost)  # before the first audio start() reports it; else it ends the run
+                return
+            if got_audio:
+                attempt, since = 0, time.time()
+            attempt += 1
+            self._away(lost, attempt, since)
+            if stop.wait(backoff_s(attempt)):
+                return
+            self._close_pipes()
+            self._spawn()
+
+    def _finite_over_http(self) -> bool:
+        """True when the URL is a file on an HTTP server (it answers with a Content-Length; ffmpeg
+        gives no duration for some formats over HTTP); False for a live stream (no length, or the
+        server is gone).  Asked only when an input without a duration ended without an error."""
+        if not self.url.lower().startswith(("http://", "https://")):
+            return False
+        try:
+            with urllib.request.urlopen(self.url, timeout=2.0) as response:
+                return response.headers.get("Content-Length") is not None
+        except (OSError, ValueError):  # refused, timed out, HTTP error: not there any more
+            return False
+
+    def _reap(self) -> int | None:
+        proc = self._proc
+        try:
+            return proc.wait(timeout=5.0)  # both pipes are closed: it is exiting
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return None
+
+    _settled_by_audio = False  # the first audio of this source arrived (start() has returned)
+
+    def _run(self, ring: RingBuffer) -> bool:
+        """Read the current ffmpeg's output until it closes its pipes; True if audio came."""
         proc = self._proc
         assert proc is not None and proc.stdout is not None and proc.stderr is not None
         out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
@@ -612,6 +795,7 @@ class UrlSource(Source):
         pending = bytearray()
         stderr_tail = b""
         stop = self._stop_event
+        got_audio = False
         while open_fds and not stop.is_set():
             ready, _, _ = select.select(list(open_fds), [], [], _READ_POLL_S)
             for fd in ready:
@@ -621,7 +805,8 @@ class UrlSource(Source):
                 elif fd == err_fd:
                     lines = (stderr_tail + chunk).split(b"\n")
                     stderr_tail = lines.pop()
-                    self._stderr_lines.extend(ln.decode(errors="replace").strip() for ln in lines)
+                    for line in lines:
+                        self._stderr(line.decode(errors="replace"))
                 else:
                     pending += chunk
                     usable = len(pending) - len(pending) % 4
@@ -629,23 +814,30 @@ class UrlSource(Source):
                         continue
                     block = np.frombuffer(bytes(pending[:usable]), dtype="<f4").astype(np.float32)
                     del pending[:usable]
+                    if not got_audio:
+                        got_audio = self._settled_by_audio = True
+                        self.reconnecting = None  # back
                     self._settled.set()
                     if self.realtime:
                         ring.write(block.reshape(-1, 1))
                     elif not _write_waiting(ring, block.reshape(-1, 1), stop):
-                        return
-        if stop.is_set():
-            return
+                        return got_audio
         if stderr_tail:
-            self._stderr_lines.append(stderr_tail.decode(errors="replace").strip())
-        try:
-            returncode = proc.wait(timeout=5.0)  # both pipes are closed: it is exiting
-        except subprocess.TimeoutExpired:
-            returncode = None
-        if stop.is_set():
+            self._stderr(stderr_tail.decode(errors="replace"))
+        return got_audio
+
+    def _stderr(self, line: str) -> None:
+        """One line of ffmpeg's log (``-loglevel level+info``): keep warnings and errors, note the
+        input's duration ("Duration: N/A" is a live stream)."""
+        level = _FFMPEG_LEVEL.search(line)
+        if level is None:
             return
-        if returncode != 0:
-            self._fail(self._ffmpeg_failure(-1 if returncode is None else returncode))
+        text = line[level.end() :].strip()
+        if level.group(1) == "info":
+            if text.startswith("Duration:") and self.duration_known is None:
+                self.duration_known = not text.startswith("Duration: N/A")
+            return
+        self._stderr_lines.append(text)
 
     def stop(self) -> None:
         """Terminate ffmpeg (kill after 0.3 s), reap it, and join the reader; idempotent."""
@@ -664,5 +856,10 @@ class UrlSource(Source):
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(_JOIN_TIMEOUT_S)
+        self.reconnecting = None
         self.finished = True
         self._settled.set()
+
+
+# "[tcp @ 0x55d0...] [error] Connection refused": the level, after any context.
+_FFMPEG_LEVEL = re.compile(r"\[(fatal|error|warning|info)\] ")

@@ -15,7 +15,7 @@ import time
 
 import zmq
 
-from realtime.feed import DEFAULT_ENDPOINT, MAX_MESSAGE_BYTES, TOPICS, FeedError, decode
+from realtime.feed import DEFAULT_ENDPOINT, MAX_MESSAGE_BYTES, TOPICS, FeedError, decode, endpoint
 
 TOP_TAGS = 3
 # Poll in slices so the --timeout deadline is checked even when nothing arrives.
@@ -95,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
         "endpoint",
         nargs="?",
         default=DEFAULT_ENDPOINT,
+        type=endpoint,
         help=f"ZeroMQ endpoint of the feed (default {DEFAULT_ENDPOINT})",
     )
     parser.add_argument(

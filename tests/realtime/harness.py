@@ -84,6 +84,52 @@ def first_status(messages) -> bool:
     return any(t == "status" for t, _, _ in messages)
 
 
+class LiveStream:
+    """A live radio stream on loopback: ffmpeg's own HTTP server (``-listen``) playing a clip in a
+    loop at its pace, as Ogg/Opus with no length (what an Icecast mount sends).  ``kill()`` is a
+    server that dies; ``start()`` brings it back on the same port."""
+
+    def __init__(self, clip: Path, port: int | None = None):
+        self.clip = clip
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}/live"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> LiveStream:
+        self.proc = subprocess.Popen(
+            ["ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(self.clip),
+             "-c:a", "libopus", "-f", "ogg", "-listen", "1", self.url],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        # Wait until it listens, without connecting (-listen 1 serves one client, then exits).
+        deadline = time.monotonic() + 10
+        while not _listening(self.port):
+            assert self.proc.poll() is None and time.monotonic() < deadline, "ffmpeg's HTTP server did not start"
+            time.sleep(0.05)
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def __enter__(self) -> LiveStream:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.kill()
+
+
+def _listening(port: int) -> bool:
+    """Is a TCP socket on this machine listening on ``port`` (Linux's /proc/net/tcp: state 0A)?"""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+            return True
+    return False
+
+
 def start(module: str, *args: str, env=None, stdin=None, quiet: bool = True) -> subprocess.Popen:
     """``python -m realtime.<module> [--quiet] ARGS`` in the repository, output captured."""
     return subprocess.Popen(

@@ -62,7 +62,33 @@ def test_bad_files_and_short_files(tmp_path):
     short = tmp_path / "short.wav"
     sf.write(short, np.zeros(8000, np.float32), 16000)
     proc = analyze(str(short), "--json")
-    assert proc.returncode == 0 and proc.stdout == "" and "shorter than one 2.99 s segment" in proc.stderr
+    assert proc.returncode == 0 and proc.stdout == "" and "less than one 2.99 s segment" in proc.stderr
+
+
+def test_damaged_samples_are_reported_and_bad_options_exit_2(shared_data, tmp_path, capsys):
+    from realtime import analyze as analyze_module
+
+    audio, rate = sf.read(shared_data / "4q" / "audio" / "Q1" / "MT0000040632.ogg", dtype="float32")
+    audio = audio[: 4 * rate].copy()
+    audio[100:107] = np.nan
+    audio[200:203] = np.inf
+    audio[300:305] = 1.5
+    damaged = tmp_path / "damaged.wav"
+    sf.write(damaged, audio, rate, subtype="FLOAT")
+    assert analyze_module.main([str(damaged), "--model", "musicnn-msd"]) == 0
+    err = capsys.readouterr().err
+    assert "10 NaN/Inf samples were replaced by silence" in err and "5 samples at or past full scale" in err
+    # The exit-status convention: 2 and one line for whatever stops a command from starting.
+    for args, words in (
+        (["--smooth", "-1"], "--smooth: -1 is out of range"),
+        (["--model", "nope"], "unknown model"),
+        (["--hop", "0"], "--hop: 0 is out of range"),
+    ):
+        try:
+            analyze_module.main([str(damaged), *args])
+        except SystemExit as exc:
+            code = exc.code
+        assert code == 2 and words in capsys.readouterr().err, args
 
 
 def test_onnx_backend_gives_the_same_windows(shared_data):

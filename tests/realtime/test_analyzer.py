@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
+import torch
 
 import models
 from realtime.analyzer import Analyzer, Windowing
@@ -97,6 +98,31 @@ def test_silence_is_flagged(msd, clip):
     assert not any(s for t, s in flags if t <= 5 or t >= 13)
     assert all(s for t, s in flags if 7 <= t <= 11)
     assert all(not w.silent and w.level_dbfs > -40 for w in windows[:2])
+
+
+@pytest.mark.parametrize("hop_s", [0.1, 1.0, 3.0, 3.1, 5.0, 10.0, 100.0])
+def test_every_window_is_the_audio_it_ends_at_whatever_the_hop(msd, clip, hop_s):
+    """Window ends follow the audio received, never the future: a hop longer than a segment
+    once moved the window start past frames not yet arrived (windows ahead of the audio)."""
+    from models.runners import TorchRunner
+    from tests.realtime.test_frontend import one_pass
+
+    audio, rate = clip
+    audio = soxr.resample(audio, rate, 16000)  # the model's rate: no resampler in the way
+    a, windows = _run(msd, audio, 16000, Windowing(hop_s=hop_s, context_s=3.0), block=1500)
+    seg, hop = msd.segment_frames, a.hop_frames
+    total_frames = len(audio) // 256 + 1
+    assert [w.end_frame for w in windows] == list(range(seg, total_frames + 1, hop))
+    assert all(w.t_stream <= len(audio) / 16000 + 256 / 16000 for w in windows)
+    mel = torch.from_numpy(one_pass(msd.frontend, audio))
+    runner = TorchRunner(msd, "cpu")
+    step = max(1, len(windows) // 6)  # a few windows across the clip each (the encoder is the cost)
+    picked = windows[::step]
+    embeddings = runner.encode(torch.stack([mel[:, w.end_frame - seg : w.end_frame] for w in picked]))
+    for w, emb in zip(picked, embeddings, strict=True):
+        logits = runner.pool_predict(emb[None, None])
+        expected = models.probabilities(msd.heads["tags"], torch.from_numpy(logits["tags"][0])).numpy()
+        np.testing.assert_allclose(w.outputs["tags"], expected, atol=1e-4)
 
 
 def test_bad_windowing_is_rejected():

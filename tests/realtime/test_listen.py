@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import io
 import os
 import signal
 import subprocess
@@ -302,8 +303,32 @@ def test_unknown_model_and_bad_options(capsys):
     assert code == 2 and "choose one audio source" in err
     code, err = refused_here(capsys, "--stdin")
     assert code == 2 and "--rate" in err
-    code, err = refused_here(capsys, "--stdin", "--rate", "16000", "--hop", "-1")
-    assert code != 0 and "--hop" in err
+    # Every number and port is checked as it is parsed: exit 2, one line, never a traceback.
+    for option, value, words in (
+        ("--hop", "-1", "--hop: -1 is out of range: the hop in seconds must be 0.05..600"),
+        ("--hop", "1000", "--hop: 1000 is out of range"),
+        ("--smooth", "-1", "--smooth: -1 is out of range: the smoothing time constant"),
+        ("--smooth", "nan", "--smooth: nan is out of range"),
+        ("--context", "0", "--context: 0 is out of range"),
+        ("--threads", "0", "--threads: 0 is out of range"),
+        ("--threads", "two", "--threads: 'two' is not an integer"),
+        ("--on", "1.5", "--on: 1.5 is out of range: a probability must be 0..1"),
+        ("--pub", "tcp://127.0.0.1:99999", "port '99999' of 'tcp://127.0.0.1:99999' is not in 1..65535"),
+        ("--pub", "127.0.0.1:5556", "is not a ZeroMQ endpoint"),
+    ):
+        code, err = refused_here(capsys, "--stdin", "--rate", "16000", option, value)
+        assert code == 2 and words in err and "Traceback" not in err, err
+
+
+def test_a_source_that_yields_no_window_says_why_nothing_was_published(monkeypatch, capsys):
+    from realtime import listen as listen_module
+
+    for data in (b"", b"\x00" * 7, np.zeros(16000, np.float32).tobytes()):  # nothing, part of a sample, 1 s
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+        capsys.readouterr()
+        code = listen_module.main(["--quiet", "--stdin", "--rate", "16000", "--pub", free_endpoint()])
+        err = capsys.readouterr().err
+        assert code == 0 and "nothing was published" in err and "less than one 2.99 s segment" in err, err
 
 
 def test_missing_weights_and_unwritable_cache(tmp_path):
@@ -380,7 +405,7 @@ def test_bad_model_lists_are_refused_clearly(shared_data, capsys):
         assert code != 0 and words in err, err
     with pytest.raises(SystemExit) as exit_:
         analyze.main([str(shared_data / CLIP), "--model", "default,musicnn-msd"])
-    assert exit_.value.code != 0 and "one model at a time" in str(exit_.value.code)
+    assert exit_.value.code == 2 and "one model at a time" in capsys.readouterr().err
 
 
 def test_live_sources_get_the_low_delay_resampler(music_clip, capsys):

@@ -32,7 +32,7 @@ def valid_mood(**overrides: object) -> dict:
     tags = {name: round(0.01 + 0.3 * (i % 7) / 7, 3) for i, name in enumerate(MTAT_TAGS)}
     tags.update(rock=0.81, pop=0.55, electronic=0.40)
     message = {
-        "schema": 3,
+        "schema": 4,
         "seq": 12,
         "model": "musicnn-mtat",
         "t_capture": t_capture,
@@ -55,7 +55,7 @@ def valid_mood(**overrides: object) -> dict:
 def valid_status(**overrides: object) -> dict:
     """A status message of a device source that is running."""
     message = {
-        "schema": 3,
+        "schema": 4,
         "seq": 3,
         "t": time.time(),
         "model": "musicnn-mtat",
@@ -66,11 +66,14 @@ def valid_status(**overrides: object) -> dict:
             "state": "running",
             "sample_rate_hz": 48000,
             "error": None,
+            "reconnect": None,
         },
         "overflows": 0,
         "dropped_samples": 0,
         "sanitized_samples": 0,
         "clipped_samples": 12,
+        "gaps": 0,
+        "gap_seconds": 0.0,
         "published": 6,
         "latency_ms": {"p50": 30.2, "p99": 48.0, "count": 6},
         "process_ms": {
@@ -167,8 +170,24 @@ def test_schema_is_draft_2020_12_with_both_topics():
                     "state": "error",
                     "sample_rate_hz": 44100,
                     "error": "EOF",
+                    "reconnect": None,
                 },
                 latency_ms={"p50": None, "p99": None, "count": 0},
+            ),
+        ),
+        (
+            "status",
+            valid_status(
+                source={
+                    "kind": "url",
+                    "name": "http://radio/live",
+                    "state": "reconnecting",
+                    "sample_rate_hz": 16000,
+                    "error": None,
+                    "reconnect": {"reason": "the stream ended", "attempt": 3, "since": time.time() - 7},
+                },
+                gaps=1,
+                gap_seconds=7.25,
             ),
         ),
     ],

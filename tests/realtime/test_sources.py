@@ -487,6 +487,57 @@ def test_url_failure_after_start_sets_error_and_finished(http_base_url):
     assert _process_is_gone(src.pid)
 
 
+def _until(condition, timeout_s: float, ring: RingBuffer) -> int:
+    """Read the ring (as the engine would) until ``condition()``; the frames read meanwhile."""
+    deadline, frames = time.monotonic() + timeout_s, 0
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        frames += len(ring.read()[0])
+        time.sleep(0.05)
+    return frames
+
+
+def test_a_live_stream_that_drops_is_reconnected_with_backoff_and_a_file_url_just_ends(music_clip, http_base_url):
+    from tests.realtime.harness import LiveStream
+
+    with LiveStream(music_clip) as server:
+        src = UrlSource(server.url, sample_rate_hz=CLIP_RATE_HZ)
+        src.reconnect = True
+        ring = RingBuffer(2**20, 1)
+        src.start(ring)
+        try:
+            assert _until(lambda: ring.write_index > CLIP_RATE_HZ, 10, ring) >= 0
+            assert src.duration_known is False  # a live stream: ffmpeg knows no duration
+            server.kill()
+            _until(lambda: src.reconnecting is not None and src.reconnecting["attempt"] >= 2, 10, ring)
+            away = src.reconnecting
+            assert src.state == "running" and src.error is None and not src.finished
+            assert "Connection refused" in away["reason"] and away["since"] <= time.time()
+            server.start()
+            before = ring.write_index
+            _until(lambda: src.reconnecting is None and ring.write_index > before + CLIP_RATE_HZ, 15, ring)
+            assert src.state == "running"
+        finally:
+            src.stop()
+        # Without reconnect a drop is an error (listen exits 1 with it), not a quiet end.
+        server.kill()
+        server.start()  # ffmpeg -listen 1 serves one client: a fresh one
+        src = UrlSource(server.url, sample_rate_hz=CLIP_RATE_HZ)
+        ring = RingBuffer(2**20, 1)
+        src.start(ring)
+        _until(lambda: ring.write_index > 0, 10, ring)
+        server.kill()
+        _until(lambda: src.finished, 10, ring)
+        assert src.state == "error" and "ended" in src.error and src.reconnecting is None
+    # A file on an HTTP server that ends is the end, even where ffmpeg knows no duration (Ogg).
+    src = UrlSource(f"{http_base_url}/clip.ogg", sample_rate_hz=CLIP_RATE_HZ)
+    src.reconnect = True
+    ring = RingBuffer(2**22, 1)
+    src.start(ring)
+    _until(lambda: src.finished, 20, ring)
+    assert src.state == "ended" and src.duration_known is False
+
+
 def test_url_connection_refused_is_a_clear_error():
     with socket.socket() as sock:  # a port that was free a moment ago: nobody listens there
         sock.bind(("127.0.0.1", 0))

@@ -27,7 +27,7 @@ def valid_mood(seq: int = 0, **overrides: object) -> dict:
     """A mood message as the engine publishes it (t_publish/latency_ms are stamped on send)."""
     t_capture = time.time() - 0.035
     message = {
-        "schema": 3,
+        "schema": 4,
         "seq": seq,
         "model": "musicnn-mtat",
         "t_capture": t_capture,
@@ -50,7 +50,7 @@ def valid_mood(seq: int = 0, **overrides: object) -> dict:
 def valid_status(seq: int = 0) -> dict:
     """A status message of a device source that is running."""
     return {
-        "schema": 3,
+        "schema": 4,
         "seq": seq,
         "t": time.time(),
         "model": "musicnn-mtat",
@@ -61,11 +61,14 @@ def valid_status(seq: int = 0) -> dict:
             "state": "running",
             "sample_rate_hz": 48000,
             "error": None,
+            "reconnect": None,
         },
         "overflows": 0,
         "dropped_samples": 0,
         "sanitized_samples": 0,
         "clipped_samples": 0,
+        "gaps": 0,
+        "gap_seconds": 0.0,
         "published": 2 * seq,
         "latency_ms": {"p50": 30.0, "p99": 48.0, "count": 2 * seq},
         "process_ms": {
