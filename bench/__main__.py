@@ -5,6 +5,7 @@ python -m bench latency [--models default,musicnn-msd|all] [--backends torch,onn
                         [--json OUT] [--plot OUT.png]
 python -m bench e2e     [--models default] [--sources file,device] [--seconds 180] ...
 python -m bench scale   [--model default] [--max-streams N] [--layout processes|threads] ...
+python -m bench soak    [--hours H | --minutes M] [--paced] [--model default] ...
 
 Each subcommand prints a table and can write JSON (--json) and a PNG chart (--plot);
 `python -m bench COMMAND --help` explains its options.
@@ -15,10 +16,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import e2e, latency, scale
+from bench import e2e, latency, scale, soak
 
 # Each module owns its subcommand: add_parser(subparsers) registers it and sets `func`.
-COMMANDS = (latency, e2e, scale)
+COMMANDS = (latency, e2e, scale, soak)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,7 @@ import time
 import zmq
 
 from realtime.feed import DEFAULT_ENDPOINT, MAX_MESSAGE_BYTES, FeedError, decode, endpoint
+from realtime.keys import CurveError, add_subscriber_options, secure_subscriber
 from realtime.outputs import (
     MapError,
     OutputError,
@@ -54,6 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"the analyzer's feed (default {DEFAULT_ENDPOINT})",
     )
     parser.add_argument("--quiet", action="store_true", help="no live line on the terminal")
+    add_subscriber_options(parser)
     add_output_options(parser)
     args = parser.parse_args(argv)
     check_output_options(parser, args)
@@ -121,7 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     sock.setsockopt(zmq.MAXMSGSIZE, 4 * MAX_MESSAGE_BYTES)
     sock.setsockopt(zmq.SUBSCRIBE, b"")
     try:
+        secure_subscriber(sock, args.server_key, args.client_key)
         sock.connect(args.endpoint)
+    except CurveError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sock.close(linger=0)
+        context.term()
+        return 2
     except zmq.ZMQError as exc:
         print(f"error: cannot connect to {args.endpoint!r}: {zmq.strerror(exc.errno)}", file=sys.stderr)
         return 2

@@ -166,6 +166,7 @@ class Engine:
         config: FeedConfig | None = None,
         on_mood: Callable[[dict], None] | None = None,
         compute: str = "cpu",
+        on_status: Callable[[dict], None] | None = None,
     ):
         if not members:
             raise ValueError("the engine needs at least one model")
@@ -181,6 +182,7 @@ class Engine:
         self.model_name = ",".join(names)
         self.config = config or FeedConfig()
         self.on_mood = on_mood
+        self.on_status = on_status
         # Protocol outputs (OSC, DMX, OS2L, MIDI): handed every message after the feed has it.
         self.outputs: Outputs | None = None
         clash = clashing_names(members)
@@ -388,3 +390,5 @@ class Engine:
         message = self.status_message()
         self.status_seq += 1
         self._emit("status", message)
+        if self.on_status:
+            self.on_status(message)

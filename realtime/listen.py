@@ -88,6 +88,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="ENDPOINT",
         help=f"ZeroMQ endpoint to bind (default {DEFAULT_ENDPOINT}; loopback only unless you say otherwise)",
     )
+    out.add_argument(
+        "--curve-key",
+        metavar="FILE",
+        help="encrypt the feed with ZeroMQ CURVE: this analyzer's key pair (server.key_secret, made "
+        "by python -m realtime.keys DIR); subscribers then need its server.key",
+    )
+    out.add_argument(
+        "--curve-clients",
+        metavar="DIR",
+        help="with --curve-key: admit only the subscribers whose public keys (*.key) are in DIR",
+    )
     out.add_argument("--quiet", action="store_true", help="no live line on the terminal")
     add_output_options(parser)
     args = parser.parse_args(argv)
@@ -117,6 +128,7 @@ class LiveLine:
         self.tty = stream.isatty()
         self.outputs = None  # an Outputs hub, whose failing outputs the line reports
         self._states: dict[int, str] = {}
+        self._source = ("starting", 0)  # the source's state and reconnection attempt last shown
 
     def _events(self) -> tuple[list[str], str]:
         events, failing = [], []
@@ -129,6 +141,24 @@ class LiveLine:
             if state != "ok":
                 failing.append(output.kind)
         return events, ("! " + " ".join(dict.fromkeys(failing)) + "  ") if failing else ""
+
+    def status(self, message: dict) -> None:
+        """A line of its own when the source is lost, at each reconnection attempt, and when it is back."""
+        source = message["source"]
+        away = source["reconnect"]
+        now = (source["state"], away["attempt"] if away else 0)
+        if now == self._source or (not away and self._source[0] != "reconnecting"):
+            self._source = now
+            return
+        self._source = now
+        if away:
+            text = f"moodstream: {source['kind']} lost, reconnecting (attempt {away['attempt']}): {away['reason']}"
+        else:
+            text = f"moodstream: {source['kind']} {source['state']} again"
+        if self.tty:
+            text = "\r" + text.ljust(shutil.get_terminal_size().columns - 1)
+        self.stream.write(text + "\n")
+        self.stream.flush()
 
     def __call__(self, m: dict) -> None:
         va = ""
@@ -166,13 +196,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.url:
             source = make_source(args, None)
-        publisher = Publisher(args.pub)
+        publisher = Publisher(args.pub, curve_key=args.curve_key, curve_clients=args.curve_clients)
         members, windowing, compute = build_members(args)
         primary = members[0].model
         if source is None:
             source = make_source(args, primary.frontend.sample_rate_hz)
         view = None if args.quiet else LiveLine()
-        session = open_session(args, members, windowing, compute, source, publisher, on_mood=view)
+        session = open_session(
+            args, members, windowing, compute, source, publisher, on_mood=view, on_status=view and view.status
+        )
     except BaseException as exc:  # a model that cannot load exits from build_members: close the port first
         if publisher is not None:
             publisher.close()
@@ -196,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         _, hop_s, _, context_s = effective_windows(primary, engine.windowing)
         print(
             f"moodstream: {engine.model_name} on {source.kind} {source.name!r}, publishing on "
-            f"{session.publisher.endpoint} (hop {hop_s:.3g} s, context {context_s:.3g} s, "
+            f"{session.publisher.endpoint}{' (CURVE)' if session.publisher.encrypted else ''} (hop {hop_s:.3g} s, context {context_s:.3g} s, "
             f"{engine.windowing.resampler} resampler); Ctrl-C stops",
             file=sys.stderr,
         )

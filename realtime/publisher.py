@@ -15,8 +15,10 @@ import json
 import logging
 
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
 
 from realtime.feed import DEFAULT_ENDPOINT, MAX_MESSAGE_BYTES, TOPICS, stamp
+from realtime.keys import CurveError, check_clients, secret_pair
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +57,39 @@ class Publisher:
     """
 
     def __init__(
-        self, endpoint: str = DEFAULT_ENDPOINT, sndhwm: int = 1000, context: zmq.Context | None = None
+        self,
+        endpoint: str = DEFAULT_ENDPOINT,
+        sndhwm: int = 1000,
+        context: zmq.Context | None = None,
+        curve_key: str | None = None,
+        curve_clients: str | None = None,
     ):
+        """``curve_key``: the server's ``.key_secret`` file: the feed is CURVE-encrypted (see
+        ``realtime.keys``); ``curve_clients``: a folder of the client public keys let in."""
         if sndhwm <= 0:  # 0 would mean "no limit": unbounded memory for a stuck subscriber
             raise ValueError(f"sndhwm must be a positive number of messages, got {sndhwm}")
+        try:
+            pair = secret_pair(curve_key, "--curve-key") if curve_key else None
+            clients = check_clients(curve_clients) if curve_clients else None
+        except CurveError as exc:
+            raise PublisherError(str(exc)) from None
+        if clients and not pair:
+            raise PublisherError("--curve-clients needs --curve-key (the analyzer's own key pair)")
         self._own_context = context is None
         self._context: zmq.Context | None = zmq.Context() if context is None else context
         self._socket: zmq.Socket | None = self._context.socket(zmq.PUB)
+        self._auth: ThreadAuthenticator | None = None
+        self.encrypted = pair is not None
         self.sent = 0
         self.dropped = 0
         try:
+            if pair:
+                if clients:  # a ZAP handler in this process admits the listed public keys only
+                    self._auth = ThreadAuthenticator(self._context, log=log)
+                    self._auth.start()
+                    self._auth.configure_curve(domain="*", location=str(clients))
+                self._socket.curve_publickey, self._socket.curve_secretkey = pair
+                self._socket.curve_server = True
             self._socket.setsockopt(zmq.LINGER, 0)
             self._socket.setsockopt(zmq.SNDHWM, sndhwm)
             self._socket.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
@@ -83,10 +108,10 @@ class Publisher:
                 f"cannot publish on {endpoint!r}: {zmq.strerror(e.errno)} "
                 f"(expected e.g. tcp://127.0.0.1:5556 or ipc:///tmp/moodstream.ipc)"
             ) from e
-        if not is_loopback(self.endpoint):
+        if not is_loopback(self.endpoint) and not self.encrypted:
             log.warning(
-                "moodstream: publishing on %s, which other machines may reach (use a 127.0.0.1 endpoint "
-                "to keep the feed local)",
+                "moodstream: publishing on %s, which other machines may reach, unencrypted (use a "
+                "127.0.0.1 endpoint to keep the feed local, or --curve-key: see python -m realtime.keys)",
                 self.endpoint,
             )
 
@@ -128,6 +153,9 @@ class Publisher:
         if self._socket is not None:
             self._socket.close(linger=0)
             self._socket = None
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
         if self._own_context and self._context is not None:
             self._context.term()
         self._context = None

@@ -94,6 +94,7 @@ def open_session(
     publisher: Publisher | None,
     on_mood: Callable[[dict], None] | None = None,
     outputs: bool = True,
+    on_status: Callable[[dict], None] | None = None,
 ) -> Session:
     """The engine for ``source`` (the resampler its liveness calls for), publishing on ``publisher``
     (None: no feed) and, with ``outputs``, to the protocol outputs the options name.
@@ -102,7 +103,14 @@ def open_session(
     """
     windowing = dataclasses.replace(windowing, resampler=resampler_for(args.resampler, source))
     engine = Engine(
-        source, members, windowing, publisher, feed_config(args), on_mood=on_mood, compute=compute
+        source,
+        members,
+        windowing,
+        publisher,
+        feed_config(args),
+        on_mood=on_mood,
+        compute=compute,
+        on_status=on_status,
     )
     session = Session(engine, publisher)
     if outputs:

@@ -16,6 +16,7 @@ import time
 import zmq
 
 from realtime.feed import DEFAULT_ENDPOINT, MAX_MESSAGE_BYTES, TOPICS, FeedError, decode, endpoint
+from realtime.keys import CurveError, add_subscriber_options, secure_subscriber
 
 TOP_TAGS = 3
 # Poll in slices so the --timeout deadline is checked even when nothing arrives.
@@ -71,6 +72,10 @@ def format_status(message: dict) -> str:
     source = message["source"]
     latency = message["latency_ms"]
     error = f"  error: {_printable(source['error'])}" if source["error"] is not None else ""
+    away = source["reconnect"]
+    if away:
+        error += f"  (attempt {away['attempt']}: {_printable(away['reason'])})"
+    gaps = f" gaps {message['gaps']} ({message['gap_seconds']:.1f} s)" if message["gaps"] else ""
     outputs = "".join(
         f"  {o['kind']} {_printable(o['target'])}: {o['state']}"
         + (f" ({_printable(o['error'])})" if o["state"] != "ok" and o["error"] else "")
@@ -79,7 +84,7 @@ def format_status(message: dict) -> str:
     return (
         f"status #{message['seq']}  source {source['kind']} {source['state']}  "
         f"overflows {message['overflows']} dropped {message['dropped_samples']} "
-        f"nan/inf {message['sanitized_samples']} clipped {message['clipped_samples']}  "
+        f"nan/inf {message['sanitized_samples']} clipped {message['clipped_samples']}{gaps}  "
         f"p50 {_ms(latency['p50'])} p99 {_ms(latency['p99'])}{error}{outputs}"
     )
 
@@ -109,6 +114,7 @@ def _parser() -> argparse.ArgumentParser:
         help="exit with status 1 if no valid message arrives for S seconds",
     )
     parser.add_argument("--json", action="store_true", help="print each message as one line of JSON")
+    add_subscriber_options(parser)
     return parser
 
 
@@ -131,6 +137,11 @@ def main(argv: list[str] | None = None) -> int:
         socket.setsockopt(zmq.MAXMSGSIZE, 4 * MAX_MESSAGE_BYTES)
         for topic in topics:
             socket.setsockopt(zmq.SUBSCRIBE, topic.encode("ascii"))
+        try:
+            secure_subscriber(socket, args.server_key, args.client_key)
+        except CurveError as e:
+            print(f"subscribe: error: {e}", file=sys.stderr)
+            return 2
         try:
             socket.connect(args.endpoint)
         except zmq.ZMQError as e:

@@ -28,8 +28,8 @@ def _moods_after(seq: int):
 
 
 def _state(name: str):
-    return lambda messages: bool(messages) and any(
-        t == "status" and m["source"]["state"] == name for t, m, _ in messages[-3:]
+    return lambda messages: (
+        bool(messages) and any(t == "status" and m["source"]["state"] == name for t, m, _ in messages[-3:])
     )
 
 
