@@ -349,7 +349,8 @@ def host_main(argv: list[str]) -> int:
     from realtime import listen
     from realtime.options import build_members
     from realtime.publisher import Publisher
-    from realtime.session import make_source, open_session
+    from realtime.session import open_session
+    from realtime.sources import make_source
 
     endpoints = argv[2].split(",")
     args = listen.parse_args([*argv[4:], "--pub", endpoints[0]])

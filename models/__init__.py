@@ -16,12 +16,13 @@ from models import (  # noqa: F401  (each module registers its models)
     segment_attention,
     va_cnn,
 )
-from models.artifact import DEFAULT_NAME, check_name, resolve
+from models.artifact import DEFAULT, DEFAULT_NAME, check_name, is_artifact, resolve
 from models.base import HeadSpec, SegmentModel, probabilities
 from models.frontend import FrontendConfig, MelFrontend
 from models.registry import UnknownModelError, available, build, entry, register
 
 __all__ = [
+    "DEFAULT",
     "DEFAULT_NAME",
     "FrontendConfig",
     "MelFrontend",
@@ -32,6 +33,7 @@ __all__ = [
     "build",
     "check_name",
     "entry",
+    "is_artifact",
     "probabilities",
     "register",
     "resolve",

@@ -60,3 +60,23 @@ JAMENDO_MOODTHEME = (
     "upbeat",
     "uplifting",
 )
+
+
+# The feed groups a model's tags by what they describe, so a lighting designer binds scenes to
+# moods and never to "rock": moods (AllMusic moods, MTG-Jamendo mood/theme tags, the valence
+# classes), emotions (the 9 GEMS scales of Emotify), descriptors (genres, instruments and the
+# other MSD / MagnaTagATune tags, genre classes).
+VOCABULARIES = ("moods", "emotions", "descriptors")
+
+
+def vocabulary_of(head_name: str, kind: str, labels: tuple[str, ...]) -> str | None:
+    """The feed vocabulary of a head's tags; None for a valence/arousal head (not tags)."""
+    from models.musicnn import MSD_LABELS, MTT_LABELS
+
+    if kind == "valence_arousal":
+        return None
+    if head_name == "gems":
+        return "emotions"
+    if head_name == "genre" or set(labels) <= set(MSD_LABELS) | set(MTT_LABELS):
+        return "descriptors"
+    return "moods"

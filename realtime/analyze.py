@@ -15,10 +15,15 @@ import sys
 import threading
 import time
 
-from realtime.analyzer import Member
-from realtime.options import add_model_options, build_model, build_runner, check_model_options, refuse
-from realtime.session import open_session
-from realtime.sources import FileSource, SourceError
+from realtime.options import (
+    add_model_options,
+    build_model,
+    build_runner,
+    check_model_names,
+    check_model_options,
+    refuse,
+)
+from realtime.sources import SourceError, open_file
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -39,7 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 class Lines:
-    """Prints each mood message: as JSON, or one human line (time, valence/arousal, the top tags)."""
+    """Prints each mood message: as JSON, or one human line (time, the mood state, valence and
+    arousal, the active moods and emotions, else the strongest tags)."""
 
     def __init__(self, as_json: bool, top: int):
         self.as_json, self.top = as_json, top
@@ -52,16 +58,22 @@ class Lines:
             return
         top = sorted(m["tags"].items(), key=lambda kv: -kv[1])[: self.top]
         tags = "  ".join(f"{name} {p:.2f}" for name, p in top)
+        state = f"{m['state']:<15} " if m["state"] else ""
         va = "" if m["valence"] is None else f"V {m['valence']:+.2f} A {m['arousal']:+.2f}  "
-        print(f"{m['t_stream']:7.2f}s  {'(silent) ' if m['silent'] else ''}{va}{tags}")
+        words = ", ".join(m["moods"] + m["emotions"])  # the active moods and emotions, else the top tags
+        print(f"{m['t_stream']:7.2f}s  {'(silent) ' if m['silent'] else ''}{state}{va}{words or tags}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        source = FileSource(args.file)  # checked before the model loads: the same errors as listen --file
+        source = open_file(args.file)  # checked before the model loads: the same errors as listen --file
     except SourceError as exc:
         refuse(str(exc))
+    check_model_names(args)  # from here on torch and the model load
+    from realtime.analyzer import Member
+    from realtime.session import open_session
+
     model, windowing, compute = build_model(args)
     members = [Member(args.model, model, build_runner(args, model, compute))]
     lines = Lines(args.json, args.top)

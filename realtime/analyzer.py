@@ -22,12 +22,12 @@ import torch
 
 from models import SegmentModel, probabilities
 from models.runners import Runner, TorchRunner
+from models.vocab import vocabulary_of
 from models.windowing import hop_frames
 from realtime.frontend import StreamingMel
+from realtime.options import RESAMPLERS
 from realtime.resample import LowDelayResampler
 from realtime.smoothing import rms_dbfs
-
-RESAMPLERS = ("hq", "low-delay")
 
 
 @dataclass(frozen=True)
@@ -391,6 +391,12 @@ class TagMerger:
             label if heads[name].kind == "tags" and seen[label] == 1 else f"{name}:{label}"
             for name in self.tag_heads
             for label in heads[name].labels
+        ]
+        # The feed vocabulary (moods, emotions, descriptors) of each name, in the same order.
+        self.vocabularies = [
+            vocabulary_of(name, heads[name].kind, heads[name].labels)
+            for name in self.tag_heads
+            for _ in heads[name].labels
         ]
 
     def tags(self, outputs: dict[str, np.ndarray]) -> np.ndarray:

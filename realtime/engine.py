@@ -20,12 +20,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from models import SegmentModel
+from models.vocab import VOCABULARIES
 from realtime.analyzer import STAGES, Member, Pipeline, TagMerger, Window, Windowing
 from realtime.feed import SCHEMA_VERSION, stamp
+from realtime.options import DWELL_S
 from realtime.outputs import Outputs
 from realtime.publisher import Publisher
 from realtime.ring import RingBuffer
-from realtime.smoothing import Hysteresis, Smoother
+from realtime.smoothing import Hysteresis, MoodState, Smoother, state_probabilities
 from realtime.sources import Source
 from realtime.stats import percentiles
 
@@ -41,6 +43,9 @@ class FeedConfig:
     stall_after_s: float = 1.0  # no audio for this long (source not ended): state "stalled"
     ring_s: float = 10.0  # ring buffer capacity in seconds of source audio
     window_s: float = 60.0  # latency and process_ms percentiles are over this much recent time
+    dwell_s: float = DWELL_S  # another mood state must lead this long (and by state_margin) to take over
+    state_margin: float = 0.1
+    active_per_vocabulary: int = 3  # the moods / emotions / descriptors lists: the strongest active, at most this many
 
 
 # The stages ``process_ms`` reports, in the order a window's audio goes through them: pickup
@@ -194,6 +199,7 @@ class Engine:
         # reads before it, whose audio the window also holds, ran while that audio arrived).
         self._read_ms: dict[str, float] = dict.fromkeys(("pickup", *STAGES), 0.0)
         self._publish_from = 0.0  # perf_counter() where the publish stage of the next mood began
+        self.mood_state = MoodState(self.config.dwell_s, self.config.state_margin)
         self.mood_seq = 0
         self.moods_sent = 0
         self.status_seq = 0
@@ -291,15 +297,28 @@ class Engine:
     def _publish_mood(self, window: Window) -> None:
         tags: dict[str, float] = {}
         active: list[str] = []
+        grouped: dict[str, list[tuple[float, str]]] = {v: [] for v in VOCABULARIES}
         for feed in self.feeds:
             if feed.tags is None:
                 continue
             tags.update((n, round(float(p), 5)) for n, p in zip(feed.names, feed.tags, strict=True))
-            active.extend(n for n, on in zip(feed.names, feed.active, strict=True) if on)
+            for name, on, p, vocabulary in zip(
+                feed.names, feed.active, feed.tags, feed.merger.vocabularies, strict=True
+            ):
+                if on:
+                    active.append(name)
+                    grouped[vocabulary].append((float(p), name))
         va = next((f for f in self.feeds if f.merger.va_head), None)
         valence = arousal = None
+        state = state_p = None
         if va is not None and not window.silent:
             valence, arousal = va.valence, va.arousal
+        if window.silent:
+            state = self.mood_state.update(None, window.t_stream)
+        elif valence is not None:
+            state_p = {k: round(v, 5) for k, v in state_probabilities(valence, arousal).items()}
+            state = self.mood_state.update(state_p, window.t_stream)
+        cap = self.config.active_per_vocabulary
         native_index = math.ceil(window.t_stream * self.pipeline.input_rate_hz) - 1
         message = {
             "schema": SCHEMA_VERSION,
@@ -315,6 +334,9 @@ class Engine:
             "active": active,
             "valence": valence,
             "arousal": arousal,
+            "state": state,
+            "state_p": state_p,
+            **{v: [name for _, name in sorted(grouped[v], reverse=True)[:cap]] for v in VOCABULARIES},
         }
         self.mood_seq += 1
         stages = dict(self._read_ms)

@@ -95,6 +95,11 @@ def _check(topic: str, message: object) -> None:
         if unknown:
             names = _shorten(", ".join(repr(name) for name in unknown))
             raise FeedError(f"invalid mood message: active tags not in tags: {names}")
+        for vocabulary in ("moods", "emotions", "descriptors"):
+            stray = [name for name in message[vocabulary] if name not in message["active"]]
+            if stray:
+                names = _shorten(", ".join(repr(name) for name in stray))
+                raise FeedError(f"invalid mood message: {vocabulary} not in active: {names}")
 
 
 def _has_non_finite(value: object) -> bool:

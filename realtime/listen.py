@@ -28,13 +28,13 @@ import signal
 import sys
 import threading
 
-from realtime.analyzer import effective_windows
+# Only what parsing, the source and the feed's port need: torch and the models load after them,
+# so a wrong --device, --file or port is said within a second.
 from realtime.feed import DEFAULT_ENDPOINT, endpoint
-from realtime.options import add_model_options, build_members, check_model_options, number
+from realtime.options import add_model_options, check_model_names, check_model_options, number
 from realtime.outputs import MapError, OutputError, add_output_options, check_output_options
 from realtime.publisher import Publisher, PublisherError
-from realtime.session import make_source, open_session
-from realtime.sources import SourceError, list_devices
+from realtime.sources import SourceError, list_devices, make_source
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -44,6 +44,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "Listen to a sound card, a file, raw PCM on stdin or a stream URL, and publish mood tags\n"
             "and valence/arousal over ZeroMQ: topic 'mood' once per hop, topic 'status' once a second\n"
             "(two frames: topic, then UTF-8 JSON; schema: realtime/schema/feed.schema.json).\n"
+            "Each mood carries a state to bind a scene to (energetic-happy, tense-angry, sad-dark,\n"
+            "calm-tender, silent), valence (-1 sad/negative .. +1 happy/positive) and arousal (-1 calm ..\n"
+            "+1 energetic): each is 2p - 1 of a calibrated probability, a confidence, not an intensity;\n"
+            "and the active tags, also grouped as moods, emotions and descriptors (at most 3 each).\n"
             "During silence, moods say silent=true with no active tags. Watch the feed with:\n"
             "  python -m realtime.subscribe"
         ),
@@ -116,11 +120,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-class LiveLine:
-    """One line on the terminal, rewritten each hop: time, latency, valence/arousal, top tags.
+WIDTH = 79  # the live line fits an 80-column terminal (a wider one shows no more)
 
-    With outputs: an output that starts or stops failing is reported on a line of its own
-    (kind, target, state, why), and the live line starts with "!" and the failing kinds.
+
+class LiveLine:
+    """One line on the terminal, rewritten each hop: stream time, latency, the mood state,
+    valence and arousal (labelled), the active moods (else the active emotions, else the
+    strongest tags).
+
+    It starts with "!" and what is wrong when the last second had dropped samples, device
+    overflows or a stalled source, or an output is failing; an output that starts or stops
+    failing, and a source that is lost and back, get a line of their own.
     """
 
     def __init__(self, stream=sys.stderr):
@@ -129,8 +139,11 @@ class LiveLine:
         self.outputs = None  # an Outputs hub, whose failing outputs the line reports
         self._states: dict[int, str] = {}
         self._source = ("starting", 0)  # the source's state and reconnection attempt last shown
+        self._counts: tuple[int, int] | None = None  # dropped samples, overflows at the last status
+        self._trouble = ""  # what the last status said is wrong, for the live line
+        self.announced_rate_hz: int | None = None  # the rate the banner named (a device may open at another)
 
-    def _events(self) -> tuple[list[str], str]:
+    def _events(self) -> tuple[list[str], list[str]]:
         events, failing = [], []
         for output in self.outputs.outputs if self.outputs else []:
             state = output.state
@@ -140,11 +153,35 @@ class LiveLine:
             self._states[id(output)] = state
             if state != "ok":
                 failing.append(output.kind)
-        return events, ("! " + " ".join(dict.fromkeys(failing)) + "  ") if failing else ""
+        return events, list(dict.fromkeys(failing))
+
+    def _write(self, events: list[str], line: str | None = None) -> None:
+        if self.tty:
+            width = max(20, min(WIDTH, shutil.get_terminal_size().columns - 1))
+            text = "".join("\r" + event[:width].ljust(width) + "\n" for event in events)
+            text += "" if line is None else "\r" + line[:width].ljust(width)
+        else:
+            text = "".join(event + "\n" for event in events) + ("" if line is None else line[:WIDTH] + "\n")
+        self.stream.write(text)
+        self.stream.flush()
 
     def status(self, message: dict) -> None:
-        """A line of its own when the source is lost, at each reconnection attempt, and when it is back."""
+        """Note what went wrong in the last second; a line of its own when the source is lost, at
+        each reconnection attempt, and when it is back."""
         source = message["source"]
+        if self.announced_rate_hz and source["state"] == "running" and source["sample_rate_hz"] != self.announced_rate_hz:
+            self._write([f"moodstream: {source['kind']} opened at {source['sample_rate_hz']} Hz "
+                         f"(its {self.announced_rate_hz} Hz was refused)"])  # fmt: skip
+            self.announced_rate_hz = source["sample_rate_hz"]
+        counts = (message["dropped_samples"], message["overflows"])
+        trouble = []
+        if self._counts is not None and counts[0] > self._counts[0]:
+            trouble.append(f"dropped {counts[0] - self._counts[0]} samples")
+        if self._counts is not None and counts[1] > self._counts[1]:
+            trouble.append("device overflow")
+        if source["state"] == "stalled":
+            trouble.append("no audio")
+        self._counts, self._trouble = counts, ", ".join(trouble)
         away = source["reconnect"]
         now = (source["state"], away["attempt"] if away else 0)
         if now == self._source or (not away and self._source[0] != "reconnecting"):
@@ -155,30 +192,25 @@ class LiveLine:
             text = f"moodstream: {source['kind']} lost, reconnecting (attempt {away['attempt']}): {away['reason']}"
         else:
             text = f"moodstream: {source['kind']} {source['state']} again"
-        if self.tty:
-            text = "\r" + text.ljust(shutil.get_terminal_size().columns - 1)
-        self.stream.write(text + "\n")
-        self.stream.flush()
+        self._write([text])
 
     def __call__(self, m: dict) -> None:
-        va = ""
+        events, failing = self._events()
+        flags = [self._trouble] if self._trouble else []
+        flags += [" ".join(failing) + " failing"] if failing else []
+        line = f"{'! ' + '; '.join(flags) + '  ' if flags else ''}{m['t_stream']:6.1f}s {m['latency_ms']:4.0f} ms"
+        if m["state"]:
+            line += f"  {m['state']}"
         if m["valence"] is not None:
-            va = f"  V {m['valence']:+.2f} A {m['arousal']:+.2f}"
+            line += f"  V {m['valence']:+.2f} A {m['arousal']:+.2f}"
         if m["silent"]:
-            tags = "(silence)"
+            words = "(silence)"
+        elif m["moods"] or m["emotions"]:
+            words = ", ".join(m["moods"] or m["emotions"])
         else:
-            top = sorted(m["tags"].items(), key=lambda kv: -kv[1])[:4]
-            tags = "  ".join(f"{name} {p:.2f}" for name, p in top)
-        events, flag = self._events()
-        line = f"{flag}{m['t_stream']:7.1f}s  lat {m['latency_ms']:5.0f} ms{va}  {tags}"
-        if self.tty:
-            width = shutil.get_terminal_size().columns - 1
-            for event in events:
-                self.stream.write("\r" + event.ljust(width) + "\n")
-            self.stream.write("\r" + line[:width].ljust(width))
-        else:
-            self.stream.write("".join(event + "\n" for event in events) + line + "\n")
-        self.stream.flush()
+            top = sorted(m["tags"].items(), key=lambda kv: -kv[1])[:3]
+            words = " ".join(f"{name} {p:.2f}" for name, p in top)
+        self._write(events, f"{line}  {words}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.url:
             source = make_source(args, None)
         publisher = Publisher(args.pub, curve_key=args.curve_key, curve_clients=args.curve_clients)
+        check_model_names(args)  # from here on torch and the models load
+        from realtime.options import build_members
+        from realtime.session import open_session
+
         members, windowing, compute = build_members(args)
         primary = members[0].model
         if source is None:
@@ -225,13 +261,17 @@ def main(argv: list[str] | None = None) -> int:
     if view:
         view.outputs = engine.outputs
     if not args.quiet:
+        from realtime.analyzer import effective_windows
+
         _, hop_s, _, context_s = effective_windows(primary, engine.windowing)
-        print(
-            f"moodstream: {engine.model_name} on {source.kind} {source.name!r}, publishing on "
-            f"{session.publisher.endpoint}{' (CURVE)' if session.publisher.encrypted else ''} (hop {hop_s:.3g} s, context {context_s:.3g} s, "
-            f"{engine.windowing.resampler} resampler); Ctrl-C stops",
-            file=sys.stderr,
-        )
+        feed = f"{session.publisher.endpoint}{' (CURVE)' if session.publisher.encrypted else ''}"
+        view.announced_rate_hz = source.sample_rate_hz
+        for line in (
+            f"{engine.model_name} on {source.kind} {source.name!r} ({source.sample_rate_hz} Hz, {source.channels} ch)",
+            f"publishing on {feed}; hop {hop_s:.3g} s, context {context_s:.3g} s, {engine.windowing.resampler} resampler",
+            f"listening... the first result after {primary.segment_seconds:.1f} s of audio; Ctrl-C stops",
+        ):
+            print(f"moodstream: {line}", file=sys.stderr)
         if engine.outputs:
             targets = ", ".join(str(o) for o in engine.outputs.outputs)
             rate = f"{args.output_rate:g} Hz" if args.output_rate else "once per hop"

@@ -1,20 +1,29 @@
-"""Command-line options shared by ``listen`` and ``analyze``, and building what they name."""
+"""Command-line options shared by ``listen`` and ``analyze``, and building what they name.
+
+Parsing and checking the options imports no torch and no model: ``listen`` opens the source and
+binds the feed's port before anything heavy loads, so a wrong device, file or port is said at
+once.  The ``build_*`` functions import what they build.
+"""
 
 from __future__ import annotations
 
 import argparse
 import math
 import sys
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-import torch
+if TYPE_CHECKING:
+    import models
+    from models.runners import Runner
+    from realtime.analyzer import Member, Windowing
 
-import models
-from models.runners import BACKENDS, Runner, make_runner
-from models.weights import WeightsError
-from realtime.analyzer import RESAMPLERS, Member, Windowing
-
-DEFAULT_MODEL = models.DEFAULT_NAME
+# The names and defaults the options offer, kept here so that parsing loads nothing heavy
+# (realtime.analyzer and realtime.engine take theirs from here; a test checks the other two
+# against models.DEFAULT_NAME and models.runners.BACKENDS).
+DEFAULT_MODEL = "default"
+RESAMPLERS = ("hq", "low-delay")
+BACKEND_NAMES = ("torch", "onnx", "compile")
+DWELL_S = 4.0
 HOP_RANGE_S = (0.05, 600.0)  # a hop shorter than ~3 mel frames is noise; longer than 10 min, a file job
 CONTEXT_RANGE_S = (0.05, 600.0)  # below one segment: one segment is pooled
 
@@ -61,7 +70,7 @@ def add_model_options(parser: argparse.ArgumentParser, smooth_default: float) ->
         default=DEFAULT_MODEL,
         help=f"a registered model name (default {DEFAULT_MODEL}) or a trained artifact directory; "
         f"listen takes several, comma-separated (e.g. default,jamendo-baseline: one feed, the first "
-        f"model sets the hop); registered: {', '.join(models.available())}",
+        f"model sets the hop); python -m models list shows them all",
     )
     g.add_argument(
         "--hop",
@@ -97,6 +106,14 @@ def add_model_options(parser: argparse.ArgumentParser, smooth_default: float) ->
         help="an active tag turns off below this (0.2)",
     )
     g.add_argument(
+        "--dwell",
+        type=number(0.0, 600.0, what="the dwell in seconds"),
+        default=DWELL_S,
+        metavar="S",
+        help=f"the mood state (energetic-happy, tense-angry, sad-dark, calm-tender, silent) changes "
+        f"only after another state has led for this long (default {DWELL_S:g} s; 0: at once)",
+    )
+    g.add_argument(
         "--silence-db",
         type=number(-200.0, 0.0, what="a level in dBFS"),
         default=-60.0,
@@ -119,7 +136,7 @@ def add_model_options(parser: argparse.ArgumentParser, smooth_default: float) ->
     )
     g.add_argument(
         "--backend",
-        choices=tuple(BACKENDS),
+        choices=BACKEND_NAMES,
         default="torch",
         help="run the model with PyTorch (default), ONNX Runtime (CUDA provider when present; the "
         "artifact's exported graphs, else exported once into the cache) or torch.compile",
@@ -137,7 +154,13 @@ def check_model_options(parser: argparse.ArgumentParser, args: argparse.Namespac
     """The checks argparse cannot make alone; exits through ``parser.error``."""
     if not 0 <= args.off < args.on <= 1:
         parser.error("need 0 <= --off < --on <= 1")
-    # Names are checked before a source or a port opens (nothing loads here).
+    model_names(args.model)
+
+
+def check_model_names(args: argparse.Namespace) -> None:
+    """Every ``--model`` name is one that can be loaded (the registry is imported: torch loads)."""
+    import models
+
     for name in model_names(args.model):
         try:
             models.check_name(name)
@@ -146,6 +169,8 @@ def check_model_options(parser: argparse.ArgumentParser, args: argparse.Namespac
 
 
 def compute_device(choice: str) -> str:
+    import torch
+
     if choice == "cuda" and not torch.cuda.is_available():
         refuse("error: --compute cuda, but no CUDA device is available")
     if choice == "auto":
@@ -165,6 +190,9 @@ def model_names(spec: str) -> list[str]:
 
 
 def _load(name: str) -> models.SegmentModel:
+    import models
+    from models.weights import WeightsError
+
     try:
         model = models.resolve(name)
     except models.UnknownModelError as exc:
@@ -177,6 +205,10 @@ def _load(name: str) -> models.SegmentModel:
 
 
 def _windowing(args: argparse.Namespace) -> Windowing:
+    import torch
+
+    from realtime.analyzer import Windowing
+
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
@@ -199,6 +231,8 @@ def build_model(args: argparse.Namespace) -> tuple[models.SegmentModel, Windowin
 
 def build_members(args: argparse.Namespace) -> tuple[list[Member], Windowing, str]:
     """Every model ``--model a,b,...`` names, each with its runner, the windowing and compute device."""
+    from realtime.analyzer import Member
+
     windowing = _windowing(args)
     compute = compute_device(args.compute)
     members = []
@@ -212,6 +246,8 @@ def build_runner(
     args: argparse.Namespace, model: models.SegmentModel, device: str, name: str | None = None
 ) -> Runner:
     """The backend that runs the model's streaming parts (encoder; pooling + heads)."""
+    from models.runners import make_runner
+
     try:
         runner = make_runner(model, args.backend, device, args.threads)
         runner.warm_up()  # torch.compile compiles (and is checked against eager mode) here

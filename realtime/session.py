@@ -17,7 +17,7 @@ from realtime.analyzer import Member, Windowing
 from realtime.engine import Engine, FeedConfig
 from realtime.outputs import build_outputs
 from realtime.publisher import Publisher
-from realtime.sources import DeviceSource, FileSource, Source, StdinSource, UrlSource
+from realtime.sources import Source
 
 
 def resampler_for(choice: str, source: Source) -> str:
@@ -27,27 +27,8 @@ def resampler_for(choice: str, source: Source) -> str:
     return "low-delay" if source.live else "hq"  # live, lag matters more; else soxr's HQ (offline quality)
 
 
-def make_source(args: argparse.Namespace, rate_hz: int | None) -> Source:
-    """The source ``listen``'s options name (a device by default); SourceError if it cannot be.
-
-    ``rate_hz``: what ffmpeg decodes a ``--url`` to (the model's rate); the others ignore it.
-    """
-    if args.file:
-        return FileSource(args.file, realtime=args.realtime)
-    if args.stdin:
-        return StdinSource(args.rate, fmt=args.format)
-    if args.url:
-        source = UrlSource(args.url, sample_rate_hz=rate_hz, realtime=args.realtime)
-    else:
-        device = int(args.device) if args.device is not None and args.device.isdigit() else args.device
-        source = DeviceSource(device, channels=args.channels)
-    # A stream or a device that is lost comes back by itself, unless the user wants a hard stop.
-    source.reconnect = not getattr(args, "no_reconnect", True)
-    return source
-
-
 def feed_config(args: argparse.Namespace) -> FeedConfig:
-    return FeedConfig(smooth_s=args.smooth, tag_on=args.on, tag_off=args.off)
+    return FeedConfig(smooth_s=args.smooth, tag_on=args.on, tag_off=args.off, dwell_s=args.dwell)
 
 
 @dataclass

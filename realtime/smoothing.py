@@ -48,6 +48,62 @@ class Hysteresis:
         self.state[:] = False
 
 
+# The mood states a lighting designer binds scenes to: the four quadrants of the valence/arousal
+# plane, in plain words, plus silence.  Valence is negative (-1) .. positive (+1), arousal calm
+# (-1) .. energetic (+1); Russell's circumplex, the plane the 4Q dataset is labelled in.
+STATES = ("energetic-happy", "tense-angry", "sad-dark", "calm-tender")
+SILENT = "silent"
+
+
+def state_probabilities(valence: float, arousal: float) -> dict[str, float]:
+    """The four quadrants' probabilities from the (smoothed) valence and arousal.
+
+    valence = 2 p_v - 1 and arousal = 2 p_a - 1 of the model's calibrated probabilities that the
+    music is positive and energetic; taken as independent, each quadrant's probability is the
+    product of its two sides.
+    """
+    p_v, p_a = (valence + 1.0) / 2.0, (arousal + 1.0) / 2.0
+    return {
+        "energetic-happy": p_v * p_a,
+        "tense-angry": (1.0 - p_v) * p_a,
+        "sad-dark": (1.0 - p_v) * (1.0 - p_a),
+        "calm-tender": p_v * (1.0 - p_a),
+    }
+
+
+class MoodState:
+    """One state at a time, changed only when another has led by ``margin`` for ``dwell_s``.
+
+    So a scene never flips back and forth while the music sits on a quadrant boundary.  Silence
+    is entered at once (the lights should follow a stop) and left at once for the leading state.
+    """
+
+    def __init__(self, dwell_s: float, margin: float = 0.1):
+        if dwell_s < 0 or not 0 <= margin < 1:
+            raise ValueError("need dwell_s >= 0 and 0 <= margin < 1")
+        self.dwell_s, self.margin = dwell_s, margin
+        self.state: str | None = None
+        self._challenger: str | None = None
+        self._since_s = 0.0
+
+    def update(self, p: dict[str, float] | None, t_s: float) -> str | None:
+        """``p``: the states' probabilities (None in silence); ``t_s``: stream time in seconds."""
+        if p is None:
+            self.state, self._challenger = SILENT, None
+            return self.state
+        best = max(p, key=p.get)
+        if self.state in (None, SILENT):
+            self.state, self._challenger = best, None
+        elif best != self.state and p[best] - p[self.state] >= self.margin:
+            if self._challenger != best:
+                self._challenger, self._since_s = best, t_s
+            if t_s - self._since_s >= self.dwell_s:
+                self.state, self._challenger = best, None
+        else:
+            self._challenger = None
+        return self.state
+
+
 def rms_dbfs(mean_square: float) -> float:
     """Level of a signal with the given mean square, in dB relative to full scale (sine-free)."""
     return 10.0 * math.log10(max(mean_square, 1e-20))

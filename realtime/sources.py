@@ -35,6 +35,7 @@ import sys
 import threading
 import time
 import urllib.request
+from argparse import Namespace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -511,7 +512,7 @@ class FileSource(_ThreadSource):
             reason = getattr(exc, "error_string", None) or str(exc)
             raise SourceError(
                 f"cannot decode audio file {file_path}: {reason} (libsndfile reads WAV, FLAC, "
-                "Ogg Vorbis/Opus, MP3...; for other formats use a URL source, which decodes with ffmpeg)"
+                "Ogg Vorbis/Opus, MP3...; anything else is read through ffmpeg, when it is installed)"
             ) from exc
         if blocksize is not None and blocksize <= 0:
             raise ValueError("blocksize must be positive")
@@ -863,3 +864,46 @@ class UrlSource(Source):
 
 # "[tcp @ 0x55d0...] [error] Connection refused": the level, after any context.
 _FFMPEG_LEVEL = re.compile(r"\[(fatal|error|warning|info)\] ")
+
+
+def open_file(path: str | os.PathLike, realtime: bool = False, rate_hz: int | None = None) -> Source:
+    """An audio file: read by libsndfile (``FileSource``), or, for what it cannot decode (AAC/M4A,
+    video, ...), by ffmpeg (a ``UrlSource`` on the path, at ``rate_hz`` or 48 kHz); the same
+    checks and messages for ``listen --file`` and ``analyze``."""
+    try:
+        return FileSource(path, realtime=realtime)
+    except SourceError as exc:
+        if not str(exc).startswith("cannot decode") or shutil.which("ffmpeg") is None:
+            raise
+        first = exc
+    # Ask ffmpeg now (a fraction of a second), so a file nothing can read fails here, before the
+    # model loads, with libsndfile's message and ffmpeg's reason.
+    probe = subprocess.run(
+        [shutil.which("ffmpeg"), "-nostdin", "-v", "error", "-i", str(path), "-t", "0.1", "-vn", "-f", "null", "-"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    reason = probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else ""
+    if probe.returncode != 0 or "Output file #0 does not contain any stream" in probe.stderr:
+        raise SourceError(f"{first}; ffmpeg cannot read it either: {reason or 'no audio stream'}")
+    source = UrlSource(str(path), sample_rate_hz=rate_hz or 48000, realtime=realtime)
+    source.kind = "file"  # what the user gave: status and messages say file
+    return source
+
+
+def make_source(args: Namespace, rate_hz: int | None) -> Source:
+    """The source ``listen``'s options name (a device by default); SourceError if it cannot be.
+
+    ``rate_hz``: what ffmpeg decodes a ``--url`` to (the model's rate); the others ignore it.
+    """
+    if args.file:
+        return open_file(args.file, realtime=args.realtime, rate_hz=rate_hz)
+    if args.stdin:
+        return StdinSource(args.rate, fmt=args.format)
+    if args.url:
+        source = UrlSource(args.url, sample_rate_hz=rate_hz, realtime=args.realtime)
+    else:
+        device = int(args.device) if args.device is not None and args.device.isdigit() else args.device
+        source = DeviceSource(device, channels=args.channels)
+    # A stream or a device that is lost comes back by itself, unless the user wants a hard stop.
+    source.reconnect = not getattr(args, "no_reconnect", True)
+    return source

@@ -60,8 +60,9 @@ def format_mood(message: dict) -> str:
     active = ", ".join(_printable(name) for name in message["active"]) or "-"
     top_text = ", ".join(f"{_printable(name)} {p:.2f}" for name, p in top) or "-"
     silent = "  silent" if message["silent"] else ""
+    state = f"{message['state']}  " if message["state"] else ""
     return (
-        f"mood   #{message['seq']}  lat {_ms(message['latency_ms'])}  "
+        f"mood   #{message['seq']}  lat {_ms(message['latency_ms'])}  {state}"
         f"valence {_signed(message['valence'])} arousal {_signed(message['arousal'])}{silent}  "
         f"active: {active} | top: {top_text}"
     )

@@ -23,6 +23,7 @@ def shared_data() -> Path:
 # first, these run beside everything else instead of alone at the end of the run.
 LONGEST_FIRST = (
     "tests/train/test_fit.py",
+    "tests/realtime/test_listen_faults.py",
     "tests/bench/test_scale.py",
     "tests/bench/test_e2e.py",
     "tests/bench/test_latency.py",

@@ -87,7 +87,7 @@ def test_the_command_names_every_module_and_refuses_what_it_does_not_know():
     )
     listing = run("--help")
     assert listing.returncode == 0
-    for command in ("listen", "analyze", "subscribe", "bridge", "models", "train", "bench"):
+    for command in ("listen", "analyze", "subscribe", "bridge", "keys", "models", "train", "bench"):
         assert f"  {command} " in listing.stdout
     unknown = run("lisen")
     assert unknown.returncode == 2 and "unknown command 'lisen'" in unknown.stderr

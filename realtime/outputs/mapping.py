@@ -22,7 +22,7 @@ from pathlib import Path
 
 from jsonschema import Draft202012Validator
 
-from realtime.outputs.values import FIXED_VALUES, PER_TAG, value_range
+from realtime.outputs.values import FIXED_VALUES, MOOD_STATES, PER_TAG, value_range
 
 KINDS = ("osc", "dmx", "os2l", "midi")
 DEFAULT_OSC_PREFIX = "/moodstream"
@@ -107,6 +107,8 @@ def default_routes(kind: str, *, osc_prefix: str = DEFAULT_OSC_PREFIX, dmx_start
             Route("active:*", p + "/active/{slug}", None),
             Route("top", f"{p}/top", None),
             Route("silent", f"{p}/silent", None),
+            Route("state", f"{p}/state", None),
+            *(Route(f"state:{s}", f"{p}/state/{s}", None) for s in MOOD_STATES),
         ]
     if kind == "dmx":
         # The colour first: WLED's "Single RGB" mode reads R, G, B at its DMX start address (1 by
@@ -126,11 +128,15 @@ def default_routes(kind: str, *, osc_prefix: str = DEFAULT_OSC_PREFIX, dmx_start
             Route("valence", ("cmd", 1), to_range("valence", 0.0, 1.0)),
             Route("arousal", ("cmd", 2), to_range("arousal", 0.0, 1.0)),
             Route("active:*", ("btn", "{name}"), None),
+            *(Route(f"state:{s}", ("btn", f"state {s}"), None) for s in MOOD_STATES),
         ]
     if kind == "midi":
         return [
             Route("valence", 1, to_range("valence", 0, 127)),
             Route("arousal", 2, to_range("arousal", 0, 127)),
+            # One controller per mood state, 127 while it is the state: 20 energetic-happy,
+            # 21 tense-angry, 22 sad-dark, 23 calm-tender, 24 silent.
+            *(Route(f"state:{s}", 20 + i, to_range(f"state:{s}", 0, 127)) for i, s in enumerate(MOOD_STATES)),
         ]
     raise ValueError(f"unknown output kind {kind!r}")
 
@@ -301,7 +307,7 @@ class MapFile:
             else:
                 to = entry[_DESTINATION[kind]]
             scale = None
-            if value != "top" and not (kind == "os2l" and "button" in entry):
+            if value not in ("top", "state") and not (kind == "os2l" and "button" in entry):
                 lo_in, hi_in = entry.get("in", value_range(value))
                 lo_out, hi_out = entry.get("out", _OUT_RANGE[kind])
                 gamma = entry.get("gamma", 2.2) if entry.get("curve") == "gamma" else 1.0
@@ -330,7 +336,7 @@ class MapFile:
 
 
 def _is_on_off(value: str) -> bool:
-    return value == "silent" or value.startswith("active:")
+    return value == "silent" or value.startswith(("active:", "state:"))
 
 
 def check_dmx_start(start: int) -> None:

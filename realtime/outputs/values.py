@@ -5,6 +5,9 @@ A mood message becomes a flat dict of *values*, the names a map file uses:
     valence, arousal      [-1, 1], None in silence or for a model without those heads
     silent                1.0 while the input is silent, else 0.0
     top                   the strongest tag's name (a string; None in silence)
+    state                 the mood state's name (a string: energetic-happy, tense-angry,
+                          sad-dark, calm-tender, silent; None without valence/arousal)
+    state:NAME            1.0 while NAME is the mood state, else 0.0
     tag:NAME              the tag's smoothed probability, [0, 1]
     active:NAME           1.0 while the tag is active, else 0.0
     colour:r/g/b          the mood colour (``mood_colour``), [0, 1]; black in silence
@@ -24,7 +27,11 @@ Values = dict[str, float | str | None]
 # The natural range of each kind of value (a map entry's default input range).
 SIGNED = (-1.0, 1.0)
 UNIT = (0.0, 1.0)
-FIXED_VALUES = ("valence", "arousal", "silent", "top", "colour:r", "colour:g", "colour:b")
+MOOD_STATES = ("energetic-happy", "tense-angry", "sad-dark", "calm-tender", "silent")  # realtime.smoothing's
+FIXED_VALUES = (
+    "valence", "arousal", "silent", "top", "colour:r", "colour:g", "colour:b", "state",
+    *(f"state:{s}" for s in MOOD_STATES),
+)  # fmt: skip
 PER_TAG = ("tag:", "active:")
 
 
@@ -84,6 +91,10 @@ def values_of(message: dict) -> Values:
         "silent": 1.0 if silent else 0.0,
         "top": None if silent or not tags else max(tags, key=tags.__getitem__),
     }
+    state = message.get("state")  # schema 4; None for a model without valence/arousal
+    values["state"] = state
+    for name in MOOD_STATES:
+        values[f"state:{name}"] = 1.0 if state == name else 0.0
     _set_colour(values)
     active = set(message["active"])
     for name, p in tags.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -113,26 +114,36 @@ def test_export_with_the_frontend_inside_takes_audio(tmp_path):
     del model
 
 
-def test_models_list_shows_real_parameter_counts():
+def test_models_list_shows_default_and_real_parameter_counts_without_converting_weights(tmp_path):
+    cache = tmp_path / "cache"  # an empty weights cache: listing must not fill it
     proc = subprocess.run(
-        [sys.executable, "-m", "models", "list", "--json"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+        [sys.executable, "-m", "models", "list", "--json", str(REPO / "models" / "default")],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "MOODSTREAM_CACHE": str(cache)},
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    rows = {row["name"]: row for row in json.loads(proc.stdout)}
-    assert set(rows) == set(models.available())
+    assert not cache.exists() or not any(cache.rglob("*.*")), list(cache.rglob("*"))
+    listed = json.loads(proc.stdout)
+    rows = {row["name"]: row for row in listed}
+    assert listed[0]["name"] == "default" and set(rows) == {"default", str(REPO / "models" / "default"), *models.available()}
+    assert set(rows["default"]["heads"]) == {"mood", "gems", "valence_arousal", "tags"}
     assert rows["musicnn-msd"]["parameters"] == sum(
         p.numel() for p in models.build("musicnn-msd").parameters()
     )
     assert rows["musicnn-msd"]["input_shape"] == [96, 187] and rows["musicnn-msd"]["pretrained"] is True
-    from models.__main__ import _table  # the same rows, as the table `python -m models list` prints
+    from models.__main__ import _table, show  # the same rows, as the table `python -m models list` prints
 
     table = _table(list(rows.values()))
     assert table.splitlines()[0].split()[:3] == ["name", "params", "input"]
     assert any(line.startswith("musicnn-msd") and "0.79M" in line for line in table.splitlines())
+    assert table.splitlines()[1].startswith("default ")
+    # `models show`: each head's vocabulary, and which tags can turn active.
+    shown = show("default")
+    assert "mood (tags, 100 tags, feed vocabulary: moods)" in shown
+    assert "gems (tags, 9 tags, feed vocabulary: emotions)" in shown
+    assert "tags (tags, 50 tags, feed vocabulary: descriptors)" in shown
+    assert "can turn active (35): Angry >= 0.54" in shown and "never active" in shown
+    assert "feed vocabulary: descriptors" in show("musicnn-msd") and "--on (0.3)" in show("musicnn-msd")
 
 
 def test_export_errors_are_clear(tmp_path):

@@ -164,3 +164,48 @@ def test_analyze_prints_what_listen_publishes_window_for_window(shared_data, tmp
     assert all(m["model"] == "default" for m in published)
     assert all(-1 <= m["valence"] <= 1 and -1 <= m["arousal"] <= 1 for m in published if not m["silent"])
     assert {"calmness", "power", "tension", "Gloomy", "Happy", "rock", "jazz"} <= set(published[0]["tags"])
+    # The mood state and the tags by vocabulary, as the lights get them.
+    from models import resolve
+    from models.musicnn import MSD_LABELS
+    from train.datasets import GEMS
+
+    heads = resolve("default").heads
+    for line, mood in zip(lines, published, strict=True):
+        assert line["state"] == mood["state"] and line["moods"] == mood["moods"]
+        if mood["silent"]:
+            assert mood["state"] == "silent" and mood["state_p"] is None
+            assert mood["moods"] == mood["emotions"] == mood["descriptors"] == []
+            continue
+        assert mood["state"] in ("energetic-happy", "tense-angry", "sad-dark", "calm-tender")
+        assert abs(sum(mood["state_p"].values()) - 1) < 1e-3
+        for vocabulary, labels in (("moods", heads["mood"].labels), ("emotions", GEMS), ("descriptors", MSD_LABELS)):
+            names = mood[vocabulary]
+            assert len(names) <= 3 and set(names) <= set(labels) & set(mood["active"]), (vocabulary, names)
+            assert [mood["tags"][n] for n in names] == sorted((mood["tags"][n] for n in names), reverse=True)
+    # Music after silence takes the leading state at once; inside music it holds for the dwell.
+    after = next(i for i, m in enumerate(published) if i and published[i - 1]["silent"] and not m["silent"])
+    lead = max(published[after]["state_p"], key=published[after]["state_p"].get)
+    assert published[after]["state"] == lead
+    assert any(m["moods"] or m["emotions"] for m in published), "no mood or emotion ever active"
+
+
+def test_an_m4a_file_is_read_through_ffmpeg(shared_data, tmp_path, capsys):
+    """libsndfile cannot read AAC: the same file option goes through ffmpeg instead."""
+    from realtime import analyze as analyze_module
+
+    clip = shared_data / "4q" / "audio" / "Q1" / "MT0000040632.ogg"
+    m4a = tmp_path / "clip.m4a"
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(clip), "-t", "8", "-c:a", "aac", str(m4a)], check=True
+    )
+    runs = {}
+    for path in (m4a, clip):
+        capsys.readouterr()
+        assert analyze_module.main([str(path), "--json", "--model", "musicnn-msd"]) == 0
+        runs[path.suffix] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(runs[".m4a"]) == 6  # 8 s: windows at 2.99 s, then every 0.992 s (the last at 7.95 s)
+    for a, b in zip(runs[".m4a"], runs[".ogg"], strict=False):
+        assert a["t_stream"] == b["t_stream"]
+        top_a = sorted(a["tags"], key=a["tags"].get)[-5:]
+        top_b = sorted(b["tags"], key=b["tags"].get)[-5:]
+        assert len(set(top_a) & set(top_b)) >= 4  # AAC at 128 kb/s: the same music

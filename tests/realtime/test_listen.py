@@ -331,6 +331,109 @@ def test_a_source_that_yields_no_window_says_why_nothing_was_published(monkeypat
         assert code == 0 and "nothing was published" in err and "less than one 2.99 s segment" in err, err
 
 
+CHECK_BEFORE_TORCH = """
+import sys, time
+started = time.monotonic()
+from realtime import listen
+try:
+    code = listen.main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code
+print(code, round(time.monotonic() - started, 3), "torch" in sys.modules)
+"""
+
+
+def test_input_errors_come_before_torch_and_the_model_load(tmp_path, virtual_mic):
+    """A wrong --file, --device or port is said before torch is even imported: in well under a
+    second of work (the bound here is generous for a busy machine; with torch it took 4-10 s)."""
+    env = virtual_mic(np.zeros((1000, 1), np.float32), name="testmic")
+    endpoint = free_endpoint()
+    ctx = zmq.Context()
+    holder = ctx.socket(zmq.PUB)
+    holder.bind(endpoint)
+    try:
+        for args, words in (
+            (["--file", str(tmp_path / "absent.wav")], "audio file not found"),
+            (["--device", "no-such-microphone"], "no-such-microphone"),
+            (["--stdin", "--rate", "16000", "--pub", endpoint], "in use"),
+            (["--list-devices"], None),
+        ):
+            proc = subprocess.run(
+                [sys.executable, "-c", CHECK_BEFORE_TORCH, "--quiet", *args],
+                cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            code, seconds, torch_loaded = proc.stdout.strip().splitlines()[-1].split()
+            assert torch_loaded == "False", (args, proc.stderr)
+            assert float(seconds) < 2.0, (args, seconds)
+            if words is None:
+                assert code == "0" and "testmic" in proc.stdout, proc.stdout + proc.stderr
+            else:
+                assert code == "2" and words in proc.stderr, (args, proc.stderr)
+    finally:
+        holder.close(linger=0)
+        ctx.term()
+
+
+CHECK_ANALYZE_BEFORE_TORCH = CHECK_BEFORE_TORCH.replace("import listen", "import analyze as listen")
+
+
+def test_analyze_says_the_same_as_listen_as_fast(tmp_path):
+    """A bad file: the same message from analyze and listen --file, both before torch loads."""
+    bad = tmp_path / "bad.ogg"
+    bad.write_bytes(os.urandom(3000))
+    for path, words in ((tmp_path / "absent.wav", "audio file not found"), (bad, "cannot decode audio file")):
+        said = []
+        for script, args in ((CHECK_BEFORE_TORCH, ["--quiet", "--file"]), (CHECK_ANALYZE_BEFORE_TORCH, [])):
+            proc = subprocess.run(
+                [sys.executable, "-c", script, *args, str(path)], cwd=REPO, capture_output=True, text=True, timeout=60
+            )
+            code, seconds, torch_loaded = proc.stdout.strip().splitlines()[-1].split()
+            assert (code, torch_loaded) == ("2", "False") and float(seconds) < 2.0, proc.stdout + proc.stderr
+            said.append(proc.stderr.strip())
+        assert said[0] == said[1] and words in said[0], said
+
+
+def test_the_live_line_fits_80_columns_and_flags_trouble():
+    from realtime.listen import LiveLine
+
+    out = io.StringIO()
+    line = LiveLine(out)
+    status = {
+        "source": {"kind": "device", "state": "running", "reconnect": None},
+        "dropped_samples": 0,
+        "overflows": 0,
+    }
+    mood = {
+        "t_stream": 12.0, "latency_ms": 41.0, "state": "energetic-happy", "valence": 0.5, "arousal": 0.7,
+        "silent": False, "moods": ["Joyous", "Energetic", "Exuberant"], "emotions": ["joyful_activation"],
+        "tags": {"Joyous": 0.6},
+    }  # fmt: skip
+    line.status(status)
+    line(mood)
+    line.status({**status, "dropped_samples": 4800, "overflows": 1})
+    line(mood)
+    line.status({**status, "source": {"kind": "device", "state": "stalled", "reconnect": None}, "dropped_samples": 4800, "overflows": 1})
+    line(mood)
+    away = {"reason": "no audio from input device 'mic' for 2 s", "attempt": 1, "since": 0.0}
+    line.status({**status, "source": {"kind": "device", "state": "reconnecting", "reconnect": away}, "dropped_samples": 4800, "overflows": 1})
+    line.status({**status, "dropped_samples": 4800, "overflows": 1})
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "  12.0s   41 ms  energetic-happy  V +0.50 A +0.70  Joyous, Energetic, Exuberant"
+    assert lines[1].startswith("! dropped 4800 samples, device overflow  ") and lines[2].startswith("! no audio  ")
+    assert lines[3] == "moodstream: device lost, reconnecting (attempt 1): no audio from input device 'mic' for 2 s"
+    assert lines[4] == "moodstream: device running again"
+    assert all(len(text) <= 79 for text in lines[:3])
+
+
+def test_the_light_option_names_agree_with_their_owners():
+    import models
+    from models.runners import BACKENDS
+    from realtime import options
+
+    assert options.DEFAULT_MODEL == models.DEFAULT_NAME
+    assert options.BACKEND_NAMES == tuple(BACKENDS)
+
+
 def test_missing_weights_and_unwritable_cache(tmp_path):
     env = {**os.environ, "MOODSTREAM_CACHE": str(tmp_path / "cache"), "MOODSTREAM_MUSICNN_DIR": str(tmp_path)}
     proc = run_listen("--stdin", "--rate", "16000", env=env)

@@ -236,4 +236,5 @@ def test_dead_refusing_and_hanging_receivers_leave_the_feed_on_time(shared_data,
     lines = terminal.splitlines()
     assert f"moodstream: os2l 127.0.0.1:{hanging.port} retrying: timed out" in lines, terminal
     assert any(line.startswith("moodstream: osc ") and "retrying: Connection refused" in line for line in lines)
-    assert lines[-1].startswith("! osc artnet os2l ") and "V " in lines[-1], lines[-1]
+    assert lines[-1].startswith("! osc artnet os2l failing  ") and "V " in lines[-1], lines[-1]
+    assert all(len(line) <= 79 for line in lines if not line.startswith("moodstream: ")), terminal

@@ -47,6 +47,11 @@ def valid_mood(**overrides: object) -> dict:
         "hop_s": 0.5,
         "context_s": 3.0,
         "smooth_s": 2.0,
+        "state": "energetic-happy",
+        "state_p": {"energetic-happy": 0.5239, "tense-angry": 0.2761, "sad-dark": 0.0761, "calm-tender": 0.1239},
+        "moods": [],
+        "emotions": [],
+        "descriptors": ["rock", "pop"],
     }
     message.update(overrides)
     return message
@@ -156,10 +161,10 @@ def test_schema_is_draft_2020_12_with_both_topics():
     "topic, message",
     [
         ("mood", valid_mood()),
-        ("mood", valid_mood(valence=None, arousal=None, active=[])),
+        ("mood", valid_mood(valence=None, arousal=None, active=[], descriptors=[], state=None, state_p=None)),
         # Silence keeps the last tags; a driver's capture time may be a little ahead of the clock.
         ("mood", valid_mood(silent=True, latency_ms=-0.4)),
-        ("mood", valid_mood(valence=-1, arousal=1, tags={}, active=[])),
+        ("mood", valid_mood(valence=-1, arousal=1, tags={}, active=[], descriptors=[])),
         ("status", valid_status()),
         (
             "status",
@@ -370,7 +375,7 @@ def test_a_subscriber_that_never_reads_blocks_neither_the_engine_nor_the_others(
         publish_until_received(pub, stuck, "status", valid_status)
         publish_until_received(pub, live, "status", valid_status)
         padding = {f"tag{i}": 0.5 for i in range(200)}  # fills the stuck peer's buffers sooner
-        message = valid_mood(tags=padding, active=[])
+        message = valid_mood(tags=padding, active=[], descriptors=[])
         slowest_s = 0.0
         heard = []  # the seq of every mood message the live subscriber got during the flood
         for seq in range(total):
@@ -407,7 +412,7 @@ def test_close_returns_promptly_with_queued_messages(context):
     pub = Publisher(EPHEMERAL, sndhwm=100_000)
     sub = subscriber(context, pub.endpoint, rcvhwm=10)
     publish_until_received(pub, sub, "status", valid_status)
-    big = valid_mood(tags={f"tag{i}": 0.5 for i in range(500)}, active=[])
+    big = valid_mood(tags={f"tag{i}": 0.5 for i in range(500)}, active=[], descriptors=[])
     for _ in range(1000):  # about 10 MB queued
         pub.send("mood", big)
     start = time.perf_counter()

@@ -37,3 +37,25 @@ def test_bad_thresholds_are_rejected():
         Hysteresis(3, on=0.4, off=0.5)
     with pytest.raises(ValueError):
         Smoother(-1)
+
+
+def test_the_mood_state_waits_for_a_clear_lead_held_for_the_dwell():
+    from realtime.smoothing import MoodState, state_probabilities
+
+    p = state_probabilities(0.6, 0.6)  # energetic and positive
+    assert max(p, key=p.get) == "energetic-happy" and abs(sum(p.values()) - 1) < 1e-12
+    state = MoodState(dwell_s=4.0, margin=0.1)
+    assert state.update(p, 0.0) == "energetic-happy"  # the first state: at once
+    # On the boundary (valence near 0) the lead flips back and forth: the state holds.
+    for t, valence in enumerate([-0.05, 0.05, -0.08, 0.04, -0.06, 0.07], start=1):
+        assert state.update(state_probabilities(valence, 0.6), float(t)) == "energetic-happy"
+    # A clear lead for less than the dwell: still held; for the dwell: taken.
+    sad = state_probabilities(-0.6, -0.6)
+    assert state.update(sad, 10.0) == "energetic-happy"
+    assert state.update(sad, 13.0) == "energetic-happy"
+    assert state.update(sad, 14.0) == "sad-dark"
+    # Silence at once, and out of it at once, to whatever leads.
+    assert state.update(None, 15.0) == "silent"
+    assert state.update(p, 16.0) == "energetic-happy"
+    with pytest.raises(ValueError):
+        MoodState(dwell_s=-1)

@@ -42,6 +42,11 @@ def valid_mood(seq: int = 0, **overrides: object) -> dict:
         "hop_s": 0.5,
         "context_s": 3.0,
         "smooth_s": 2.0,
+        "state": "energetic-happy",
+        "state_p": {"energetic-happy": 0.5239, "tense-angry": 0.2761, "sad-dark": 0.0761, "calm-tender": 0.1239},
+        "moods": [],
+        "emotions": [],
+        "descriptors": ["rock", "pop"],
     }
     message.update(overrides)
     return message
@@ -213,7 +218,7 @@ def test_text_from_the_feed_cannot_drive_the_terminal():
     hostile = "\x1b[2J\x1b[31mred"
     with Publisher(EPHEMERAL) as pub:
         proc = start_subscriber(pub.endpoint, "--topic", "mood", "--count", "1")
-        message = valid_mood(tags={hostile: 0.9}, active=[hostile])
+        message = valid_mood(tags={hostile: 0.9}, active=[hostile], descriptors=[])
         out, err = publish_until_exit(proc, lambda i: pub.send("mood", dict(message)))
     assert proc.returncode == 0, err
     assert "\x1b" not in out

@@ -280,7 +280,8 @@ class Os2lServer:
 
 
 def expect_os2l(moods: list[dict], messages: list[dict]) -> None:
-    """cmd 1/2 carry valence/arousal on 0..1 as they change; a btn per tag turning on or off."""
+    """cmd 1/2 carry valence/arousal on 0..1 as they change; a btn per tag turning on or off,
+    then one per mood state ("state <name>") becoming or ceasing to be the state."""
     assert messages and all(set(m) in ({"evt", "id", "param"}, {"evt", "name", "state"}) for m in messages)
     for ident, key in ((1, "valence"), (2, "arousal")):
         got = [m["param"] for m in messages if m["evt"] == "cmd" and m["id"] == ident]
@@ -292,12 +293,17 @@ def expect_os2l(moods: list[dict], messages: list[dict]) -> None:
                 last = param
         assert got == pytest_approx_list(expected), (key, got, expected)
     buttons = [(m["name"], m["state"]) for m in messages if m["evt"] == "btn"]
-    expected, before = [], set()
+    expected, before, state_before = [], set(), None
     for mood in moods:
         now = set(mood["active"])
         expected += [(n, "on" if n in now else "off") for n in mood["tags"] if n in now ^ before]
         before = now
-    assert buttons == expected
+        states = ("energetic-happy", "tense-angry", "sad-dark", "calm-tender", "silent")
+        for name in states:  # the state buttons follow the tag buttons, in the default routes' order
+            if (mood["state"] == name) != (state_before == name):
+                expected.append((f"state {name}", "on" if mood["state"] == name else "off"))
+        state_before = mood["state"]
+    assert buttons == expected, (buttons, expected)
 
 
 def pytest_approx_list(xs):

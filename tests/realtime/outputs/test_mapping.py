@@ -10,6 +10,7 @@ from realtime.outputs.mapping import MapError, MapFile, Scale, check_dmx_start, 
 from tests.realtime.harness import REPO
 
 TAGS = ["Happy", "Sad", "Tense", "rock", "female vocalists"]
+STATES = ("energetic-happy", "tense-angry", "sad-dark", "calm-tender", "silent")
 
 
 def test_default_routes_of_every_protocol():
@@ -23,13 +24,20 @@ def test_default_routes_of_every_protocol():
         "/ms/active/{slug}": "active:*",
         "/ms/top": "top",
         "/ms/silent": "silent",
+        "/ms/state": "state",
+        **{f"/ms/state/{s}": f"state:{s}" for s in STATES},
     }
     dmx = {r.to: r.value for r in default_routes("dmx", dmx_start=10)}
     assert dmx == {10: "colour:r", 11: "colour:g", 12: "colour:b", 14: "valence", 15: "arousal", 16: "silent"}
     os2l = {r.to: r.value for r in default_routes("os2l")}
-    assert os2l == {("cmd", 1): "valence", ("cmd", 2): "arousal", ("btn", "{name}"): "active:*"}
+    assert os2l == {
+        ("cmd", 1): "valence",
+        ("cmd", 2): "arousal",
+        ("btn", "{name}"): "active:*",
+        **{("btn", f"state {s}"): f"state:{s}" for s in STATES},
+    }
     midi = {(r.to, r.midi_channel): r.value for r in default_routes("midi")}
-    assert midi == {(1, 1): "valence", (2, 1): "arousal"}
+    assert midi == {(1, 1): "valence", (2, 1): "arousal", **{(20 + i, 1): f"state:{s}" for i, s in enumerate(STATES)}}
 
 
 def test_scales():
@@ -57,7 +65,10 @@ def test_the_example_map_ships_valid_for_the_default_model():
     for kind in ("osc", "dmx", "os2l", "midi"):
         assert example.routes(kind, default_routes(kind), names)
     midi = {r.to: r.value for r in example.routes("midi", default_routes("midi"), names)}
-    assert midi == {1: "valence", 2: "arousal", 3: "tag:Happy", 4: "tag:Sad", 5: "tag:Angry"}
+    assert midi == {
+        1: "valence", 2: "arousal", 3: "tag:Happy", 4: "tag:Sad", 5: "tag:Angry",
+        **{20 + i: f"state:{s}" for i, s in enumerate(STATES)},
+    }  # fmt: skip
     os2l = {r.to: r.scale for r in example.routes("os2l", default_routes("os2l"), names)}
     assert os2l[("cmd", 1)](1.0) == 255.0  # QLC+ reads a cmd's param as a level
 
