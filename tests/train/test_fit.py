@@ -87,7 +87,7 @@ def test_artifact_runs_in_analyze_and_evaluate_and_exports(trained, shared_data)
     assert "Gloomy" in lines[0]["tags"] and "rock" in lines[0]["tags"]  # 4Q moods and the MSD tags
     proc = run(
         "evaluate", str(out), "--dataset", "4q", "--data", str(shared_data / "4q"), "--split", "validation",
-        "--limit", "60", "--cache", str(cache), "--quiet",
+        "--limit", "10", "--cache", str(cache), "--quiet",  # a few clips: it runs and reports (fit scored all 60)
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "valence_arousal/arousal_balanced_accuracy" in proc.stdout
