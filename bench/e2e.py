@@ -38,7 +38,17 @@ from bench.harness import (
     file_block_frames,
     make_clip,
 )
-from bench.report import cell, check_list, command_line, machine, percentiles, to_json
+from bench.report import (
+    cell,
+    check_list,
+    check_models,
+    command_line,
+    machine,
+    percentiles,
+    pyplot,
+    save_figure,
+    to_json,
+)
 from realtime.engine import PROCESS_STAGES
 
 SOURCES = ("file", "device")
@@ -208,10 +218,7 @@ def parts_table(runs: list[Run]) -> str:
 
 def plot(runs: list[Run], path: str) -> None:
     """Left: the lag's distribution per run (CDF) against the target; right: where it goes (p50s, stacked)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     labels = [f"{r.model} {r.backend}\n{r.source}" for r in runs]
@@ -236,9 +243,7 @@ def plot(runs: list[Run], path: str) -> None:
     right.set_ylabel("ms")
     right.set_title("where the lag goes (p50 per part; the rest: source delivery)")
     right.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # -- command ---------------------------------------------------------------------------
@@ -290,14 +295,8 @@ def add_parser(sub) -> None:
 
 
 def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    import models
-
     names = check_list(parser, args.models, None, "models")
-    for name in names:
-        try:
-            models.check_name(name)
-        except models.UnknownModelError as exc:
-            parser.error(f"{exc}; or default, or a trained artifact directory")
+    check_models(parser, names)
     backends = check_list(parser, args.backends, ("torch", "onnx"), "backends")
     sources = check_list(parser, args.sources, SOURCES, "sources")
     if not (math.isfinite(args.seconds) and args.seconds >= 5):

@@ -24,7 +24,7 @@ import torch
 
 import models
 from bench import alternatives
-from bench.report import machine, percentiles, to_json
+from bench.report import machine, percentiles, pyplot, save_figure, to_json
 from models.runners import BACKENDS, make_runner
 from realtime.analyzer import Member, Windowing, effective_windows
 from realtime.engine import Engine, FeedConfig
@@ -114,10 +114,7 @@ def table(results: list[StageTimes]) -> str:
 def plot(results: list[StageTimes], path: str, alternatives_report: dict | None = None) -> None:
     """Stacked p50 per stage, one bar per model × backend, with the p99 of the whole hop marked;
     beside it, the alternatives panel when the run has one."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     results = [r for r in results if not r.skipped]
     labels = [f"{r.model}\n{r.backend}/{r.device}" for r in results]
@@ -143,9 +140,7 @@ def plot(results: list[StageTimes], path: str, alternatives_report: dict | None 
     ax.set_ylabel("ms per hop")
     ax.set_title("per-hop processing time by stage (p50 stacked)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def run(

@@ -27,7 +27,7 @@ import numpy as np
 import soundfile as sf
 
 from bench.harness import SHARED_AUDIO
-from bench.report import check_list, command_line, machine, to_json
+from bench.report import check_list, check_models, command_line, machine, pyplot, save_figure, to_json
 
 # Each side of a pair: most of a 30 s 4Q clip.  Its steady half is its last 14 s, so the change
 # at the splice (t90 plus the dwell: ~12 s at most) is over before the second side's steady half.
@@ -192,10 +192,7 @@ def table(report: dict) -> str:
 
 
 def plot(report: dict, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
     first = report["results"][0]
@@ -215,9 +212,7 @@ def plot(report: dict, path: str) -> None:
     right.set_ylabel("state changes per minute, steady music")
     right.set_title("flicker")
     right.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _numbers(parser, text: str, what: str) -> list[float]:
@@ -258,14 +253,8 @@ def add_parser(sub) -> None:
 
 
 def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    import models
-
     names = check_list(parser, args.models, None, "models")
-    for name in names:
-        try:
-            models.check_name(name)
-        except models.UnknownModelError as exc:
-            parser.error(f"{exc}; or default, or a trained artifact directory")
+    check_models(parser, names)
     smooths = _numbers(parser, args.smooth, "smooth")
     dwells = _numbers(parser, args.dwell, "dwell")
     if not (math.isfinite(args.hop) and 0.05 <= args.hop <= 10):

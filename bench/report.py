@@ -70,3 +70,33 @@ def check_list(parser, text: str, allowed: tuple[str, ...] | None, what: str) ->
 
 def cell(value) -> str:
     return "n/a" if value is None else f"{value:.1f}"
+
+
+def check_models(parser, names: list[str]) -> None:
+    """Each name one ``--model`` could load (a registered name, default, an artifact), else a parser error."""
+    import models
+
+    for name in names:
+        try:
+            models.check_name(name)
+        except models.UnknownModelError as exc:
+            parser.error(f"{exc}; or default, or a trained artifact directory")
+
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (files only, no display), imported when a chart is drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: str) -> None:
+    """Lay out, write as PNG and release a chart."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

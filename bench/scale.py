@@ -37,7 +37,16 @@ import numpy as np
 
 from bench.e2e import lag_figures
 from bench.harness import START_TIMEOUT_S, ListenProcess, Subscriber, make_clip
-from bench.report import check_list, command_line, machine, percentiles, to_json
+from bench.report import (
+    check_list,
+    check_models,
+    command_line,
+    machine,
+    percentiles,
+    pyplot,
+    save_figure,
+    to_json,
+)
 
 LAYOUTS = ("processes", "threads")
 SETTLE_S = 5.0  # default --settle: after the last stream started, before measuring (backlogs drain)
@@ -295,10 +304,7 @@ def table(series: dict[str, list[Step]]) -> str:
 
 def plot(series: dict[str, list[Step]], path: str) -> None:
     """Left: p99 processing and lag per N against the hop; right: total PSS per N."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     hop_ms = None
@@ -328,9 +334,7 @@ def plot(series: dict[str, list[Step]], path: str) -> None:
     right.set_ylabel("MiB")
     right.set_title("memory: PSS of all listen processes")
     right.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # -- several streams in one process (--layout threads) --------------------------------------
@@ -452,12 +456,8 @@ def add_parser(sub) -> None:
 
 
 def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    import models
 
-    try:
-        models.check_name(args.model)
-    except models.UnknownModelError as exc:
-        parser.error(f"{exc}; or default, or a trained artifact directory")
+    check_models(parser, [args.model])
     if args.max_streams < 1:
         parser.error("--max-streams must be at least 1")
     if not (math.isfinite(args.seconds) and args.seconds >= 5):

@@ -27,7 +27,7 @@ import numpy as np
 import soundfile as sf
 
 from bench.harness import REPO, START_TIMEOUT_S, Subscriber, free_endpoint, shared_clips
-from bench.report import command_line, machine, percentiles, to_json
+from bench.report import check_models, command_line, machine, percentiles, pyplot, save_figure, to_json
 
 RATE_HZ = 16000  # the shared clips' rate, and the model's: nothing to resample
 CHUNK_S = 0.1  # what the writer hands the pipe at a time
@@ -226,10 +226,7 @@ def table(report: dict) -> str:
 
 
 def plot(report: dict, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     t, mb = np.array(report["_rss"]).T if report["_rss"] else (np.zeros(0), np.zeros(0))
     fig, ax = plt.subplots(figsize=(7, 3.5))
@@ -237,9 +234,7 @@ def plot(report: dict, path: str) -> None:
     ax.set_xlabel("audio analysed (hours)")
     ax.set_ylabel("listen RSS (MB)")
     ax.set_title(f"bench soak: {report['model']}, {report['audio_s'] / 3600:.2f} h")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def add_parser(sub) -> None:
@@ -270,7 +265,6 @@ def add_parser(sub) -> None:
 
 
 def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    import models
 
     if args.hours is None and args.minutes is None:
         args.minutes = 10.0
@@ -279,10 +273,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("the soak needs at least 15 s of audio (--minutes 0.25)")
     if not 0 <= args.warmup < 1:
         parser.error("--warmup is a fraction of the audio, 0 <= F < 1")
-    try:
-        models.check_name(args.model)
-    except models.UnknownModelError as exc:
-        parser.error(f"{exc}; or default, or a trained artifact directory")
+    check_models(parser, [args.model])
     report = run(args)
     print(table(report))
     if args.json:

@@ -90,7 +90,10 @@ def test_file_in_real_time_publishes_a_mood_per_hop_and_status_every_second(feed
     assert process["resample"]["p99"] < 0.1  # the file is at the model's rate: nothing to resample
     assert process["hop"]["p50"] >= process["encoder"]["p50"]
     # Everything it timed happened before the message left: the stages fit in the latency.
-    assert process["hop"]["p99"] + process["pickup"]["p99"] <= max(m["latency_ms"] for m in moods) + 1
+    # Each window's pickup and processing are inside its latency, so neither stage's worst case can
+    # exceed the worst latency (their sum can: the p99s may come from different windows).
+    worst_ms = max(m["latency_ms"] for m in moods) + 1
+    assert process["hop"]["p99"] <= worst_ms and process["pickup"]["p99"] <= worst_ms
 
 
 def test_virtual_device_feed_carries_the_ports_msd_tags(feed, music, virtual_mic, shared_data):
