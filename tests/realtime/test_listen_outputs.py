@@ -16,6 +16,7 @@ import pytest
 import soundfile as sf
 
 from bench.paced_mic import JackServer, PacedMicError, missing
+from realtime.outputs.os2l import CONNECT_TIMEOUT_S
 from tests.realtime.harness import Subscriber, ended, finish, free_endpoint, free_port, listen
 from tests.realtime.outputs.receivers import (
     DmxReceiver,
@@ -221,10 +222,13 @@ def test_dead_refusing_and_hanging_receivers_leave_the_feed_on_time(shared_data,
     lat_base = np.array([m["latency_ms"] for m in base])
     lat_loaded = np.array([m["latency_ms"] for m in loaded])
     report = f"latency ms, receivers there: {np.round(lat_base)}, receivers gone: {np.round(lat_loaded)}"
-    # Margins grow with the lag itself: on a machine busy with other work both lag more, and vary more.
-    assert np.median(lat_loaded) < 1.2 * np.median(lat_base) + 15, report
-    assert np.percentile(lat_loaded, 90) < 1.2 * np.percentile(lat_base, 90) + 40, report
-    assert lat_loaded.max() < 1.2 * lat_base.max() + 150, report
+    # What this proves is that no output waits in the engine's path: a hanging connect would
+    # hold a hop for its CONNECT_TIMEOUT_S (2 s), a refused send would raise.  The two analyzers
+    # share the CPU with each other and with the other test workers, so their latencies differ
+    # by tens of per cent from noise alone (CI saw medians of 208 and 290 ms); the margins catch
+    # a wait of a second, not a percentage.  What the outputs cost in CPU is bench's business.
+    assert np.median(lat_loaded) < 1.5 * np.median(lat_base) + 100, report
+    assert lat_loaded.max() < lat_base.max() + 1000 * CONNECT_TIMEOUT_S / 2, report
     # What happened to each output is in the status.
     osc, artnet, refused, hung = statuses[-1]["outputs"]
     for output in (osc, artnet):
