@@ -21,8 +21,8 @@ import time
 
 import zmq
 
-from realtime.feed import DEFAULT_ENDPOINT, MAX_MESSAGE_BYTES, FeedError, decode, endpoint
-from realtime.keys import CurveError, add_subscriber_options, secure_subscriber
+from realtime.feed import DEFAULT_ENDPOINT, FeedError, decode, endpoint
+from realtime.keys import CurveError, add_subscriber_options
 from realtime.outputs import (
     MapError,
     OutputError,
@@ -31,6 +31,7 @@ from realtime.outputs import (
     build_outputs,
     check_output_options,
 )
+from realtime.subscribe import open_feed
 
 FEED_QUIET_S = 3.0  # no message for this long: say the feed is gone (the analyzer sends status every second)
 _POLL_MS = 100
@@ -118,20 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     context = zmq.Context()
-    sock = context.socket(zmq.SUB)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.MAXMSGSIZE, 4 * MAX_MESSAGE_BYTES)
-    sock.setsockopt(zmq.SUBSCRIBE, b"")
     try:
-        secure_subscriber(sock, args.server_key, args.client_key)
-        sock.connect(args.endpoint)
-    except CurveError as exc:
+        sock = open_feed(context, args.endpoint, args.server_key, args.client_key)
+    except (CurveError, FeedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sock.close(linger=0)
         context.term()
-        return 2
-    except zmq.ZMQError as exc:
-        print(f"error: cannot connect to {args.endpoint!r}: {zmq.strerror(exc.errno)}", file=sys.stderr)
         return 2
     tty = sys.stderr.isatty()
     try:

@@ -4,8 +4,8 @@ It runs in the calling thread (``listen`` runs it in the main thread, so signals
 flag).  It never blocks on the source (it polls the ring) nor on the socket (PUB drops at
 the high-water mark), and sends ``status`` every second whatever the source does.  The publish
 step hands each message to the ZeroMQ publisher (when there is one: ``analyze`` has none), then
-to the protocol outputs and ``on_mood``.  The engine times its own stages, per hop: ``status``
-carries their p50/p99 over the last minute (``process_ms``).
+to the protocol outputs, the watchers (the web view) and ``on_mood``.  The engine times its own
+stages, per hop: ``status`` carries their p50/p99 over the last minute (``process_ms``).
 """
 
 from __future__ import annotations
@@ -45,7 +45,9 @@ class FeedConfig:
     window_s: float = 60.0  # latency and process_ms percentiles are over this much recent time
     dwell_s: float = DWELL_S  # another mood state must lead this long (and by state_margin) to take over
     state_margin: float = 0.1
-    active_per_vocabulary: int = 3  # the moods / emotions / descriptors lists: the strongest active, at most this many
+    active_per_vocabulary: int = (
+        3  # the moods / emotions / descriptors lists: the strongest active, at most this many
+    )
 
 
 # The stages ``process_ms`` reports, in the order a window's audio goes through them: pickup
@@ -190,6 +192,8 @@ class Engine:
         self.on_status = on_status
         # Protocol outputs (OSC, DMX, OS2L, MIDI): handed every message after the feed has it.
         self.outputs: Outputs | None = None
+        # Watchers (the web view): handed every message too; their publish never blocks.
+        self.watchers: list = []
         clash = clashing_names(members)
         self.feeds = [MemberFeed(m, self.config, clash) for m in members]
         self.latencies: deque[tuple[float, float]] = deque()  # (t_publish, latency_ms), last minute
@@ -283,7 +287,7 @@ class Engine:
                 self._publish_from = time.perf_counter()
 
     def _emit(self, topic: str, message: dict) -> bool:
-        """The publish step, the one place every message leaves by: the feed, then the outputs."""
+        """The publish step, the one place every message leaves by: the feed, the outputs, the watchers."""
         if self.publisher is not None:
             sent = self.publisher.send(topic, message)
         else:
@@ -292,6 +296,8 @@ class Engine:
                 stamp(message)
         if self.outputs:
             self.outputs.publish(topic, message)
+        for watcher in self.watchers:
+            watcher.publish(topic, message)
         return sent
 
     def _publish_mood(self, window: Window) -> None:

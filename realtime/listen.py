@@ -10,6 +10,7 @@ Examples:
   python -m realtime.listen --device 0 --osc 127.0.0.1:7700          # QLC+ / TouchDesigner / Resolume
   python -m realtime.listen --device 0 --sacn 192.168.1.50            # a WLED strip shows the mood colour
   python -m realtime.listen --device 0 --os2l auto --midi moodstream  # QLC+'s OS2L plugin, and MIDI CCs
+  python -m realtime.listen --device 0 --web 8080                     # watch it at http://127.0.0.1:8080/
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from realtime.options import add_model_options, check_model_names, check_model_o
 from realtime.outputs import MapError, OutputError, add_output_options, check_output_options
 from realtime.publisher import Publisher, PublisherError
 from realtime.sources import SourceError, list_devices, make_source
+from realtime.web import WebError, add_web_option
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -105,6 +107,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     out.add_argument("--quiet", action="store_true", help="no live line on the terminal")
     add_output_options(parser)
+    add_web_option(parser)
     args = parser.parse_args(argv)
     chosen = [flag for flag in ("device", "file", "url") if getattr(args, flag) is not None] + (
         ["stdin"] if args.stdin else []
@@ -169,7 +172,11 @@ class LiveLine:
         """Note what went wrong in the last second; a line of its own when the source is lost, at
         each reconnection attempt, and when it is back."""
         source = message["source"]
-        if self.announced_rate_hz and source["state"] == "running" and source["sample_rate_hz"] != self.announced_rate_hz:
+        if (
+            self.announced_rate_hz
+            and source["state"] == "running"
+            and source["sample_rate_hz"] != self.announced_rate_hz
+        ):
             self._write([f"moodstream: {source['kind']} opened at {source['sample_rate_hz']} Hz "
                          f"(its {self.announced_rate_hz} Hz was refused)"])  # fmt: skip
             self.announced_rate_hz = source["sample_rate_hz"]
@@ -224,11 +231,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     # The source and the feed's port first: a wrong --device or --file, or a port in use, is
     # said at once, not after the model has loaded (a URL needs the model's sample rate).
-    source = publisher = None
+    source = publisher = web = None
     try:
         if not args.url:
             source = make_source(args, None)
         publisher = Publisher(args.pub, curve_key=args.curve_key, curve_clients=args.curve_clients)
+        if args.web:
+            from realtime.web.server import WebView
+
+            web = WebView(*args.web, title=f"listen on {args.pub}")
         check_model_names(args)  # from here on torch and the models load
         from realtime.options import build_members
         from realtime.session import open_session
@@ -241,14 +252,17 @@ def main(argv: list[str] | None = None) -> int:
         session = open_session(
             args, members, windowing, compute, source, publisher, on_mood=view, on_status=view and view.status
         )
-    except BaseException as exc:  # a model that cannot load exits from build_members: close the port first
-        if publisher is not None:
-            publisher.close()
-        if not isinstance(exc, (SourceError, PublisherError, OutputError, MapError)):
+    except BaseException as exc:  # a model that cannot load exits from build_members: close the ports first
+        for server in (publisher, web):
+            if server is not None:
+                server.close()
+        if not isinstance(exc, (SourceError, PublisherError, OutputError, MapError, WebError)):
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
     engine = session.engine
+    if web:
+        engine.watchers.append(web)
     stop = threading.Event()
 
     def on_signal(signum, frame):
@@ -276,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
             targets = ", ".join(str(o) for o in engine.outputs.outputs)
             rate = f"{args.output_rate:g} Hz" if args.output_rate else "once per hop"
             print(f"moodstream: sending to {targets} ({rate})", file=sys.stderr)
+    if web:  # said even with --quiet: the URL is the way in
+        print(f"moodstream: web view at {web.url}", file=sys.stderr)
     failed_to_start = None
     try:
         code = engine.run(stop)
@@ -283,12 +299,14 @@ def main(argv: list[str] | None = None) -> int:
         failed_to_start, code = str(exc), 2
     finally:
         session.close()
+        if web:
+            web.close()
     if view and view.tty:
         sys.stderr.write("\n")
     if failed_to_start or source.error:
         print(f"error: {failed_to_start or source.error}", file=sys.stderr)
-    for line in session.summary():
-        print(line, file=sys.stderr)
+    for line in session.summary() + ([web.summary()] if web else []):
+        print(line if line.startswith(("warning", "note")) else f"moodstream: {line}", file=sys.stderr)
     return code
 
 

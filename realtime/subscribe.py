@@ -90,6 +90,35 @@ def format_status(message: dict) -> str:
     )
 
 
+def open_feed(
+    context: zmq.Context,
+    endpoint: str,
+    server_key: str | None = None,
+    client_key: str | None = None,
+    topics: tuple[str, ...] = TOPICS,
+) -> zmq.Socket:
+    """A SUB socket on ``context``, connected to the feed at ``endpoint`` (CURVE with
+    ``server_key``), subscribed to ``topics``: what every reader of the feed opens (subscribe,
+    bridge, view).  Raises CurveError or FeedError, each with a one-line reason."""
+    socket = context.socket(zmq.SUB)
+    socket.setsockopt(zmq.LINGER, 0)
+    # Frames far beyond the feed's limit cost memory before decode could refuse them:
+    # libzmq drops such a peer instead (it reconnects on its own).
+    socket.setsockopt(zmq.MAXMSGSIZE, 4 * MAX_MESSAGE_BYTES)
+    for topic in topics:
+        socket.setsockopt(zmq.SUBSCRIBE, topic.encode("ascii"))
+    try:
+        secure_subscriber(socket, server_key, client_key)
+        socket.connect(endpoint)
+    except zmq.ZMQError as e:
+        socket.close(linger=0)
+        raise FeedError(f"cannot connect to {endpoint!r}: {zmq.strerror(e.errno)}") from None
+    except CurveError:
+        socket.close(linger=0)
+        raise
+    return socket
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m realtime.subscribe",
@@ -130,24 +159,17 @@ def main(argv: list[str] | None = None) -> int:
     topics = tuple(dict.fromkeys(args.topic or TOPICS))  # keep order, drop repeats
 
     context = zmq.Context()
-    socket = context.socket(zmq.SUB)
     try:
-        socket.setsockopt(zmq.LINGER, 0)
-        # Frames far beyond the feed's limit cost memory before decode could refuse them:
-        # libzmq drops such a peer instead (it reconnects on its own).
-        socket.setsockopt(zmq.MAXMSGSIZE, 4 * MAX_MESSAGE_BYTES)
-        for topic in topics:
-            socket.setsockopt(zmq.SUBSCRIBE, topic.encode("ascii"))
-        try:
-            secure_subscriber(socket, args.server_key, args.client_key)
-        except CurveError as e:
-            print(f"subscribe: error: {e}", file=sys.stderr)
-            return 2
-        try:
-            socket.connect(args.endpoint)
-        except zmq.ZMQError as e:
-            print(f"subscribe: cannot connect to {args.endpoint!r}: {zmq.strerror(e.errno)}", file=sys.stderr)
-            return 2
+        socket = open_feed(context, args.endpoint, args.server_key, args.client_key, topics)
+    except CurveError as e:
+        print(f"subscribe: error: {e}", file=sys.stderr)
+        context.term()
+        return 2
+    except FeedError as e:
+        print(f"subscribe: {e}", file=sys.stderr)
+        context.term()
+        return 2
+    try:
         return _receive(socket, args.count, args.timeout, args.json)
     except KeyboardInterrupt:
         return 0

@@ -36,6 +36,10 @@ def test_the_wheel_holds_the_runtime_files_and_no_test_or_benchmark_suite(wheel)
         "realtime/outputs/map.schema.json",
         "models/default/config.json",
         "models/default/weights.safetensors",
+        "realtime/web/static/index.html",
+        "realtime/web/static/view.js",
+        "realtime/web/static/chart.umd.min.js",
+        "realtime/web/static/LICENSE.chart.js.md",
         "moodstream/__main__.py",
         "bench/latency.py",
     ):
@@ -79,6 +83,13 @@ def test_an_installed_wheel_analyses_a_clip_away_from_the_checkout(wheel, shared
     assert proc.returncode == 0, proc.stderr[-3000:]
     windows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(windows) > 20 and -1 <= windows[0]["valence"] <= 1 and "Happy" in windows[0]["tags"]
+    # The web view's page comes from the wheel too.
+    page = subprocess.run(
+        [python, "-c", "from realtime.web.server import WebView; w = WebView('127.0.0.1', 0); "
+         "print(sorted(len(body) > 0 for body, _ in w._assets.values())); w.close()"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert page.returncode == 0 and page.stdout.strip() == str([True] * 5), page.stderr[-2000:]
 
 
 def test_the_command_names_every_module_and_refuses_what_it_does_not_know():
@@ -87,7 +98,7 @@ def test_the_command_names_every_module_and_refuses_what_it_does_not_know():
     )
     listing = run("--help")
     assert listing.returncode == 0
-    for command in ("listen", "analyze", "subscribe", "bridge", "keys", "models", "train", "bench"):
+    for command in ("listen", "analyze", "subscribe", "bridge", "view", "keys", "models", "train", "bench"):
         assert f"  {command} " in listing.stdout
     unknown = run("lisen")
     assert unknown.returncode == 2 and "unknown command 'lisen'" in unknown.stderr

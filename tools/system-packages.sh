@@ -2,7 +2,8 @@
 # The Debian/Ubuntu packages moodstream needs, installed when missing (`make listen`, `make test`).
 #   tools/system-packages.sh run    PortAudio (sound devices), ffmpeg (--url)
 #   tools/system-packages.sh test   and what the tests use: a JACK dummy server, the ALSA jack
-#                                   plugin and aplay (a paced microphone), liblo's oscdump
+#                                   plugin and aplay (a paced microphone), liblo's oscdump,
+#                                   Chromium (the web view in a real browser)
 # Says what it installs (through sudo when not root); without apt-get, names what to install.
 set -euo pipefail
 need=()
@@ -15,6 +16,7 @@ if [ "${1:-run}" = test ]; then
   have_command aplay || need+=(alsa-utils)
   ls /usr/lib/*/alsa-lib/libasound_module_pcm_jack.so >/dev/null 2>&1 || need+=(libasound2-plugins)
   have_command oscdump || need+=(liblo-tools)
+  have_command chromium || have_command chromium-browser || need+=(chromium)
 fi
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
