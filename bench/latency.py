@@ -23,11 +23,13 @@ import numpy as np
 import torch
 
 import models
+import models as models_module  # run()'s parameter is called models
 from bench import alternatives
 from bench.report import machine, percentiles, pyplot, save_figure, to_json
 from models.runners import BACKENDS, make_runner
 from realtime.analyzer import Member, Windowing, effective_windows
 from realtime.engine import Engine, FeedConfig
+from realtime.options import HOP_RANGE_S, number
 from realtime.publisher import Publisher
 
 STAGES = ("mel", "encoder", "pool_heads", "publish")  # the engine's own stages (a file at the model's rate)
@@ -60,7 +62,20 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def measure(name: str, backend: str, device: str, hops: int, warmup: int, publisher: Publisher) -> StageTimes:
+def encoder_gflop(model) -> float:
+    """GFLOP of one segment's ``encode`` (PyTorch's FLOP counter).  Counted with autograd on: the
+    inference path of musicnn runs its front end in oneDNN calls the counter does not see."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    patch = torch.zeros(1, model.frontend.n_mels, model.segment_frames)
+    with FlopCounterMode(display=False) as counter:
+        model.eval().encode(patch)
+    return counter.get_total_flops() / 1e9
+
+
+def measure(
+    name: str, backend: str, device: str, hops: int, warmup: int, publisher: Publisher, hop_s: float = 1.0
+) -> StageTimes:
     """Time ``hops`` hops of the real engine (its pipeline and publish step) for one model and backend.
 
     The engine is driven by hand, a hop of noise at a time, and times itself (``last_stages``):
@@ -75,9 +90,10 @@ def measure(name: str, backend: str, device: str, hops: int, warmup: int, publis
     except Exception as exc:  # e.g. torch.compile without a working C++ compiler: say so, go on
         return StageTimes(name, backend, device, {s: [] for s in STAGES}, skipped=_reason(exc))
     setup_s = time.perf_counter() - t_setup
-    engine = Engine(None, [Member(name, model, runner)], Windowing(), publisher, FeedConfig(), compute=device)
+    windowing = Windowing(hop_s=hop_s)
+    engine = Engine(None, [Member(name, model, runner)], windowing, publisher, FeedConfig(), compute=device)
     engine.open(fe.sample_rate_hz)
-    hop, _, k, _ = effective_windows(model, Windowing())
+    hop, _, k, _ = effective_windows(model, windowing)
     hop_samples = hop * fe.hop_length
     rng = np.random.default_rng(0)
     # The first window and K segments first, as a running stream has them.
@@ -150,13 +166,14 @@ def run(
     seconds: float,
     warmup: int,
     alternatives_model: str | None = None,
+    hop_s: float = 1.0,
 ) -> dict:
     results = []
-    hops = max(10, int(seconds))  # one hop per second of audio
+    hops = max(3, int(seconds / hop_s))
     with Publisher("tcp://127.0.0.1:0") as publisher:
         for name in models:
             for backend in backends:
-                results.append(measure(name, backend, device, hops, warmup, publisher))
+                results.append(measure(name, backend, device, hops, warmup, publisher, hop_s))
     extra = {}
     if alternatives_model:
         extra["alternatives"] = alternatives.measure(alternatives_model, device, hops, warmup)
@@ -164,6 +181,10 @@ def run(
     return {
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "hop_s": hop_s,
+        "encoder_gflop_per_segment": {
+            name: round(encoder_gflop(models_module.resolve(name)), 3) for name in models
+        },
         "results": [_result(r) for r in results],
         "table": table(results),
         **extra,
@@ -200,7 +221,14 @@ def add_parser(sub) -> None:
         help="comma-separated: torch, onnx, compile (torch.compile'd encoder; slow to start) (torch,onnx)",
     )
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--seconds", type=float, default=60, help="seconds of audio (hops of ~1 s) per model (60)")
+    p.add_argument("--seconds", type=float, default=60, help="seconds of audio per model (60)")
+    p.add_argument(
+        "--hop",
+        type=number(*HOP_RANGE_S, what="a hop in seconds"),
+        default=1.0,
+        metavar="S",
+        help="the hop, as listen's --hop (1.0; 0.992 s in whole frames)",
+    )
     p.add_argument("--warmup", type=int, default=5, help="hops before measuring (5)")
     p.add_argument(
         "--alternatives",
@@ -231,7 +259,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         torch.set_num_threads(args.threads)
     try:
         alternatives_model = None if args.alternatives == "none" else args.alternatives
-        report = run(names, backends, args.device, args.seconds, args.warmup, alternatives_model)
+        report = run(names, backends, args.device, args.seconds, args.warmup, alternatives_model, args.hop)
     except (models.UnknownModelError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -239,7 +267,9 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     print(
         f"{m['cpu']}, {m['cores']} threads, torch {m['torch']}, onnxruntime {m['onnxruntime']}, GPU {m['gpu']}"
     )
-    print("milliseconds per hop (p50/p99)")
+    flops = ", ".join(f"{name} {g:.2f}" for name, g in report["encoder_gflop_per_segment"].items())
+    print(f"encoder GFLOP per segment (whole window): {flops}")
+    print(f"milliseconds per hop of {report['hop_s']:g} s (p50/p99)")
     print(report["table"])
     if "alternatives" in report:
         a = report["alternatives"]

@@ -70,6 +70,12 @@ class SegmentModel(nn.Module):
         """(batch, n_mels, segment_frames) -> (batch, embedding_dim)"""
         raise NotImplementedError
 
+    def streaming_encoder(self):
+        """An object whose ``encode(frames, start, ends)`` equals ``encode`` of the windows cut
+        from one stream, sharing work between overlapping windows; None (the default): the
+        engine encodes each window whole.  Eval mode only."""
+        return None
+
     def pool(self, embeddings: torch.Tensor) -> torch.Tensor:
         """(batch, K, embedding_dim) -> (batch, embedding_dim); mean unless a model learns one."""
         return embeddings.mean(dim=1)

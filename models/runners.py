@@ -3,7 +3,9 @@
 The engine, ``analyze`` and the benchmarks all go through a ``Runner``; ``BACKENDS`` maps the
 ``--backend`` names to them:
 
-- ``torch``: PyTorch, eager;
+- ``torch``: PyTorch, eager; a model with a streaming encoder (musicnn and what is built on it)
+  encodes the windows of a stream sharing the work of their overlap (``encode_stream``);
+- ``torch-whole``: the same, every window encoded whole (what ``torch`` did before; to compare);
 - ``compile``: PyTorch with the encoder through ``torch.compile`` (the first call compiles;
   ``warm_up`` checks the result against eager mode, so a miscompiled encoder never runs);
 - ``onnx``: ONNX Runtime (CUDA provider when present) on the two streaming graphs.  They come
@@ -41,6 +43,10 @@ class Runner(Protocol):
     def warm_up(self) -> None:
         """Run once on silence, so the first real hop pays no lazy set-up."""
 
+    def streaming_encoder(self):
+        """The model's streaming encoder when this runner uses it (``SegmentModel.streaming_encoder``),
+        else None: each window is ``encode``d whole."""
+
 
 def _silence(model: SegmentModel) -> torch.Tensor:
     return torch.zeros((1, model.frontend.n_mels, model.segment_frames))
@@ -67,11 +73,24 @@ class TorchRunner:
     def warm_up(self) -> None:
         self.pool_predict(self.encode(_silence(self.model)).unsqueeze(1))
 
+    def streaming_encoder(self):
+        return self.model.streaming_encoder() if self.streams else None
+
+    streams = True
+
+
+class WholeWindowRunner(TorchRunner):
+    """PyTorch, eager, every window encoded whole (no streaming encoder)."""
+
+    backend = "torch-whole"
+    streams = False
+
 
 class CompiledRunner(TorchRunner):
     """PyTorch with the segment encoder through ``torch.compile`` (pooling + heads stay eager)."""
 
     backend = "compile"
+    streams = False  # the compiled graph is the whole-window encoder
 
     def __init__(self, model: SegmentModel, device: str | torch.device = "cpu", threads: int | None = None):
         super().__init__(model, device)
@@ -135,8 +154,16 @@ class OnnxRunner:
     def warm_up(self) -> None:
         self.pool_predict(self.encode(_silence(self.model)).unsqueeze(1))
 
+    def streaming_encoder(self):
+        return None
 
-BACKENDS: dict[str, type] = {"torch": TorchRunner, "onnx": OnnxRunner, "compile": CompiledRunner}
+
+BACKENDS: dict[str, type] = {
+    "torch": TorchRunner,
+    "torch-whole": WholeWindowRunner,
+    "onnx": OnnxRunner,
+    "compile": CompiledRunner,
+}
 
 
 def make_runner(

@@ -108,6 +108,9 @@ class SegmentAttention(SegmentModel):
                 return self.encoder.encode(patch)
         return self.encoder.encode(patch)
 
+    def streaming_encoder(self):
+        return self.encoder.streaming_encoder()  # encode is the encoder's (in eval mode)
+
     def pool(self, embeddings: torch.Tensor) -> torch.Tensor:
         return self.attention(embeddings)
 

@@ -179,6 +179,8 @@ class Consumer:
         self._start = 0  # absolute index of the first frame kept in _frames
         self._next_end = self.segment_frames
         self._embeddings: deque[torch.Tensor] = deque(maxlen=self.context_segments)
+        # Windows overlap: a streaming encoder shares their common work (None: each is encoded whole).
+        self._stream = self.runner.streaming_encoder()
         self._spent_ms = spent_ms  # the pipeline's: encoder and pooling + heads add to it
         self.seq = 0
 
@@ -207,10 +209,14 @@ class Consumer:
 
     def _run(self, ends: list[int]) -> list[Window]:
         t0 = time.perf_counter()
-        patches = torch.stack(
-            [self._frames[:, e - self.segment_frames - self._start : e - self._start] for e in ends]
-        )  # (B, n_mels, segment_frames)
-        embeddings = self.runner.encode(patches)  # (B, D)
+        if self._stream is not None:
+            with torch.inference_mode():
+                embeddings = self._stream.encode(self._frames, self._start, ends)  # (B, D)
+        else:
+            patches = torch.stack(
+                [self._frames[:, e - self.segment_frames - self._start : e - self._start] for e in ends]
+            )  # (B, n_mels, segment_frames)
+            embeddings = self.runner.encode(patches)  # (B, D)
         t1 = time.perf_counter()
         outputs = []
         for emb in embeddings:
@@ -282,7 +288,9 @@ class Pipeline:
         self.fronts: dict[object, Front] = {}
         for m in members:
             self.fronts.setdefault(m.model.frontend, Front(m.model.frontend, device, 0))
-        self.consumers = [Consumer(m, self.fronts[m.model.frontend], windowing, self.spent_ms) for m in members]
+        self.consumers = [
+            Consumer(m, self.fronts[m.model.frontend], windowing, self.spent_ms) for m in members
+        ]
         for c in self.consumers:
             c.front.keep_bins = max(c.front.keep_bins, c.keep_bins)
         self.primary = self.consumers[0]
@@ -345,7 +353,9 @@ class Analyzer:
         device: str | torch.device = "cpu",
         runner: Runner | None = None,
     ):
-        member = Member(model.registry_name or type(model).__name__, model, runner or TorchRunner(model, device))
+        member = Member(
+            model.registry_name or type(model).__name__, model, runner or TorchRunner(model, device)
+        )
         self.pipeline = Pipeline([member], input_rate_hz, windowing, device)
         self.model = model
         self.hop_s = self.pipeline.hop_s

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 # against models.DEFAULT_NAME and models.runners.BACKENDS).
 DEFAULT_MODEL = "default"
 RESAMPLERS = ("hq", "low-delay")
-BACKEND_NAMES = ("torch", "onnx", "compile")
+BACKEND_NAMES = ("torch", "torch-whole", "onnx", "compile")
 DWELL_S = 4.0
 HOP_RANGE_S = (0.05, 600.0)  # a hop shorter than ~3 mel frames is noise; longer than 10 min, a file job
 CONTEXT_RANGE_S = (0.05, 600.0)  # below one segment: one segment is pooled
@@ -138,8 +138,10 @@ def add_model_options(parser: argparse.ArgumentParser, smooth_default: float) ->
         "--backend",
         choices=BACKEND_NAMES,
         default="torch",
-        help="run the model with PyTorch (default), ONNX Runtime (CUDA provider when present; the "
-        "artifact's exported graphs, else exported once into the cache) or torch.compile",
+        help="run the model with PyTorch (default; musicnn-based models share the work of overlapping "
+        "windows: a streaming encoder), PyTorch encoding every window whole (torch-whole), ONNX Runtime "
+        "(CUDA provider when present; the artifact's exported graphs, else exported once into the "
+        "cache) or torch.compile",
     )
     g.add_argument(
         "--threads",

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from models.artifact import Artifact, save
 from models.base import HeadSpec, SegmentModel
-from models.windowing import hop_frames
+from models.windowing import hop_frames, window_starts
 from train import metrics
 from train.augment import Compose, GaussianNoise, Mixup, RandomGain, SpecAugment
 from train.averaging import SWA
@@ -82,9 +82,15 @@ def embed_windows(model: SegmentModel, mel: np.ndarray, hop: int, cache: Feature
     key = cache.entry(path).with_suffix(f".emb-{name}-h{hop}.npy")
     if cached and key.is_file():
         return np.load(key, allow_pickle=False)
-    patches = torch.from_numpy(windows(mel, model.segment_frames, hop, wrap_short=True)).float()
     model.encoder.eval()
-    emb = torch.cat([model.encode(patches[i : i + 64]) for i in range(0, len(patches), 64)]).numpy()
+    stream = model.streaming_encoder() if mel.shape[1] >= model.segment_frames else None
+    if stream is not None:  # overlapping windows share their work, as in the engine (same numbers)
+        frames = torch.from_numpy(mel).float()
+        ends = [start + model.segment_frames for start in window_starts(mel.shape[1], model.segment_frames, hop)]
+        emb = torch.cat([stream.encode(frames, 0, ends[i : i + 8]) for i in range(0, len(ends), 8)]).numpy()
+    else:
+        patches = torch.from_numpy(windows(mel, model.segment_frames, hop, wrap_short=True)).float()
+        emb = torch.cat([model.encode(patches[i : i + 64]) for i in range(0, len(patches), 64)]).numpy()
     if cached:
         tmp = key.with_suffix(f".tmp{os.getpid()}.npy")
         np.save(tmp, emb)

@@ -29,8 +29,8 @@ PIPELINES = ["librosa+torch", "torchaudio+torch", "nnaudio-window+torch", "strea
 def test_latency_command_writes_table_json_and_png(tmp_path):
     out, png = tmp_path / "lat.json", tmp_path / "lat.png"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "latency", "--models", "musicnn-msd", "--backends", "torch,onnx",
-         "--seconds", "10", "--warmup", "2", "--json", str(out), "--plot", str(png)],
+        [sys.executable, "-m", "bench", "latency", "--models", "musicnn-msd", "--backends", "torch,torch-whole,onnx",
+         "--seconds", "3", "--warmup", "1", "--hop", "0.25", "--json", str(out), "--plot", str(png)],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -38,10 +38,14 @@ def test_latency_command_writes_table_json_and_png(tmp_path):
     report = json.loads(out.read_text())
     assert [(r["model"], r["backend"]) for r in report["results"]] == [
         ("musicnn-msd", "torch"),
+        ("musicnn-msd", "torch-whole"),
         ("musicnn-msd", "onnx"),
     ]
+    # A musicnn segment is 2.8 GFLOP (the counter sees the layer-order path); hops of 16 frames.
+    assert report["hop_s"] == 0.25 and 2.7 < report["encoder_gflop_per_segment"]["musicnn-msd"] < 2.9
+    assert "encoder GFLOP per segment (whole window): musicnn-msd 2.80" in proc.stdout
     for r in report["results"]:
-        assert r["hops"] == 10 and r["setup_s"] >= 0
+        assert r["hops"] == 12 and r["setup_s"] >= 0
         ms = r["ms"]
         assert set(ms) == {"mel", "encoder", "pool_heads", "publish", "hop"}
         assert 0 < ms["hop"]["p50"] <= ms["hop"]["p99"]
@@ -50,7 +54,7 @@ def test_latency_command_writes_table_json_and_png(tmp_path):
 
     # The alternatives, in the same run, for the default model.
     alt = report["alternatives"]
-    assert alt["model"] == "default" and alt["hop_s"] == pytest.approx(0.992)
+    assert alt["model"] == "default" and alt["hop_s"] == pytest.approx(0.992)  # (always the default hop)
     assert "streaming+torch" in alt["ours"] and "ratio" in alt
     assert alt["blas_threads"].startswith("1 (")  # threadpoolctl comes with librosa
     assert [p["name"] for p in alt["pipelines"]] == PIPELINES
@@ -63,7 +67,7 @@ def test_latency_command_writes_table_json_and_png(tmp_path):
     ran = [p for p in alt["pipelines"] if "skipped" not in p]
     assert [p["name"] for p in ran if p["ours"]] == ["streaming+torch"]
     for p in ran:
-        assert p["hops"] == 10
+        assert p["hops"] == 12
         assert 0 < p["ms"]["hop"]["p50"] <= p["ms"]["hop"]["p99"]
         assert p["ms"]["hop"]["p50"] >= p["ms"]["model"]["p50"]
     assert rows["streaming+torch"]["ratio_to_ours"] == {s: {"p50": 1.0, "p99": 1.0} for s in ("mel", "hop")}
@@ -80,8 +84,8 @@ def test_compile_backend_runs_or_says_why(tmp_path):
     """torch.compile'd encoder: timed after its compilation, or a row that says why it cannot run."""
     out = tmp_path / "lat.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "latency", "--models", "musicnn-msd", "--backends", "compile",
-         "--alternatives", "none", "--seconds", "10", "--warmup", "1", "--json", str(out)],
+        [sys.executable, "-m", "bench", "latency", "--models", "va-cnn", "--backends", "compile",
+         "--alternatives", "none", "--seconds", "3", "--warmup", "1", "--json", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=400,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -90,7 +94,7 @@ def test_compile_backend_runs_or_says_why(tmp_path):
     if "skipped" in result:
         assert result["skipped"] in proc.stdout and ":" in result["skipped"]
     else:
-        assert result["hops"] == 10 and result["setup_s"] > 0 and result["ms"]["encoder"]["p50"] > 0
+        assert result["hops"] == 3 and result["setup_s"] > 0 and result["ms"]["encoder"]["p50"] > 0
 
 
 def test_bad_options_are_clear(capsys):

@@ -131,6 +131,32 @@ def test_folded_inference_is_the_same_function(weights):
     np.testing.assert_allclose(fast[:1].numpy(), one.detach().numpy(), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("hop", [16, 62, 187, 250])
+def test_the_streaming_encoder_is_encode_of_each_window(shared_data, hop):
+    """Windows cut from one real clip every ``hop`` frames (a quarter second, a second, one
+    segment, past a segment), one or several at a time: the streaming encoder gives ``encode``'s
+    numbers, with the published weights and with batch norms that take the min over frequency."""
+    audio, _ = sf.read(shared_data / "4q/audio/Q3/MT0000044741.ogg", dtype="float32")
+    for weights in ("published", "shuffled batch norms"):
+        model = models.build("musicnn-msd")
+        if weights != "published":
+            _shuffle_batch_norms(model)
+        with torch.inference_mode():
+            mel = MelFrontend(model.frontend)(torch.from_numpy(audio[: 16000 * 12])[None])[0]  # (96, 751)
+            ends = list(range(SEGMENT_FRAMES, mel.shape[1] + 1, hop))
+            whole = model.encode(torch.stack([mel[:, e - SEGMENT_FRAMES : e] for e in ends]))
+            stream = model.streaming_encoder()
+            # As the engine calls it: the frames it keeps (from the next window's start), the
+            # windows that arrived, sometimes two at once.
+            got, i = [], 0
+            while i < len(ends):
+                batch = ends[i : i + 1 + (i % 3 == 2)]
+                start = max(0, batch[0] - SEGMENT_FRAMES - 5)
+                got.append(stream.encode(mel[:, start : batch[-1]], start, batch))
+                i += len(batch)
+        np.testing.assert_allclose(torch.cat(got).numpy(), whole.numpy(), atol=2e-5, rtol=1e-5)
+
+
 def test_training_runs_the_layers_in_tensorflow_order(monkeypatch):
     model = models.build("musicnn-msd", pretrained=False).train()
     with pytest.raises(ValueError, match="eval mode only"):
