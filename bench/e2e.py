@@ -282,6 +282,7 @@ def add_parser(sub) -> None:
         "--compute", choices=("cpu", "cuda"), default="cpu", help="where listen runs the model (cpu)"
     )
     p.add_argument("--threads", type=int, metavar="N", help="listen --threads (default: the library's)")
+    p.add_argument("--reaction", choices=("fast", "balanced", "stable"), help="listen --reaction (its default)")
     p.add_argument(
         "--period",
         type=int,
@@ -336,7 +337,9 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                     where = folder / f"{name.replace('/', '_')}-{backend}-{source}"
                     where.mkdir()
                     print(f"{name} {backend} {source}: {args.seconds:g} s of audio...", file=sys.stderr)
-                    listen = dict(model=name, backend=backend, compute=args.compute, threads=args.threads)
+                    listen = dict(
+                        model=name, backend=backend, compute=args.compute, threads=args.threads, reaction=args.reaction
+                    )
                     try:
                         if source == "file":
                             runs.append(run_file(clip, args.seconds, where, **listen))

@@ -105,6 +105,7 @@ class ListenProcess:
         threads: int | None = None,
         env: dict[str, str] | None = None,
         streams: int | None = None,
+        reaction: str | None = None,
     ):
         self.endpoints = [free_endpoint() for _ in range(streams or 1)]
         self.endpoint = self.endpoints[0]
@@ -112,6 +113,8 @@ class ListenProcess:
         options = ["--quiet", *source_args, "--model", model, "--backend", backend, "--compute", compute]
         if threads:
             options += ["--threads", str(threads)]
+        if reaction:
+            options += ["--reaction", reaction]
         if streams:
             head = [sys.executable, "-m", "bench.scale", "--host", "--endpoints", ",".join(self.endpoints)]
             self.command = head + ["--", *options]

@@ -10,7 +10,10 @@ The models run once per pair; each setting replays the feed logic on the same wi
 
 - t50 / t90: stream seconds after the splice until arousal has covered 50 % / 90 % of the step
   from the first clip's steady half (its last 14 s) to the second's (its last 14 s);
-- flicker: changes of the mood state per minute inside those steady halves.
+- state: stream seconds after the splice until the mood state first shows the state the second
+  clip settles on (the scene change a lighting rig makes);
+- flicker: changes of the mood state per minute inside those steady halves (the median over
+  the pairs, and the mean).
 
 A table, JSON (``--json``) and a PNG (``--plot``) like the other bench commands.
 """
@@ -81,14 +84,17 @@ def windows_of(members, audio: np.ndarray, rate: int, hop_s: float) -> list:
     return windows + pipeline.finish()
 
 
-def moods_of(members, windows: list, rate: int, hop_s: float, smooth_s: float, dwell_s: float) -> list[dict]:
+def moods_of(
+    members, windows: list, rate: int, hop_s: float, smooth_s: float, dwell_s: float, follow: float = 0.0,
+    margin: float = 0.1,
+) -> list[dict]:
     """The mood messages ``listen`` would publish for these windows (no feed: collected)."""
     from realtime.analyzer import Windowing
     from realtime.engine import Engine, FeedConfig
 
     moods: list[dict] = []
     engine = Engine(
-        None, members, Windowing(hop_s=hop_s), None, FeedConfig(smooth_s=smooth_s, dwell_s=dwell_s),
+        None, members, Windowing(hop_s=hop_s), None, FeedConfig(smooth_s=smooth_s, dwell_s=dwell_s, follow=follow, state_margin=margin),
         on_mood=moods.append,
     )  # fmt: skip
     engine.open(rate)
@@ -108,6 +114,10 @@ def figures(moods: list[dict]) -> dict:
         covered = (arousal - before) / step if step else np.zeros_like(arousal)
         late = np.nonzero((t >= CLIP_S) & (covered >= share))[0]
         reached[share] = float(t[late[0]] - CLIP_S) if len(late) else None
+    # The state's own reaction: when it first shows the state the second clip settles on.
+    settled = [m["state"] for m in moods if m["t_stream"] >= 2 * CLIP_S - STEADY_S]
+    target = max(set(settled), key=settled.count) if settled else None
+    shown = [m["t_stream"] - CLIP_S for m in moods if m["t_stream"] >= CLIP_S and m["state"] == target]
     changes, steady_s = 0, 0.0
     for lo, hi in ((CLIP_S - STEADY_S, CLIP_S), (2 * CLIP_S - STEADY_S, 2 * CLIP_S)):
         states = [m["state"] for m in moods if lo <= m["t_stream"] < hi]
@@ -117,6 +127,7 @@ def figures(moods: list[dict]) -> dict:
         "step": float(step),
         "t50_s": reached[0.5],
         "t90_s": reached[0.9],
+        "state_s": shown[0] if shown else None,
         "flicker_per_min": changes / (steady_s / 60.0),
         "_t": t.tolist(),
         "_arousal": arousal.tolist(),
@@ -129,7 +140,24 @@ def _median(values) -> float | None:
     return float(np.median(kept)) if kept else None
 
 
-def run(args: argparse.Namespace, names: list[str], smooths: list[float], dwells: list[float]) -> dict:
+def settings_of(args: argparse.Namespace, smooths, dwells, follows) -> list[dict]:
+    """What to measure: each --reaction preset as listen runs it, else the grid of --smooth x
+    --follow x --dwell at --hop (state margin 0.1, as stable)."""
+    from realtime.options import REACTIONS
+
+    if args.reaction:
+        return [
+            {"reaction": name, "hop_s": r.hop_s, "smooth_s": r.smooth_s, "follow": r.follow,
+             "dwell_s": r.dwell_s, "margin": r.margin}
+            for name, r in ((n, REACTIONS[n]) for n in args.reaction)
+        ]  # fmt: skip
+    return [
+        {"reaction": None, "hop_s": args.hop, "smooth_s": s, "follow": f, "dwell_s": d, "margin": 0.1}
+        for s, f, d in itertools.product(smooths, follows, dwells)
+    ]
+
+
+def run(args: argparse.Namespace, names: list[str], settings: list[dict]) -> dict:
     import models
     from models.runners import TorchRunner
     from realtime.analyzer import Member
@@ -143,27 +171,31 @@ def run(args: argparse.Namespace, names: list[str], smooths: list[float], dwells
         if not any(h.kind == "valence_arousal" for h in model.heads.values()):
             print(f"note: {name} has no valence/arousal head: nothing to measure", file=sys.stderr)
             continue
-        windows = [(windows_of(members, x, rate, args.hop), rate) for x, rate in audio]
-        for smooth_s, dwell_s in itertools.product(smooths, dwells):
+        windows = {}  # per hop: the models run once per pair and hop
+        for setting in settings:
+            hop_s = setting["hop_s"]
+            if hop_s not in windows:
+                windows[hop_s] = [(windows_of(members, x, rate, hop_s), rate) for x, rate in audio]
             per_pair = [
-                figures(moods_of(members, w, rate, args.hop, smooth_s, dwell_s)) for w, rate in windows
-            ]
+                figures(moods_of(members, w, rate, hop_s, setting["smooth_s"], setting["dwell_s"],
+                                 setting["follow"], setting["margin"]))
+                for w, rate in windows[hop_s]
+            ]  # fmt: skip
             results.append(
                 {
                     "model": name,
-                    "hop_s": args.hop,
-                    "smooth_s": smooth_s,
-                    "dwell_s": dwell_s,
+                    **setting,
                     "t50_s": _median(p["t50_s"] for p in per_pair),
                     "t90_s": _median(p["t90_s"] for p in per_pair),
+                    "state_s": _median(p["state_s"] for p in per_pair),
                     "flicker_per_min": _median(p["flicker_per_min"] for p in per_pair),
+                    "flicker_mean_per_min": float(np.mean([p["flicker_per_min"] for p in per_pair])),
                     "pairs": per_pair,
                 }
             )
             if not args.quiet:
                 r = results[-1]
-                print(f"{name} smooth {smooth_s:g} s dwell {dwell_s:g} s: t50 {r['t50_s']}, "
-                      f"flicker {r['flicker_per_min']:.2f}/min", file=sys.stderr)  # fmt: skip
+                print(f"{name} {setting}: t50 {r['t50_s']}, flicker {r['flicker_per_min']:.2f}/min", file=sys.stderr)
     return {
         "command": command_line(),
         "machine": machine(),
@@ -180,13 +212,15 @@ def table(report: dict) -> str:
     lines = [
         f"{report['machine']['cpu']}; {len(report['pairs'])} spliced pairs of 4Q clips, {CLIP_S:g} s each; "
         f"medians over the pairs",
-        f"{'model':<20} {'hop s':>6} {'smooth s':>9} {'dwell s':>8} {'t50 s':>7} {'t90 s':>7} {'flicker/min':>12}",
-        "-" * 75,
+        f"{'model':<10} {'reaction':<9} {'hop s':>6} {'smooth s':>9} {'follow':>7} {'dwell s':>8} {'margin':>7} "
+        f"{'t50 s':>6} {'t90 s':>6} {'state s':>8} {'flicker/min (mean)':>19}",
+        "-" * 105,
     ]
     for r in report["results"]:
         lines.append(
-            f"{r['model']:<20} {r['hop_s']:>6g} {r['smooth_s']:>9g} {r['dwell_s']:>8g} {_cell(r['t50_s']):>7} "
-            f"{_cell(r['t90_s']):>7} {_cell(r['flicker_per_min'], '.2f'):>12}"
+            f"{r['model']:<10} {r['reaction'] or '-':<9} {r['hop_s']:>6g} {r['smooth_s']:>9g} {r['follow']:>7g} "
+            f"{r['dwell_s']:>8g} {r['margin']:>7g} {_cell(r['t50_s'], '.2f'):>6} {_cell(r['t90_s'], '.2f'):>6} {_cell(r['state_s']):>8} "
+            f"{_cell(r['flicker_per_min'], '.2f'):>11} ({r['flicker_mean_per_min']:.2f})"
         )
     return "\n".join(lines)
 
@@ -204,9 +238,10 @@ def plot(report: dict, path: str) -> None:
     left.set_title(f"{first['model']}, smooth {first['smooth_s']:g} s: arousal of each pair")
     for model in dict.fromkeys(r["model"] for r in report["results"]):
         rows = [r for r in report["results"] if r["model"] == model]
-        for smooth_s in dict.fromkeys(r["smooth_s"] for r in rows):
-            pts = [(r["dwell_s"], r["flicker_per_min"]) for r in rows if r["smooth_s"] == smooth_s]
-            right.plot(*zip(*pts, strict=True), marker="o", label=f"{model}, smooth {smooth_s:g} s")
+        for key in dict.fromkeys((r["reaction"], r["smooth_s"], r["follow"]) for r in rows):
+            pts = [(r["dwell_s"], r["flicker_per_min"]) for r in rows if (r["reaction"], r["smooth_s"], r["follow"]) == key]
+            label = key[0] or f"smooth {key[1]:g} s" + (f", follow {key[2]:g}" if key[2] else "")
+            right.plot(*zip(*pts, strict=True), marker="o", label=f"{model}, {label}")
     right.axhline(1.0, color="k", linestyle=":", linewidth=1, label="1 change / min")
     right.set_xlabel("--dwell (s)")
     right.set_ylabel("state changes per minute, steady music")
@@ -242,9 +277,22 @@ def add_parser(sub) -> None:
         "--smooth", default="2", metavar="S,S", help="smoothing time constants to try, seconds (2)"
     )
     p.add_argument(
+        "--follow",
+        default="0",
+        metavar="F,F",
+        help="adaptive smoothing: how much the time constant shrinks while the estimate moves (0: plain "
+        "exponential; see realtime.smoothing.Smoother) (0)",
+    )
+    p.add_argument(
         "--dwell", default="0,2,4,6", metavar="S,S", help="state dwell times to try, seconds (0,2,4,6)"
     )
     p.add_argument("--hop", type=float, default=1.0, metavar="S", help="listen's --hop (1.0)")
+    p.add_argument(
+        "--reaction",
+        metavar="NAME,NAME",
+        help="measure listen's --reaction presets (fast, balanced, stable: each its own hop, smoothing, "
+        "dwell and margin) instead of the --smooth x --follow x --dwell grid",
+    )
     p.add_argument("--pairs", type=int, default=8, metavar="N", help="spliced clip pairs (8)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--json", metavar="OUT", help="write the figures as JSON here")
@@ -257,11 +305,16 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     check_models(parser, names)
     smooths = _numbers(parser, args.smooth, "smooth")
     dwells = _numbers(parser, args.dwell, "dwell")
+    follows = _numbers(parser, args.follow, "follow")
     if not (math.isfinite(args.hop) and 0.05 <= args.hop <= 10):
         parser.error("--hop must be within 0.05..10 s")
     if not 1 <= args.pairs <= 64:
         parser.error("--pairs must be within 1..64")
-    report = run(args, names, smooths, dwells)
+    if args.reaction:
+        from realtime.options import REACTIONS
+
+        args.reaction = check_list(parser, args.reaction, tuple(REACTIONS), "reaction")
+    report = run(args, names, settings_of(args, smooths, dwells, follows))
     if not report["results"]:
         print("error: no model with a valence/arousal head to measure", file=sys.stderr)
         return 2

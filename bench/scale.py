@@ -450,6 +450,7 @@ def add_parser(sub) -> None:
         metavar="PATH",
         help="audio file to loop (default: shared 4Q clips end to end, ../shared/data)",
     )
+    p.add_argument("--reaction", choices=("fast", "balanced", "stable"), help="listen --reaction (its default)")
     p.add_argument("--json", metavar="OUT", help="write the figures as JSON here")
     p.add_argument("--plot", metavar="OUT.png", help="write a PNG chart here")
     p.set_defaults(func=main)
@@ -512,7 +513,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                     print(f"{label}: {n} stream(s), {args.seconds:g} s...", file=sys.stderr)
                     step = measure(
                         n, clip, args.seconds, where, args.settle, layout, model=args.model,
-                        backend=args.backend, compute=args.compute, threads=t,
+                        backend=args.backend, compute=args.compute, threads=t, reaction=args.reaction,
                     )  # fmt: skip
                     measured.append(step)
                     verdict = "sustained" if step.sustained else ", ".join(step.figures["why_not"])

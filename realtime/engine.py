@@ -37,6 +37,7 @@ class FeedConfig:
     """How raw window outputs become what the lights see."""
 
     smooth_s: float = 2.0  # exponential smoothing time constant
+    follow: float = 0.0  # > 0: the time constant shrinks while the estimate moves (Smoother)
     tag_on: float = 0.3  # hysteresis thresholds for `active` (musicnn rarely passes 0.5)
     tag_off: float = 0.2
     status_interval_s: float = 1.0
@@ -118,8 +119,8 @@ class MemberFeed:
         self.merger = TagMerger(member.model.heads)
         # A tag name another model of the feed also uses is prefixed with this model's name.
         self.names = [f"{member.name}:{n}" if n in prefix else n for n in self.merger.names]
-        self.smoother_tags = Smoother(config.smooth_s)
-        self.smoother_va = Smoother(config.smooth_s)
+        self.smoother_tags = Smoother(config.smooth_s, config.follow)
+        self.smoother_va = Smoother(config.smooth_s, config.follow)
         on, off = tag_thresholds(member.model, self.merger, config)
         self.hysteresis = Hysteresis(len(self.names), on, off)
         self.last_t_stream: float | None = None

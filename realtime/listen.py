@@ -85,7 +85,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "the reason) instead of being reopened with backoff (1, 2, 4 ... 30 s; status says "
         "reconnecting, moods pause and resume by themselves)",
     )
-    add_model_options(parser, smooth_default=2.0)
+    add_model_options(parser, smooth_default=2.0, reactions=True)
     out = parser.add_argument_group("feed")
     out.add_argument(
         "--pub",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
@@ -24,6 +25,34 @@ DEFAULT_MODEL = "default"
 RESAMPLERS = ("hq", "low-delay")
 BACKEND_NAMES = ("torch", "torch-whole", "onnx", "compile")
 DWELL_S = 4.0
+
+
+@dataclass(frozen=True)
+class Reaction:
+    """A ``--reaction`` preset: how fast the feed follows the music, against how steady it stays.
+
+    Measured with ``python -m bench reaction`` (bench/RESULTS.md, "Reaction"): t50/t90 are the
+    stream seconds the arousal takes to cover half / 90 % of a calm<->energetic change, flicker
+    the state changes per minute in steady music, state the seconds until the mood state shows the
+    new music's (medians over 8 spliced pairs of 4Q clips).
+    """
+
+    hop_s: float
+    smooth_s: float  # the smoothing time constant at rest
+    follow: float  # how much it shrinks while the estimate moves (realtime.smoothing.Smoother)
+    dwell_s: float  # how long another mood state must lead to take over...
+    margin: float  # ...and by how much (in the states' probabilities)
+    measured: str  # what bench reaction gave, for --help
+
+
+REACTIONS = {
+    "fast": Reaction(0.25, 1.0, 20.0, 1.0, 0.15, "t50 0.62 s, t90 2.02 s, state 3.2 s, flicker 3.2 / min"),
+    "balanced": Reaction(0.25, 2.0, 20.0, 3.0, 0.3, "t50 0.62 s, t90 2.02 s, state 5.0 s, flicker 0 / min"),
+    "stable": Reaction(1.0, 2.0, 0.0, DWELL_S, 0.1, "t50 3.26 s, t90 5.74 s, state 8.2 s, flicker 0 / min"),
+}
+# listen's (analyze has no smoothing and hops of 1 s).  balanced meets the reaction targets; it
+# becomes the default once the tests and the README's examples are moved to hops of 0.256 s.
+DEFAULT_REACTION = "stable"
 HOP_RANGE_S = (0.05, 600.0)  # a hop shorter than ~3 mel frames is noise; longer than 10 min, a file job
 CONTEXT_RANGE_S = (0.05, 600.0)  # below one segment: one segment is pooled
 
@@ -63,8 +92,27 @@ def number(low: float | None = None, high: float | None = None, kind: type = flo
     return parse
 
 
-def add_model_options(parser: argparse.ArgumentParser, smooth_default: float) -> None:
+def add_model_options(parser: argparse.ArgumentParser, smooth_default: float, reactions: bool = False) -> None:
+    """``reactions``: --reaction presets set the hop, smoothing and dwell unless those are given
+    (listen); else --hop 1, --smooth ``smooth_default`` and --dwell 4 (analyze)."""
     g = parser.add_argument_group("model and windows")
+    if reactions:
+        g.add_argument(
+            "--reaction",
+            choices=tuple(REACTIONS),
+            default=DEFAULT_REACTION,
+            help="how fast the mood follows the music against how steady it stays: sets --hop, --smooth "
+            "and --dwell (each may still be given). balanced and fast: a quarter-second hop and a "
+            "smoothing that follows a real change within a second but not jitter (fast: the state "
+            "changes sooner, and flickers more); stable (default): hops of 1 s, plain smoothing. "
+            "Measured (bench reaction): "
+            + "; ".join(
+                f"{name} (hop {r.hop_s:g} s, smooth {r.smooth_s:g} s{', adaptive' if r.follow else ''}, "
+                f"dwell {r.dwell_s:g} s): {r.measured}"
+                for name, r in REACTIONS.items()
+            ),
+        )
+    preset = REACTIONS[DEFAULT_REACTION] if reactions else None
     g.add_argument(
         "--model",
         default=DEFAULT_MODEL,
@@ -75,9 +123,10 @@ def add_model_options(parser: argparse.ArgumentParser, smooth_default: float) ->
     g.add_argument(
         "--hop",
         type=number(*HOP_RANGE_S, what="the hop in seconds"),
-        default=1.0,
+        default=None if reactions else 1.0,
         metavar="S",
-        help=f"seconds between analyses, {HOP_RANGE_S[0]:g}..{HOP_RANGE_S[1]:g} (default 1.0)",
+        help=f"seconds between analyses, {HOP_RANGE_S[0]:g}..{HOP_RANGE_S[1]:g} (default "
+        + (f"the --reaction's: {preset.hop_s:g})" if preset else "1.0)"),
     )
     g.add_argument(
         "--context",
@@ -89,9 +138,10 @@ def add_model_options(parser: argparse.ArgumentParser, smooth_default: float) ->
     g.add_argument(
         "--smooth",
         type=number(0.0, 3600.0, what="the smoothing time constant in seconds"),
-        default=smooth_default,
+        default=None if reactions else smooth_default,
         metavar="S",
-        help=f"smoothing time constant in seconds, 0 = none (default {smooth_default})",
+        help="smoothing time constant in seconds, 0 = none (default "
+        + (f"the --reaction's: {preset.smooth_s:g})" if preset else f"{smooth_default:g})"),
     )
     g.add_argument(
         "--on",
@@ -108,10 +158,12 @@ def add_model_options(parser: argparse.ArgumentParser, smooth_default: float) ->
     g.add_argument(
         "--dwell",
         type=number(0.0, 600.0, what="the dwell in seconds"),
-        default=DWELL_S,
+        default=None if reactions else DWELL_S,
         metavar="S",
-        help=f"the mood state (energetic-happy, tense-angry, sad-dark, calm-tender, silent) changes "
-        f"only after another state has led for this long (default {DWELL_S:g} s; 0: at once)",
+        help="the mood state (energetic-happy, tense-angry, sad-dark, calm-tender, silent) changes "
+        "only after another state has led for this long (default "
+        + (f"the --reaction's: {preset.dwell_s:g} s" if preset else f"{DWELL_S:g} s")
+        + "; 0: at once)",
     )
     g.add_argument(
         "--silence-db",
@@ -153,7 +205,14 @@ def add_model_options(parser: argparse.ArgumentParser, smooth_default: float) ->
 
 
 def check_model_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """The checks argparse cannot make alone; exits through ``parser.error``."""
+    """The checks argparse cannot make alone; exits through ``parser.error``.  Fills in what the
+    --reaction preset sets and was not given (follow and margin always come from it)."""
+    reaction = REACTIONS[getattr(args, "reaction", None) or "stable"]
+    for name, value in (("hop", reaction.hop_s), ("smooth", reaction.smooth_s), ("dwell", reaction.dwell_s)):
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.follow = reaction.follow if getattr(args, "reaction", None) else 0.0
+    args.state_margin = reaction.margin
     if not 0 <= args.off < args.on <= 1:
         parser.error("need 0 <= --off < --on <= 1")
     model_names(args.model)

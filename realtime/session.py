@@ -28,7 +28,14 @@ def resampler_for(choice: str, source: Source) -> str:
 
 
 def feed_config(args: argparse.Namespace) -> FeedConfig:
-    return FeedConfig(smooth_s=args.smooth, tag_on=args.on, tag_off=args.off, dwell_s=args.dwell)
+    return FeedConfig(
+        smooth_s=args.smooth,
+        follow=args.follow,
+        tag_on=args.on,
+        tag_off=args.off,
+        dwell_s=args.dwell,
+        state_margin=args.state_margin,
+    )
 
 
 @dataclass

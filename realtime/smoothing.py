@@ -6,26 +6,46 @@ import math
 
 import numpy as np
 
+SPEED_TAU_S = 0.5  # how long the speed estimate of an adaptive smoother averages over
+
 
 class Smoother:
     """Exponential smoothing with a time constant: alpha = 1 - exp(-dt / tau).
 
     Expressed in seconds rather than hops, so changing the hop does not change the feel.
+
+    ``follow`` > 0 makes it adaptive, after the 1-euro filter (Casiez, Roussel & Vogel 2012,
+    "1 € filter: a simple speed-based low-pass filter for noisy input in interactive systems"):
+    the time constant shrinks while the signal moves, tau = 1 / (1 / tau_s + follow * speed), with
+    speed the size of the averaged rate of change (units per second, over ``SPEED_TAU_S``).  Jitter
+    around a steady value moves it little and is smoothed with ``tau_s``; a real change keeps
+    moving it one way, and is followed within a fraction of ``tau_s``.  Per element.
     """
 
-    def __init__(self, tau_s: float):
-        if tau_s < 0:
-            raise ValueError("the smoothing time constant must be >= 0 seconds")
+    def __init__(self, tau_s: float, follow: float = 0.0):
+        if tau_s < 0 or follow < 0:
+            raise ValueError("the smoothing time constant and follow must be >= 0")
         self.tau_s = tau_s
+        self.follow = follow
         self.value: np.ndarray | None = None
+        self._speed: np.ndarray | None = None  # the averaged signed rate of change
 
     def update(self, x: np.ndarray, dt_s: float) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
+        dt_s = max(dt_s, 0.0)
         if self.value is None or self.tau_s == 0:
             self.value = x.copy()
-        else:
-            alpha = 1.0 - math.exp(-max(dt_s, 0.0) / self.tau_s)
+            self._speed = np.zeros_like(x)
+        elif self.follow == 0:
+            alpha = 1.0 - math.exp(-dt_s / self.tau_s)
             self.value += alpha * (x - self.value)
+        else:
+            # The signed rate, averaged before its size is taken: jitter cancels out, a change
+            # that keeps going one way adds up.
+            rate = (x - self.value) / dt_s if dt_s > 0 else np.zeros_like(x)
+            self._speed += (1.0 - math.exp(-dt_s / SPEED_TAU_S)) * (rate - self._speed)
+            tau = 1.0 / (1.0 / self.tau_s + self.follow * np.abs(self._speed))
+            self.value += (1.0 - np.exp(-dt_s / tau)) * (x - self.value)
         return self.value
 
 

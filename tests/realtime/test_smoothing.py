@@ -59,3 +59,25 @@ def test_the_mood_state_waits_for_a_clear_lead_held_for_the_dwell():
     assert state.update(p, 16.0) == "energetic-happy"
     with pytest.raises(ValueError):
         MoodState(dwell_s=-1)
+
+
+def test_adaptive_smoothing_follows_a_step_and_smooths_jitter():
+    """follow > 0 (the 1-euro filter's idea): a real change is followed within a fraction of the
+    time constant; jitter around a steady value (of the size windows a quarter second apart
+    show in steady music) is still halved, if less than without it."""
+    rng = np.random.default_rng(0)
+    hop_s, tau_s = 0.25, 2.0
+    steady = 0.02 * rng.standard_normal(240)  # a minute of jitter around 0
+    step = np.r_[np.zeros(40), np.ones(40)]  # then a real change, 0 -> 1
+    out = {}
+    for follow in (0.0, 20.0):
+        smoother = Smoother(tau_s, follow)
+        out[follow] = np.array([smoother.update(np.array([x]), hop_s)[0] for x in np.r_[steady, step]])
+    plain, adaptive = out[0.0], out[20.0]
+    settled = slice(40, 240)
+    assert plain[settled].std() < adaptive[settled].std() < 0.6 * steady[settled].std()
+    half = lambda y: (np.argmax(y[280:] >= 0.5) + 1) * hop_s  # noqa: E731 - seconds after the step
+    assert half(adaptive) <= 0.5 < 1.25 <= half(plain), (half(adaptive), half(plain))
+    assert Smoother(tau_s, 20.0).update(np.ones(1), hop_s) == 1.0  # the first value passes
+    with pytest.raises(ValueError):
+        Smoother(1.0, -1.0)
