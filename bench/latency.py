@@ -112,6 +112,34 @@ def measure(
     return StageTimes(name, backend, device, samples, setup_s=round(setup_s, 2))
 
 
+def profile(name: str, backend: str, hop_s: float, hops: int = 40, rows: int = 12) -> str:
+    """Where one hop's time goes, by operator and input shape (torch.profiler; eager backends)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    model = models.resolve(name).eval()
+    fe = model.frontend
+    runner = make_runner(model, backend, "cpu")
+    windowing = Windowing(hop_s=hop_s)
+    engine = Engine(None, [Member(name, model, runner)], windowing, None, FeedConfig(), compute="cpu")
+    engine.open(fe.sample_rate_hz)
+    hop, _, k, _ = effective_windows(model, windowing)
+    rng = np.random.default_rng(0)
+    noise = lambda n: 0.1 * rng.standard_normal(n).astype(np.float32)  # noqa: E731
+    engine.process(noise((model.segment_frames + 2) * fe.hop_length + (k + 5) * hop * fe.hop_length))
+    with torch_profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        for _ in range(hops):
+            engine.process(noise(hop * fe.hop_length))
+    events = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: -e.self_cpu_time_total)
+    total_ms = sum(e.self_cpu_time_total for e in events) / 1000 / hops
+    lines = [f"{name}, {backend}, hop {hop / fe.frame_rate_hz:.3g} s: {total_ms:.2f} ms of operators per hop",
+             f"{'ms per hop':>10} {'calls':>6}  operator, input shapes"]  # fmt: skip
+    for e in events[:rows]:
+        shapes = ", ".join(str(tuple(s)) for s in e.input_shapes if s)[:80]
+        lines.append(f"{e.self_cpu_time_total / 1000 / hops:>10.2f} {e.count / hops:>6.1f}  {e.key} {shapes}")
+    return "\n".join(lines)
+
+
 def table(results: list[StageTimes]) -> str:
     header = f"{'model':<20} {'backend':<7} {'device':<6} " + " ".join(
         f"{s + ' p50/p99':>19}" for s in (*STAGES, "hop")
@@ -238,6 +266,11 @@ def add_parser(sub) -> None:
         "this model, as ratios to ours; 'none' to skip (default)",
     )
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="also print where each model's hop goes, by operator (torch.profiler; the first eager backend)",
+    )
     p.add_argument("--json", help="write the figures as JSON here")
     p.add_argument("--plot", help="write a PNG chart here")
     p.set_defaults(func=main)
@@ -279,6 +312,10 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         )
         print(f"ours = {a['ours']}")
         print(report["alternatives_table"])
+    if args.profile:
+        eager = [b for b in backends if b in ("torch", "torch-whole")]
+        for name in names if eager else []:
+            print("\n" + profile(name, eager[0], args.hop))
     if args.json:
         with open(args.json, "w") as f:
             f.write(to_json(report) + "\n")

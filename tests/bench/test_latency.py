@@ -30,7 +30,7 @@ def test_latency_command_writes_table_json_and_png(tmp_path):
     out, png = tmp_path / "lat.json", tmp_path / "lat.png"
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "latency", "--models", "musicnn-msd", "--backends", "torch,torch-whole,onnx",
-         "--seconds", "3", "--warmup", "1", "--hop", "0.25", "--json", str(out), "--plot", str(png)],
+         "--seconds", "3", "--warmup", "1", "--hop", "0.25", "--profile", "--json", str(out), "--plot", str(png)],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -44,6 +44,9 @@ def test_latency_command_writes_table_json_and_png(tmp_path):
     # A musicnn segment is 2.8 GFLOP (the counter sees the layer-order path); hops of 16 frames.
     assert report["hop_s"] == 0.25 and 2.7 < report["encoder_gflop_per_segment"]["musicnn-msd"] < 2.9
     assert "encoder GFLOP per segment (whole window): musicnn-msd 2.80" in proc.stdout
+    # --profile: where a hop goes, by operator; musicnn's front end runs in oneDNN convolutions.
+    assert "musicnn-msd, torch, hop 0.256 s: " in proc.stdout and "ms per hop" in proc.stdout
+    assert "aten::mkldnn_convolution" in proc.stdout
     for r in report["results"]:
         assert r["hops"] == 12 and r["setup_s"] >= 0
         ms = r["ms"]
