@@ -29,7 +29,7 @@ PIPELINES = ["librosa+torch", "torchaudio+torch", "nnaudio-window+torch", "strea
 def test_latency_command_writes_table_json_and_png(tmp_path):
     out, png = tmp_path / "lat.json", tmp_path / "lat.png"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "latency", "--models", "musicnn-msd", "--backends", "torch,torch-whole,onnx",
+        [sys.executable, "-m", "bench", "latency", "--models", "musicnn-msd", "--backends", "torch,torch-whole",
          "--seconds", "3", "--warmup", "1", "--hop", "0.25", "--profile", "--json", str(out), "--plot", str(png)],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -39,8 +39,7 @@ def test_latency_command_writes_table_json_and_png(tmp_path):
     assert [(r["model"], r["backend"]) for r in report["results"]] == [
         ("musicnn-msd", "torch"),
         ("musicnn-msd", "torch-whole"),
-        ("musicnn-msd", "onnx"),
-    ]
+    ]  # (ONNX Runtime's runner: tests/models/test_runners.py; its export costs a minute here)
     # A musicnn segment is 2.8 GFLOP (the counter sees the layer-order path); hops of 16 frames.
     assert report["hop_s"] == 0.25 and 2.7 < report["encoder_gflop_per_segment"]["musicnn-msd"] < 2.9
     assert "encoder GFLOP per segment (whole window): musicnn-msd 2.80" in proc.stdout
