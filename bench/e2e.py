@@ -50,6 +50,7 @@ from bench.report import (
     to_json,
 )
 from realtime.engine import PROCESS_STAGES
+from realtime.options import REACTIONS
 
 SOURCES = ("file", "device")
 PARTS = (*PROCESS_STAGES, "transport")  # where the time goes, as the table and plot show it
@@ -282,7 +283,7 @@ def add_parser(sub) -> None:
         "--compute", choices=("cpu", "cuda"), default="cpu", help="where listen runs the model (cpu)"
     )
     p.add_argument("--threads", type=int, metavar="N", help="listen --threads (default: the library's)")
-    p.add_argument("--reaction", choices=("fast", "balanced", "stable"), help="listen --reaction (its default)")
+    p.add_argument("--reaction", choices=tuple(REACTIONS), help="listen --reaction (its default)")
     p.add_argument(
         "--period",
         type=int,

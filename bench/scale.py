@@ -47,6 +47,7 @@ from bench.report import (
     save_figure,
     to_json,
 )
+from realtime.options import REACTIONS
 
 LAYOUTS = ("processes", "threads")
 SETTLE_S = 5.0  # default --settle: after the last stream started, before measuring (backlogs drain)
@@ -450,7 +451,7 @@ def add_parser(sub) -> None:
         metavar="PATH",
         help="audio file to loop (default: shared 4Q clips end to end, ../shared/data)",
     )
-    p.add_argument("--reaction", choices=("fast", "balanced", "stable"), help="listen --reaction (its default)")
+    p.add_argument("--reaction", choices=tuple(REACTIONS), help="listen --reaction (its default)")
     p.add_argument("--json", metavar="OUT", help="write the figures as JSON here")
     p.add_argument("--plot", metavar="OUT.png", help="write a PNG chart here")
     p.set_defaults(func=main)

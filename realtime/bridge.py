@@ -21,8 +21,8 @@ import time
 
 import zmq
 
-from realtime.feed import DEFAULT_ENDPOINT, FeedError, decode, endpoint
-from realtime.keys import CurveError, add_subscriber_options
+from realtime.feed import FeedError, decode
+from realtime.keys import CurveError
 from realtime.outputs import (
     MapError,
     OutputError,
@@ -31,9 +31,8 @@ from realtime.outputs import (
     build_outputs,
     check_output_options,
 )
-from realtime.subscribe import open_feed
+from realtime.subscribe import FEED_QUIET_S, add_feed_options, open_feed
 
-FEED_QUIET_S = 3.0  # no message for this long: say the feed is gone (the analyzer sends status every second)
 _POLL_MS = 100
 
 
@@ -47,16 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         epilog="examples:" + __doc__.split("Examples:", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--from",
-        dest="endpoint",
-        default=DEFAULT_ENDPOINT,
-        type=endpoint,
-        metavar="ENDPOINT",
-        help=f"the analyzer's feed (default {DEFAULT_ENDPOINT})",
-    )
+    add_feed_options(parser)
     parser.add_argument("--quiet", action="store_true", help="no live line on the terminal")
-    add_subscriber_options(parser)
     add_output_options(parser)
     args = parser.parse_args(argv)
     check_output_options(parser, args)

@@ -90,6 +90,23 @@ def format_status(message: dict) -> str:
     )
 
 
+FEED_QUIET_S = 3.0  # the analyzer sends status every second: this long without a message, the feed is gone
+
+
+def add_feed_options(parser: argparse.ArgumentParser) -> None:
+    """--from ENDPOINT and the CURVE options: what a command that reads a running analyzer's feed
+    takes (bridge, view)."""
+    parser.add_argument(
+        "--from",
+        dest="endpoint",
+        default=DEFAULT_ENDPOINT,
+        type=endpoint,
+        metavar="ENDPOINT",
+        help=f"the analyzer's feed (default {DEFAULT_ENDPOINT})",
+    )
+    add_subscriber_options(parser)
+
+
 def open_feed(
     context: zmq.Context,
     endpoint: str,

@@ -20,13 +20,12 @@ import time
 
 import zmq
 
-from realtime.feed import DEFAULT_ENDPOINT, FeedError, decode, endpoint
-from realtime.keys import CurveError, add_subscriber_options
-from realtime.subscribe import open_feed
+from realtime.feed import FeedError, decode
+from realtime.keys import CurveError
+from realtime.subscribe import FEED_QUIET_S, add_feed_options, open_feed
 from realtime.web import DEFAULT_HOST, WebError, web_address
 
 DEFAULT_PORT = 8080
-FEED_QUIET_S = 3.0  # the analyzer sends status every second: this long without, say the feed is gone
 _POLL_MS = 100
 
 
@@ -40,14 +39,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         epilog="examples:" + __doc__.split("Examples:", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--from",
-        dest="endpoint",
-        default=DEFAULT_ENDPOINT,
-        type=endpoint,
-        metavar="ENDPOINT",
-        help=f"the analyzer's feed (default {DEFAULT_ENDPOINT})",
-    )
+    add_feed_options(parser)
     parser.add_argument(
         "--web",
         type=web_address,
@@ -56,7 +48,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"where to serve the page (default {DEFAULT_HOST}:{DEFAULT_PORT}; 0.0.0.0:PORT lets other "
         "machines watch)",
     )
-    add_subscriber_options(parser)
     return parser.parse_args(argv)
 
 
