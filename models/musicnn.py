@@ -166,7 +166,9 @@ class _FreqPooledConv(nn.Module):
         x = self.bn(F.relu(self.conv(x)))  # (B, C, T, F')
         return x.amax(dim=3)  # (B, C, T)
 
-    def folded(self, x: torch.Tensor, time_pad: tuple[int, int] | None = None) -> torch.Tensor:  # (B, 1, F, T)
+    def folded(
+        self, x: torch.Tensor, time_pad: tuple[int, int] | None = None
+    ) -> torch.Tensor:  # (B, 1, F, T)
         """``forward`` in eval mode (batch norm's running statistics), reordered to pool first.
 
         ReLU and a per-channel affine map are monotonic, so the max over frequency can be taken
@@ -179,7 +181,9 @@ class _FreqPooledConv(nn.Module):
         scale, shift = _bn_affine(self.bn)
         sign = torch.where(scale < 0, -1.0, 1.0).to(scale)  # (C,)
         kernel = (self.conv.weight * sign[:, None, None, None]).transpose(2, 3)  # (C, 1, kF, kT)
-        peak = _conv_max_over_freq(F.pad(x, self.time_pad if time_pad is None else time_pad), kernel)  # (B, C, T)
+        peak = _conv_max_over_freq(
+            F.pad(x, self.time_pad if time_pad is None else time_pad), kernel
+        )  # (B, C, T)
         x = F.relu(peak * sign[:, None] + self.conv.bias[:, None])
         return x * scale[:, None] + shift[:, None]
 
@@ -341,7 +345,8 @@ class StreamingEncoder:
         x = model.bn_input(frames[None, None])  # (1, 1, F, n): pointwise, so any slice of it is a window's
         # The interior frames of every window asked for, computed once each.
         first_needed = ends[0] - window + pad
-        if self._features.shape[-1] == 0 or not self._first <= first_needed <= self._first + self._features.shape[-1]:
+        cached = self._features.shape[-1]
+        if cached == 0 or not self._first <= first_needed <= self._first + cached:
             self._features, self._first = x.new_zeros((self._channels(), 0)), first_needed
         else:  # drop what no window from here on needs
             self._features = self._features[:, first_needed - self._first :]
@@ -355,7 +360,8 @@ class StreamingEncoder:
         for e in ends:
             pieces.append(F.pad(x[..., e - window - start : e - window - start + 2 * pad], (pad, 0)))
             pieces.append(F.pad(x[..., e - 2 * pad - start : e - start], (0, pad)))
-        joined = torch.cat([block.folded(torch.cat(pieces, dim=-1), (0, 0)) for block in model.front[:TIMBRAL_BLOCKS]], dim=1)
+        piece_row = torch.cat(pieces, dim=-1)
+        joined = torch.cat([block.folded(piece_row, (0, 0)) for block in model.front[:TIMBRAL_BLOCKS]], dim=1)
         outputs, at = [], 0
         for piece in pieces:
             outputs.append(joined[0, :, at : at + piece.shape[-1] - 2 * pad])

@@ -305,8 +305,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("\n")
     if failed_to_start or source.error:
         print(f"error: {failed_to_start or source.error}", file=sys.stderr)
-    for line in session.summary() + ([web.summary()] if web else []):
-        print(line if line.startswith(("warning", "note")) else f"moodstream: {line}", file=sys.stderr)
+    for line in session.summary():
+        print(line, file=sys.stderr)
+    if web:
+        print(f"moodstream: {web.summary()}", file=sys.stderr)
     return code
 
 

@@ -110,7 +110,6 @@ class Client:
     def __init__(self):
         self.queue: collections.deque[bytes] = collections.deque()
         self.wake = asyncio.Event()
-        self.dropped = 0
         self.last = False  # the server is closing: what is queued is the last of it
 
     def put(self, event: bytes) -> int:
@@ -118,7 +117,6 @@ class Client:
         dropped = 0
         if len(self.queue) >= CLIENT_QUEUE:
             self.queue.popleft()
-            self.dropped += 1
             dropped = 1
         self.queue.append(event)
         self.wake.set()
@@ -145,9 +143,8 @@ class WebView:
         self._clients: set[Client] = set()
         self._history: collections.deque = collections.deque()  # (t_stream, valence, arousal, silent)
         self._last: dict[str, bytes] = {}  # the last status, mood and colour events
-        # Counted by the server's thread, read by anyone: browsers watching now, connected in all,
-        # and events dropped for browsers that read too slowly.
-        self.watching = 0
+        # Counted by the server's thread, read at the end (summary): browsers that connected, and
+        # events dropped for browsers that read too slowly.
         self.served = 0
         self.dropped = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -260,9 +257,7 @@ class WebView:
     def _hello(self) -> list[bytes]:
         columns = list(zip(*self._history, strict=True)) or [(), (), (), ()]
         t, valence, arousal, silent = (list(c) for c in columns)
-        states = {
-            s: colour_hex(*STATE_POINTS[s], vivid=True) if s in STATE_POINTS else "#000000" for s in STATES
-        }
+        states = {s: colour_hex(*STATE_POINTS[s], vivid=True) for s in STATES}
         hello = {"title": self.title, "states": states, "history_s": HISTORY_S, "trail_s": TRAIL_S}
         history = {"t_stream": t, "valence": valence, "arousal": arousal, "silent": silent}
         last = [self._last[k] for k in ("status", "mood", "colour") if k in self._last]
@@ -305,7 +300,7 @@ class WebView:
         for event in self._hello():
             client.put(event)
         self._clients.add(client)
-        self.watching, self.served = len(self._clients), self.served + 1
+        self.served += 1
         try:
             while not client.last:
                 await client.wake.wait()
@@ -317,5 +312,4 @@ class WebView:
             pass
         finally:
             self._clients.discard(client)
-            self.watching = len(self._clients)
         return response
