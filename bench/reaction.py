@@ -3,10 +3,10 @@
 Spliced pairs of real 4Q clips of contrasting arousal (a calm clip, Q3 or Q4, then an energetic
 one, Q1 or Q2, and the reverse; 29 s each) go through the live analysis — the engine's
 pipeline, smoothing, thresholds and mood state, exactly as ``listen`` runs them, fed as fast as
-it goes (the smoothing and the dwell count stream time, so pace does not matter).  Per model
-and setting (``--smooth``, ``--dwell``, ``--hop``) it reports, as the median over the pairs:
-
-The models run once per pair; each setting replays the feed logic on the same windows.
+it goes (the smoothing and the dwell count stream time, so pace does not matter).  The models
+run once per pair and hop; each setting replays the feed logic on the same windows.  Per model
+and setting (a ``--reaction`` preset, or ``--smooth`` x ``--follow`` x ``--dwell`` at ``--hop``)
+it reports, as the median over the pairs:
 
 - t50 / t90: stream seconds after the splice until arousal has covered 50 % / 90 % of the step
   from the first clip's steady half (its last 14 s) to the second's (its last 14 s);
@@ -93,10 +93,8 @@ def moods_of(
     from realtime.engine import Engine, FeedConfig
 
     moods: list[dict] = []
-    engine = Engine(
-        None, members, Windowing(hop_s=hop_s), None, FeedConfig(smooth_s=smooth_s, dwell_s=dwell_s, follow=follow, state_margin=margin),
-        on_mood=moods.append,
-    )  # fmt: skip
+    config = FeedConfig(smooth_s=smooth_s, dwell_s=dwell_s, follow=follow, state_margin=margin)
+    engine = Engine(None, members, Windowing(hop_s=hop_s), None, config, on_mood=moods.append)
     engine.open(rate)
     engine.handle(windows)
     return moods
