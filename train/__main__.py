@@ -33,7 +33,7 @@ from models.export import export_command
 from models.weights import WeightsError, cache_dir
 from train import datasets
 from train.features import FeatureCache
-from train.fit import Data, evaluate, examples, fit, stack_targets, validate
+from train.fit import Data, cross_validate, evaluate, examples, fit, stack_targets, validate
 from train.loop import DivergedError, Example
 from train.probe import probe_valence_arousal
 from train.recipes import RECIPES, recipe_for
@@ -141,12 +141,49 @@ def splits(args, quiet: bool) -> tuple[list, list, dict, dict]:
     return train, val, heads, description
 
 
+def fold_splits(args, quiet: bool) -> tuple[list, list[tuple[list, list]], dict, dict]:
+    """(every track, K (train, validation) track lists, heads, description) for ``fit --folds K``:
+    each dataset's group-disjoint folds (those of ``--fold I/K``), fold I of every set held out
+    together.  ``--limit N`` keeps each set's first N tracks before they are dealt."""
+    tracks, heads, description = [], {}, {}
+    folds: list[tuple[list, list]] = [([], []) for _ in range(args.folds)]
+    for kind, path in zip(args.dataset, args.data, strict=True):
+        if kind == "jamendo":
+            raise ValueError(
+                "fit --folds: MTG-Jamendo has official splits; cross-validate 4q, emotify or folder sets"
+            )
+        whole = load_dataset(kind, path, args, "train")
+        if args.limit:
+            whole = whole.subset(whole.tracks[: args.limit], whole.name)
+        for (train, val), (part_train, part_val) in zip(folds, whole.k_fold(args.folds, seed=args.split_seed),
+                                                        strict=True):  # fmt: skip
+            train += part_train.tracks
+            val += part_val.tracks
+        for name, spec in whole.heads.items():
+            if name in heads and heads[name] != spec:
+                raise ValueError(f"two datasets define head {name!r} differently")
+            heads[name] = spec
+        tracks += whole.tracks
+        if not quiet:
+            print(whole.report(), file=sys.stderr)
+        description[kind] = {"path": str(path), "train": len(whole), "validation": 0,
+                             "split": f"all; cross-validated on {args.folds} grouped folds, seed {args.split_seed}",
+                             "missing": len(whole.missing)}  # fmt: skip
+    return tracks, folds, heads, description
+
+
 def cmd_fit(args) -> int:
     overrides = _model_args(args.model_arg)
     recipe = recipe_for(args.model, args.recipe).with_overrides(_pairs(args.set, "--set"))
     if args.epochs:
         recipe = recipe.with_overrides({"epochs": str(args.epochs)})
-    train_tracks, val_tracks, heads, description = splits(args, args.quiet)
+    if args.folds:
+        if args.folds < 2 or args.fold or args.resume:
+            raise ValueError(f"--folds takes K >= 2 (not {args.folds}), without --fold or --resume")
+        train_tracks, fold_tracks, heads, description = fold_splits(args, args.quiet)
+        val_tracks = []
+    else:
+        train_tracks, val_tracks, heads, description = splits(args, args.quiet)
     grow = models.entry(args.model).heads_from_data
     if grow is not None:  # a model that takes the heads the data supervises (segment-attention)
         overrides.update(grow(heads, overrides))
@@ -169,6 +206,27 @@ def cmd_fit(args) -> int:
         description,
     )
     command = "python -m train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if args.folds:
+        of_track = {id(t): ex for t, ex in zip(train_tracks, data.train, strict=True)}
+        folds = [
+            Data(
+                [of_track[id(t)] for t in train],
+                [of_track[id(t)] for t in val],
+                heads,
+                {"split": f"fold {i} of {args.folds}"},
+            )  # fmt: skip
+            for i, (train, val) in enumerate(fold_tracks, start=1)
+        ]
+
+        def build():
+            torch.manual_seed(recipe.seed)  # every fold's model starts from the same weights
+            return models.build(args.model, **overrides)
+
+        summary = cross_validate(build, args.model, overrides, folds, data, recipe, Path(args.out), command,
+                                 args.quiet)  # fmt: skip
+        print(json.dumps({"artifact": str(args.out), "cross_validation": summary["validation"],
+                          "best_epochs": summary["best_epochs"], "epochs": summary["epochs"]}, indent=1))  # fmt: skip
+        return 0
     final = fit(model, args.model, overrides, data, recipe, Path(args.out), args.resume, command, args.quiet)
     if final:
         print(json.dumps({"artifact": str(args.out), "validation": final}, indent=1))
@@ -312,7 +370,9 @@ def cmd_export(args) -> int:
     """The artifact's streaming graphs (what --backend onnx loads) into it, and its whole model as ONNX."""
     model, _ = load(args.artifact)
     out = Path(args.out or Path(args.artifact) / "model.onnx")
-    streaming = export_command(model, Path(args.artifact), streaming=True, with_frontend=False, check=args.check)
+    streaming = export_command(
+        model, Path(args.artifact), streaming=True, with_frontend=False, check=args.check
+    )
     whole = export_command(model, out, streaming=False, with_frontend=args.with_frontend, check=args.check)
     return max(streaming, whole)
 
@@ -368,6 +428,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/latest", help="artifact folder (runs/latest)")
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE", help="model override")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument(
+        "--folds",
+        type=int,
+        default=0,
+        metavar="K",
+        help="cross-validate, then fit on every clip: K fits each validated on the group-disjoint "
+        "fold it holds out (OUT/folds/I; the folds of --fold I/K), their metrics' mean/sd/min/max; "
+        "then the shipped model on all clips for the folds' median best epoch, its temperatures "
+        "and thresholds fitted on the folds' out-of-fold outputs (0: one --val-fraction split)",
+    )
     data_options(p)
     p = sub.add_parser("evaluate", help="metrics of an artifact on a dataset split")
     p.add_argument("artifact")

@@ -84,17 +84,28 @@ def calibrate(model: SegmentModel, examples, embedded: bool, k: int, hop: int) -
     Only sigmoid heads (tags, valence/arousal) whose output is a final ``nn.Linear`` (the model's
     ``head_layer``) are calibrated; others are listed as skipped, with the reason.
     """
+    return fold_temperatures(model, sigmoid_windows(model, examples, embedded, k, hop))
+
+
+def sigmoid_windows(model: SegmentModel, examples, embedded: bool, k: int, hop: int) -> dict:
+    """``validation_windows`` of the model's sigmoid heads (tags, valence/arousal): what a
+    temperature is fitted on.  Cross-validation pools these over the folds' models."""
     heads = {name: spec for name, spec in model.heads.items() if spec.kind in ("tags", "valence_arousal")}
-    data = validation_windows(model, examples, embedded, k, hop, heads)
+    return validation_windows(model, examples, embedded, k, hop, heads)
+
+
+def fold_temperatures(model: SegmentModel, windows: dict) -> dict:
+    """Fit each sigmoid head's temperature on ``windows`` (head -> (logits, labels), e.g. pooled
+    out-of-fold windows) and fold it into the head's final linear layer; returns the report."""
     report: dict[str, dict] = {}
-    for name, spec in heads.items():
-        if name not in data:
+    for name, spec in model.heads.items():
+        if spec.kind not in ("tags", "valence_arousal") or name not in windows:
             continue  # no validation labels for this head (e.g. an encoder's own tags)
         layer = model.head_layer(name)
         if not isinstance(layer, nn.Linear):
             report[name] = {"skipped": "its output is not a final linear layer to fold a temperature into"}
             continue
-        z, y = data[name]
+        z, y = windows[name]
         if spec.kind == "valence_arousal":  # one temperature per output: valence and arousal
             temperatures = np.array([fit_temperature(z[:, i], y[:, i]) for i in range(z.shape[1])])
         else:

@@ -10,6 +10,7 @@ import datetime
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from models.windowing import hop_frames, window_starts
 from train import metrics
 from train.augment import Compose, GaussianNoise, Mixup, RandomGain, SpecAugment
 from train.averaging import SWA
-from train.calibration import calibrate
+from train.calibration import calibrate, fold_temperatures, sigmoid_windows
 from train.features import FeatureCache, windows
 from train.loop import (
     DivergedError,
@@ -50,6 +51,93 @@ class Data:
     val: list[Example]
     heads: dict[str, HeadSpec]  # the heads the data supervises (a subset of the model's)
     description: dict = field(default_factory=dict)
+
+
+@dataclass
+class OutOfFold:
+    """What the folds' models said about the clips each held out, for the final fit on every clip:
+    it holds nothing out, so its temperatures and tag thresholds are fitted on these instead."""
+
+    windows: list[dict] = field(
+        default_factory=list
+    )  # per fold: head -> (window logits, labels), uncalibrated
+    targets: list[dict] = field(default_factory=list)  # per fold: head -> track targets
+    predictions: list[dict] = field(default_factory=list)  # per fold: head -> calibrated track probabilities
+    folds: list[dict] = field(default_factory=list)  # per fold: its best epoch and validation metrics
+    final_epochs: int = 0  # the fit on every clip's
+
+    def add_fold(self, validation: dict, best_epoch: int | None, targets: dict, predictions: dict) -> None:
+        self.folds.append({"best_epoch": best_epoch, "validation": validation})
+        self.targets.append(targets)
+        self.predictions.append(predictions)
+
+    def pooled_windows(self) -> dict:
+        heads = {h for fold in self.windows for h in fold}
+        return {
+            h: tuple(np.concatenate([fold[h][i] for fold in self.windows if h in fold]) for i in (0, 1))
+            for h in heads
+        }
+
+    def pooled_predictions(self) -> tuple[dict, dict]:
+        targets, predictions = {}, {}
+        for h in {h for fold in self.targets for h in fold}:
+            have = [i for i, fold in enumerate(self.targets) if h in fold and len(fold[h])]
+            if have:
+                targets[h] = np.concatenate([self.targets[i][h] for i in have])
+                predictions[h] = np.concatenate([self.predictions[i][h] for i in have])
+        return targets, predictions
+
+    def epochs(self) -> int:
+        """The final fit's epochs: the median of the folds' best epochs."""
+        return max(1, int(round(float(np.median([f["best_epoch"] for f in self.folds])))))
+
+    @property
+    def summary(self) -> dict:
+        keys = sorted({k for f in self.folds for k in f["validation"]})
+        stats = {}
+        for key in keys:
+            values = np.array([f["validation"][key] for f in self.folds if key in f["validation"]])
+            stats[key] = {name: round(float(fn(values)), 4) for name, fn in
+                          (("mean", np.mean), ("sd", np.std), ("min", np.min), ("max", np.max))}  # fmt: skip
+        return {
+            "folds": len(self.folds),
+            "best_epochs": [f["best_epoch"] for f in self.folds],
+            "epochs": self.final_epochs,
+            "per_fold": [f["validation"] for f in self.folds],
+            "validation": stats,
+        }
+
+
+def cross_validate(
+    build: Callable[[], SegmentModel],
+    model_name: str,
+    overrides: dict,
+    folds: list[Data],
+    everything: Data,
+    recipe: Recipe,
+    out_dir: Path,
+    command: str = "",
+    quiet: bool = False,
+) -> dict:
+    """K fits, each validated on the fold it holds out (artifacts in ``OUT/folds/I``); then the
+    shipped fit on every clip for the median of the folds' best epochs, its temperatures and
+    thresholds fitted on the folds' out-of-fold outputs.  Returns the cross-validation summary."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("cross-validation runs on one process (each fold's fit is small); drop torchrun")
+    oof = OutOfFold()
+    for i, data in enumerate(folds, start=1):
+        val = fit(build(), model_name, overrides, data, recipe, out_dir / "folds" / str(i),
+                  command=f"{command}  # fold {i} of {len(folds)}", quiet=quiet, out_of_fold=oof)  # fmt: skip
+        shown = {k.split("/")[-1]: round(v, 3) for k, v in val.items() if k.startswith("valence_arousal/")}
+        print(f"fold {i}/{len(folds)}: best epoch {oof.folds[-1]['best_epoch']}, score {val['score']:.4f}"
+              + "".join(f", {k} {v}" for k, v in shown.items()), file=sys.stderr)  # fmt: skip
+    # Weight averaging runs its epochs out; otherwise the folds say when the model stopped improving.
+    oof.final_epochs = recipe.epochs if recipe.swa_start_epoch else oof.epochs()
+    print(f"fit on all {len(everything.train)} clips for {oof.final_epochs} epochs"
+          + ("" if recipe.swa_start_epoch else " (the folds' median best epoch)"), file=sys.stderr)  # fmt: skip
+    final = recipe.with_overrides({"epochs": str(oof.final_epochs), "patience": "0"})
+    return fit(build(), model_name, overrides, everything, final, out_dir, command=command, quiet=quiet,
+               settled=oof)  # fmt: skip
 
 
 def is_embedded(model: SegmentModel) -> bool:
@@ -86,7 +174,9 @@ def embed_windows(model: SegmentModel, mel: np.ndarray, hop: int, cache: Feature
     stream = model.streaming_encoder() if mel.shape[1] >= model.segment_frames else None
     if stream is not None:  # overlapping windows share their work, as in the engine (same numbers)
         frames = torch.from_numpy(mel).float()
-        ends = [start + model.segment_frames for start in window_starts(mel.shape[1], model.segment_frames, hop)]
+        ends = [
+            start + model.segment_frames for start in window_starts(mel.shape[1], model.segment_frames, hop)
+        ]
         emb = torch.cat([stream.encode(frames, 0, ends[i : i + 8]) for i in range(0, len(ends), 8)]).numpy()
     else:
         patches = torch.from_numpy(windows(mel, model.segment_frames, hop, wrap_short=True)).float()
@@ -206,8 +296,17 @@ def fit(
     resume: bool = False,
     command: str = "",
     quiet: bool = False,
+    out_of_fold: OutOfFold | None = None,
+    settled: OutOfFold | None = None,
 ) -> dict:
-    """Train, keep the best validation epoch, write the artifact; returns the final metrics."""
+    """Train, keep the best validation epoch, write the artifact; returns the final metrics.
+
+    Cross-validation (``cross_validate``) uses the last two: a fold's fit adds its validation
+    windows and predictions to ``out_of_fold``; the final fit, on every clip (``data.val``
+    empty), runs its epochs out and takes its temperatures and thresholds from ``settled``.
+    """
+    if not data.val and settled is None:
+        raise ValueError("fit needs validation tracks (or cross_validate's settled calibration)")
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank = 0
     if distributed:
@@ -257,11 +356,7 @@ def fit(
     if swa is not None and start_epoch >= recipe.swa_start_epoch and rank == 0:
         print(f"warning: resuming at epoch {start_epoch + 1}, after SWA began (epoch {recipe.swa_start_epoch}): "
               "the average restarts from here (the checkpoint does not hold it)", file=sys.stderr)  # fmt: skip
-    pretrained = [
-        p
-        for name, p in model.named_parameters()
-        if name.startswith(model.pretrained_prefixes)
-    ]
+    pretrained = [p for name, p in model.named_parameters() if name.startswith(model.pretrained_prefixes)]
     for epoch in range(start_epoch, recipe.epochs):
         # Amiriparian et al.: the pretrained encoder stays frozen for the first epochs.
         for p in pretrained:
@@ -286,6 +381,15 @@ def fit(
             swa.update(model)
         if rank != 0:
             continue
+        row = {
+            "epoch": epoch + 1,
+            "step": state.step,
+            "train_loss": float(np.mean([r["loss"] for r in losses])),
+        }
+        if not data.val:  # the final fit of a cross-validation: no clip is held out to score
+            log.append(row)
+            save_checkpoint(checkpoint, state, epoch, best)
+            continue
         try:
             val, _ = validate(model, data, recipe)
         except DivergedError as exc:
@@ -294,11 +398,6 @@ def fit(
                 file=sys.stderr,
             )
             raise
-        row = {
-            "epoch": epoch + 1,
-            "step": state.step,
-            "train_loss": float(np.mean([r["loss"] for r in losses])),
-        }
         row.update({f"val/{k}": v for k, v in val.items()})
         log.append(row)
         if not quiet:
@@ -321,31 +420,89 @@ def fit(
         if rank != 0:
             dist.destroy_process_group()
             return {}
-    final = _finish(model, model_name, overrides, data, recipe, out_dir, best, swa, command, log)
+    final = _finish(
+        model, model_name, overrides, data, recipe, out_dir, best, swa, command, log, out_of_fold, settled
+    )
     if distributed:
         dist.destroy_process_group()
     return final
 
 
-def _finish(model, model_name, overrides, data, recipe, out_dir, best, swa, command, log) -> dict:
-    """Best (or SWA) weights -> thresholds fitted on validation -> artifact + curves + metrics.json."""
-    chosen = "best epoch"
+def _finish(
+    model,
+    model_name,
+    overrides,
+    data,
+    recipe,
+    out_dir,
+    best,
+    swa,
+    command,
+    log,
+    out_of_fold=None,
+    settled=None,
+) -> dict:
+    """Best (or SWA) weights -> thresholds fitted on validation -> artifact + curves + metrics.json.
+
+    With ``settled`` (the final fit of a cross-validation) the last epoch's weights are kept and
+    the temperatures and thresholds come from the folds' out-of-fold windows and predictions.
+    """
+    chosen = "best epoch" if settled is None else f"last epoch ({recipe.epochs}) of a fit on every clip"
     if swa is not None and swa.n_averaged:
         if not is_embedded(model):  # batch-norm statistics of the averaged weights, over the data
             swa.update_bn(_bn_batches(model, data, recipe), input_of=lambda b: b.x)
         model.load_state_dict(swa.state_dict())
         chosen = f"SWA of {swa.n_averaged} epochs"
-    elif (out_dir / "best.pt").is_file():
+    elif settled is None and (out_dir / "best.pt").is_file():
         model.load_state_dict(torch.load(out_dir / "best.pt", map_location="cpu", weights_only=True))
-    calibration = {}
-    if recipe.calibrate:
-        hop = hop_frames(recipe.hop_s, model.frontend.frame_rate_hz)
-        calibration = calibrate(model, data.val, is_embedded(model), recipe.context_segments, hop)
-    val, per_head = validate(model, data, recipe)
-    targets, _ = stack_targets(data.heads, data.val)
+    hop = hop_frames(recipe.hop_s, model.frontend.frame_rate_hz)
+    calibration, val = {}, None
+    if settled is not None:
+        if recipe.calibrate:
+            calibration = fold_temperatures(model, settled.pooled_windows())
+        targets, per_head = settled.pooled_predictions()
+    else:
+        if out_of_fold is not None:  # this fold's model, before its own calibration
+            out_of_fold.windows.append(sigmoid_windows(model, data.val, is_embedded(model),
+                                                       recipe.context_segments, hop))  # fmt: skip
+        if recipe.calibrate:
+            calibration = calibrate(model, data.val, is_embedded(model), recipe.context_segments, hop)
+        val, per_head = validate(model, data, recipe)
+        targets, _ = stack_targets(data.heads, data.val)
+        if out_of_fold is not None:
+            out_of_fold.add_fold(val, best.get("epoch"), targets, per_head)
+    thresholds, silenced = _thresholds(data.heads, targets, per_head, recipe)
+    provenance = {
+        "command": command,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "data": data.description,
+        "recipe": recipe.to_dict(),
+        "weights": chosen,
+        "best_epoch": best.get("epoch") if settled is None else None,
+        "validation": val,
+        "calibration": calibration,
+        "never_active": silenced,
+    }
+    if settled is not None:
+        provenance["cross_validation"] = settled.summary
+    external = ["encoder."] if is_embedded(model) else []
+    # Heads the data did not supervise keep their thresholds at the engine's defaults.
+    model_thresholds = {h: t for h, t in thresholds.items() if h in model.heads}
+    save(model, out_dir, Artifact(model_name, overrides, external, model_thresholds, provenance))
+    report = {"validation": val, "best_epoch": provenance["best_epoch"], "calibration": calibration}
+    if settled is not None:
+        report["cross_validation"] = settled.summary
+    (out_dir / "metrics.json").write_text(json.dumps(report, indent=1))
+    if log is not None and log.rows:
+        plot_curves(log.rows, out_dir / "learning_curves.png")
+    return val if settled is None else settled.summary
+
+
+def _thresholds(heads, targets, per_head, recipe) -> tuple[dict, dict]:
+    """Per tag head: thresholds maximising F-beta on the given predictions, and the tags silenced."""
     thresholds, silenced = {}, {}
-    for name, spec in data.heads.items():
-        if spec.kind != "tags" or not len(targets[name]):
+    for name, spec in heads.items():
+        if spec.kind != "tags" or name not in targets or not len(targets[name]):
             continue
         y = _binarize(targets[name])
         t = metrics.fit_thresholds(y, per_head[name], beta=recipe.threshold_beta)
@@ -359,27 +516,7 @@ def _finish(model, model_name, overrides, data, recipe, out_dir, best, swa, comm
             t = np.where(low, 1.0, t)
             silenced[name] = [label for label, off in zip(spec.labels, low, strict=True) if off]
         thresholds[name] = [float(v) for v in t]
-    provenance = {
-        "command": command,
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "data": data.description,
-        "recipe": recipe.to_dict(),
-        "weights": chosen,
-        "best_epoch": best.get("epoch"),
-        "validation": val,
-        "calibration": calibration,
-        "never_active": silenced,
-    }
-    external = ["encoder."] if is_embedded(model) else []
-    # Heads the data did not supervise keep their thresholds at the engine's defaults.
-    model_thresholds = {h: t for h, t in thresholds.items() if h in model.heads}
-    save(model, out_dir, Artifact(model_name, overrides, external, model_thresholds, provenance))
-    (out_dir / "metrics.json").write_text(
-        json.dumps({"validation": val, "best_epoch": best.get("epoch"), "calibration": calibration}, indent=1)
-    )
-    if log is not None and log.rows:
-        plot_curves(log.rows, out_dir / "learning_curves.png")
-    return val
+    return thresholds, silenced
 
 
 def _binarize(y: np.ndarray) -> np.ndarray:
@@ -437,10 +574,12 @@ def plot_curves(rows: list[dict], path: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     ax1.plot(epochs, [r["train_loss"] for r in rows], marker="o")
     ax1.set(xlabel="epoch", ylabel="training loss", title="training loss")
-    for key in sorted(k for k in rows[-1] if k.startswith("val/")):
+    scored = sorted(k for k in rows[-1] if k.startswith("val/"))
+    for key in scored:
         ax2.plot(epochs, [r.get(key) for r in rows], marker=".", label=key[4:])
-    ax2.set(xlabel="epoch", ylabel="validation", title="validation metrics")
-    ax2.legend(fontsize=7)
+    ax2.set(xlabel="epoch", ylabel="validation", title="validation metrics" if scored else "no clip held out")
+    if scored:
+        ax2.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
