@@ -37,6 +37,47 @@ class AttentionPooling(nn.Module):
         return (weights * embeddings).sum(dim=1)  # (B, D)
 
 
+class JoinedEncoder(SegmentModel):
+    """Several registered encoders over one frontend and window, their embeddings side by side
+    (``encoder="musicnn-msd+musicnn-mtt"``).  Its own heads are the first encoder's, applied to
+    that encoder's part of a (pooled) embedding."""
+
+    def __init__(self, parts: dict[str, SegmentModel]):
+        super().__init__()
+        first = next(iter(parts.values()))
+        for name, part in parts.items():
+            if part.frontend != first.frontend or part.segment_frames != first.segment_frames:
+                raise ValueError(f"cannot join {' + '.join(parts)}: {name} cuts other windows (another frontend)")
+        self.names = tuple(parts)
+        self.parts = nn.ModuleList(parts.values())
+        self.frontend = first.frontend
+        self.segment_frames = first.segment_frames
+        self.embedding_dim = sum(part.embedding_dim for part in self.parts)
+        self.heads = dict(first.heads)
+        self.pretrained = all(part.pretrained for part in self.parts)
+
+    def encode(self, patch: torch.Tensor) -> torch.Tensor:
+        return torch.cat([part.encode(patch) for part in self.parts], dim=1)
+
+    def streaming_encoder(self):
+        streams = [part.streaming_encoder() for part in self.parts]
+        return None if any(s is None for s in streams) else _JoinedStream(streams)
+
+    def predict(self, pooled: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.parts[0].predict(pooled[:, : self.parts[0].embedding_dim])
+
+    def receptive_field(self) -> dict[str, int] | None:
+        return self.parts[0].receptive_field()
+
+
+class _JoinedStream:
+    def __init__(self, streams):
+        self.streams = streams
+
+    def encode(self, frames: torch.Tensor, start: int, ends: list[int]) -> torch.Tensor:
+        return torch.cat([s.encode(frames, start, ends) for s in self.streams], dim=1)
+
+
 class SegmentAttention(SegmentModel):
     """moodstream's streaming model: a registered segment encoder, attention pooling, mood heads.
 
@@ -167,8 +208,14 @@ def segment_attention(
         raise ValueError("every tag head needs at least one label")
     if heads.keys() & {"valence_arousal"}:
         raise ValueError("'valence_arousal' is not a tag head name; use valence_arousal=True")
-    overrides = {"pretrained": encoder_pretrained} if "pretrained" in entry(encoder).overrides() else {}
-    enc = build(encoder, **overrides)
+    names = [part.strip() for part in encoder.split("+")]
+    if len(names) > 1 and "segment-attention" in names:
+        raise ValueError("segment-attention cannot encode with itself; choose other registered encoders")
+    built = {}
+    for name in names:
+        overrides = {"pretrained": encoder_pretrained} if "pretrained" in entry(name).overrides() else {}
+        built[name] = build(name, **overrides)
+    enc = built[names[0]] if len(names) == 1 else JoinedEncoder(built)
     model = SegmentAttention(
         enc,
         encoder,

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from models.artifact import Artifact, save
 from models.base import HeadSpec, SegmentModel
+from models.segment_attention import JoinedEncoder
 from models.windowing import hop_frames, window_starts
 from train import metrics
 from train.augment import Compose, GaussianNoise, Mixup, RandomGain, SpecAugment
@@ -163,25 +164,31 @@ def embed_windows(model: SegmentModel, mel: np.ndarray, hop: int, cache: Feature
     """(n_windows, D) embeddings of the engine's windows of one track; cached beside the mels.
 
     The cache is keyed by the encoder's registered name (musicnn-msd and musicnn-mtt share one
-    class but not their weights); an encoder without pretrained weights is never cached.
+    class but not their weights); an encoder without pretrained weights is never cached.  Joined
+    encoders (``musicnn-msd+musicnn-mtt``) join their parts' cached embeddings.
     """
     name = model.embedding_cache_key
-    cached = name is not None
+    if name is not None and isinstance(model.encoder, JoinedEncoder):
+        parts = zip(model.encoder.names, model.encoder.parts, strict=True)
+        return np.concatenate([_embed(part, key, mel, hop, cache, path) for key, part in parts], axis=1)
+    return _embed(model.encoder, name, mel, hop, cache, path)
+
+
+def _embed(encoder: SegmentModel, name: str | None, mel: np.ndarray, hop: int, cache: FeatureCache, path):
     key = cache.entry(path).with_suffix(f".emb-{name}-h{hop}.npy")
-    if cached and key.is_file():
+    if name is not None and key.is_file():
         return np.load(key, allow_pickle=False)
-    model.encoder.eval()
-    stream = model.streaming_encoder() if mel.shape[1] >= model.segment_frames else None
+    encoder.eval()
+    stream = encoder.streaming_encoder() if mel.shape[1] >= encoder.segment_frames else None
     if stream is not None:  # overlapping windows share their work, as in the engine (same numbers)
         frames = torch.from_numpy(mel).float()
-        ends = [
-            start + model.segment_frames for start in window_starts(mel.shape[1], model.segment_frames, hop)
-        ]
+        starts = window_starts(mel.shape[1], encoder.segment_frames, hop)
+        ends = [start + encoder.segment_frames for start in starts]
         emb = torch.cat([stream.encode(frames, 0, ends[i : i + 8]) for i in range(0, len(ends), 8)]).numpy()
     else:
-        patches = torch.from_numpy(windows(mel, model.segment_frames, hop, wrap_short=True)).float()
-        emb = torch.cat([model.encode(patches[i : i + 64]) for i in range(0, len(patches), 64)]).numpy()
-    if cached:
+        patches = torch.from_numpy(windows(mel, encoder.segment_frames, hop, wrap_short=True)).float()
+        emb = torch.cat([encoder.encode(patches[i : i + 64]) for i in range(0, len(patches), 64)]).numpy()
+    if name is not None:
         tmp = key.with_suffix(f".tmp{os.getpid()}.npy")
         np.save(tmp, emb)
         tmp.replace(key)

@@ -50,3 +50,26 @@ def test_any_encoder_and_clear_errors():
         models.build("segment-attention", encoder="segment-attention")
     with pytest.raises(models.UnknownModelError):
         models.build("segment-attention", encoder="nope")
+
+
+def test_two_encoders_joined_side_by_side():
+    """encoder="musicnn-msd+musicnn-mtt": both embeddings of each window, concatenated (whole
+    windows and the streaming encoder alike); the feed's MSD tags come from the first encoder."""
+    joined = models.build("segment-attention", encoder="musicnn-msd+musicnn-mtt").eval()
+    msd, mtt = models.build("musicnn-msd").eval(), models.build("musicnn-mtt").eval()
+    assert joined.embedding_dim == 400 and joined.embedding_cache_key == "musicnn-msd+musicnn-mtt"
+    assert joined.encoder.pretrained and joined.heads["tags"] == msd.heads["tags"]
+    frames = torch.randn(96, 300)
+    patches = torch.stack([frames[:, :187], frames[:, 62:249]])
+    with torch.no_grad():
+        whole = joined.encode(patches)
+        torch.testing.assert_close(whole, torch.cat([msd.encode(patches), mtt.encode(patches)], dim=1))
+        streamed = joined.streaming_encoder().encode(frames, 0, [187, 249])
+        torch.testing.assert_close(streamed, whole, atol=1e-4, rtol=0)
+        torch.testing.assert_close(joined.predict(whole)["tags"], msd.predict(whole[:, :200])["tags"])
+    with pytest.raises(ValueError, match="cannot join musicnn-msd \\+ va-cnn"):
+        models.build("segment-attention", encoder="musicnn-msd+va-cnn")
+    with pytest.raises(ValueError, match="cannot encode with itself"):
+        models.build("segment-attention", encoder="musicnn-msd+segment-attention")
+    with pytest.raises(models.UnknownModelError):
+        models.build("segment-attention", encoder="musicnn-msd+nope")

@@ -187,3 +187,9 @@ def test_cached_embeddings_are_per_encoder_not_per_class(clip, tmp_path):
     untrained = models.build("segment-attention", encoder="musicnn-msd", encoder_pretrained=False)
     embed_windows(untrained, mel, hop, cache, clip)  # random weights: computed, never cached
     assert len(list(tmp_path.rglob("*.emb-*"))) == 2
+    # Two encoders joined: their cached windows side by side, nothing new computed or cached.
+    joined = models.build("segment-attention", encoder="musicnn-msd+musicnn-mtt")
+    np.testing.assert_array_equal(
+        embed_windows(joined, mel, hop, cache, clip), np.concatenate([first, other], axis=1)
+    )
+    assert len(list(tmp_path.rglob("*.emb-*"))) == 2
