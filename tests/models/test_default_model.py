@@ -32,14 +32,21 @@ def test_provenance_comes_from_the_real_training_run():
     config = json.loads((DEFAULT / "config.json").read_text())
     prov = config["provenance"]
     assert prov["command"].startswith("python -m train fit --model segment-attention")
-    assert set(prov["data"]) == {"4q", "emotify"} and prov["data"]["4q"]["validation"] > 100
-    assert prov["validation"]["valence_arousal/arousal_balanced_accuracy"] > 0.85
+    # Cross-validated on five artist-disjoint folds, then fitted on every clip of both sets.
+    assert "--folds 5" in prov["command"] and prov["validation"] is None
+    assert set(prov["data"]) == {"4q", "emotify"} and prov["data"]["4q"]["train"] == 737
+    assert prov["data"]["emotify"]["train"] == 400
+    cv = prov["cross_validation"]
+    assert cv["folds"] == 5 and len(cv["per_fold"]) == 5 and cv["epochs"] == int(np.median(cv["best_epochs"]))
+    assert cv["validation"]["valence_arousal/arousal_balanced_accuracy"]["mean"] > 0.85
+    assert prov["weights"] == f"last epoch ({cv['epochs']}) of a fit on every clip"
     assert prov["date"].startswith("20") and config["external_prefixes"] == ["encoder."]
     assert set(config["thresholds"]) == {"mood", "gems"}
-    # Temperatures fitted on validation windows, folded into the heads, with the calibration error.
+    # Temperatures fitted on the folds' out-of-fold windows (every clip held out once), folded into
+    # the heads, with the calibration error.
     calibration = prov["calibration"]
     assert set(calibration) == {"mood", "gems", "valence_arousal"}
-    assert all(0.0 <= c["ece_after"] < 0.05 and c["windows"] > 1000 for c in calibration.values())
+    assert all(0.0 <= c["ece_after"] < 0.05 and c["windows"] > 7000 for c in calibration.values())
     assert prov["recipe"]["threshold_beta"] == 0.5 and "--set threshold_beta=0.5" in prov["command"]
     # Tags unreliable on validation never turn active: threshold 1.0, named in the provenance.
     never = prov["never_active"]["mood"]
