@@ -159,7 +159,10 @@ function onMood(m) {
   if (view.t.length && m.t_stream < view.t[view.t.length - 1] - 1) { // a new stream: start over
     view.t = []; view.valence = []; view.arousal = []; view.silent = [];
   }
-  view.t.push(m.t_stream); view.valence.push(m.valence); view.arousal.push(m.arousal); view.silent.push(m.silent);
+  // A browser that connects mid-show gets the last mood twice: in the history, then as itself.
+  if (!view.t.length || m.t_stream !== view.t[view.t.length - 1]) {
+    view.t.push(m.t_stream); view.valence.push(m.valence); view.arousal.push(m.arousal); view.silent.push(m.silent);
+  }
   while (view.t.length && view.t[0] < m.t_stream - view.historyS) {
     view.t.shift(); view.valence.shift(); view.arousal.shift(); view.silent.shift();
   }
