@@ -18,6 +18,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -38,15 +39,21 @@ class OscDump:
 
             pytest.skip("oscdump not found (apt-get install liblo-tools)")
         self.port = free_port(socket.SOCK_DGRAM)
+        # Into a file, not a pipe: a full pipe (64 KB, ~1300 lines) would block oscdump, and the
+        # datagrams it stopped reading would be lost.
+        self.out = tempfile.TemporaryFile("w+")
         self.proc = subprocess.Popen(
-            ["oscdump", "-L", str(self.port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            ["oscdump", "-L", str(self.port)], stdout=self.out, stderr=subprocess.STDOUT
         )
         time.sleep(0.3)  # oscdump binds as it starts; there is nothing to wait on
 
     def lines(self) -> list[tuple[str, str, str]]:
         """(address, types, arguments) of every message, once stopped."""
         self.proc.terminate()
-        out, _ = self.proc.communicate(timeout=10)
+        self.proc.wait(timeout=10)
+        self.out.seek(0)
+        out = self.out.read()
+        self.out.close()
         parsed = []
         for line in out.splitlines():
             parts = line.split(" ", 3)
