@@ -50,9 +50,9 @@ REACTIONS = {
     "balanced": Reaction(0.25, 2.0, 20.0, 3.0, 0.3, "t50 0.62 s, t90 2.02 s, state 5.0 s, flicker 0 / min"),
     "stable": Reaction(1.0, 2.0, 0.0, DWELL_S, 0.1, "t50 3.26 s, t90 5.74 s, state 8.2 s, flicker 0 / min"),
 }
-# listen's (analyze has no smoothing and hops of 1 s).  balanced meets the reaction targets; it
-# becomes the default once the tests and the README's examples are moved to hops of 0.256 s.
-DEFAULT_REACTION = "stable"
+# listen's (analyze has no smoothing and hops of 1 s): lights should change when the music does,
+# and balanced follows a change within a second without flickering in steady music.
+DEFAULT_REACTION = "balanced"
 HOP_RANGE_S = (0.05, 600.0)  # a hop shorter than ~3 mel frames is noise; longer than 10 min, a file job
 CONTEXT_RANGE_S = (0.05, 600.0)  # below one segment: one segment is pooled
 
@@ -104,7 +104,8 @@ def add_model_options(parser: argparse.ArgumentParser, smooth_default: float, re
             help="how fast the mood follows the music against how steady it stays: sets --hop, --smooth "
             "and --dwell (each may still be given). balanced and fast: a quarter-second hop and a "
             "smoothing that follows a real change within a second but not jitter (fast: the state "
-            "changes sooner, and flickers more); stable (default): hops of 1 s, plain smoothing. "
+            "changes sooner, and flickers more); stable: hops of 1 s, plain smoothing (a third of "
+            f"the compute). Default {DEFAULT_REACTION}. "
             "Measured (bench reaction): "
             + "; ".join(
                 f"{name} (hop {r.hop_s:g} s, smooth {r.smooth_s:g} s{', adaptive' if r.follow else ''}, "

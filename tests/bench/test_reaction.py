@@ -61,8 +61,8 @@ def test_reaction_presets_are_measured_as_listen_runs_them():
     )
     parsed = listen.parse_args(["--reaction", "fast", "--hop", "0.5", "--file", "x.ogg"])
     assert (parsed.hop, parsed.smooth, parsed.follow) == (0.5, 1.0, 20.0)
-    default = listen.parse_args(["--file", "x.ogg"])  # stable, today
-    assert (default.hop, default.smooth, default.dwell, default.follow, default.state_margin) == (1.0, 2.0, 4.0, 0.0, 0.1)
+    default = listen.parse_args(["--file", "x.ogg"])  # balanced
+    assert (default.hop, default.smooth, default.dwell, default.follow, default.state_margin) == (0.25, 2.0, 3.0, 20.0, 0.3)
 
 
 def test_bad_reaction_options_are_refused(capsys):

@@ -36,7 +36,7 @@ def test_a_short_soak_counts_every_mood_and_samples_memory(tmp_path):
             assert report["latency_ms"]["p50"] > 0 and report["latency_drift_ms_per_min"] is not None
             assert (tmp_path / "soak.png").read_bytes().startswith(PNG)
         else:
-            assert report["x_realtime"] > 2  # as fast as it takes it
+            assert report["x_realtime"] > 1.2  # as fast as it takes it (paced would be 1)
 
 
 def test_bad_soak_options_are_refused(capsys):

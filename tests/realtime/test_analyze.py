@@ -131,7 +131,8 @@ def test_analyze_prints_what_listen_publishes_window_for_window(shared_data, tmp
     endpoint = free_endpoint()
     sub = Subscriber(endpoint)
     try:
-        proc = listen("--file", str(path), "--smooth", "0", "--pub", endpoint)
+        # analyze hops 1 s with stable's dwell: listen --reaction stable, smoothing off.
+        proc = listen("--file", str(path), "--reaction", "stable", "--smooth", "0", "--pub", endpoint)
         printed = analyze(str(path), "--json")
         sub.collect(ended, 120)
         code, err = finish(proc)

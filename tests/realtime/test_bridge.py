@@ -19,7 +19,7 @@ from tests.realtime.outputs.receivers import (
     expect_osc,
     osc_hops,
 )
-from tests.realtime.test_listen_outputs import clip, jack_server  # noqa: F401  (fixtures)
+from tests.realtime.test_listen_outputs import MOODS, clip, jack_server  # noqa: F401  (fixtures)
 
 
 def test_bridge_drives_every_output_from_a_running_analyzers_feed(clip, jack_server):  # noqa: F811
@@ -53,7 +53,7 @@ def test_bridge_drives_every_output_from_a_running_analyzers_feed(clip, jack_ser
             receiver.close()
         events = midi.close()
     moods = sub.moods()
-    assert len(moods) == 5
+    assert len(moods) == MOODS
     expect_osc(moods, osc_hops(osc.messages))
     expect_dmx(moods, artnet.packets, universe=0, start=1)
     expect_dmx(moods, sacn.packets, universe=1, start=1)

@@ -161,7 +161,8 @@ def test_stdin_pcm_with_nan_and_clipping_is_sanitised(feed, music):
     sub.drain()
     final = sub.statuses()[-1]
     assert final["sanitized_samples"] == 10 and final["clipped_samples"] >= 4
-    assert len(sub.moods()) == 3 and all(np.isfinite(list(m["tags"].values())).all() for m in sub.moods())
+    # 5 s at the default reaction's hop (0.256 s): windows end at 2.99 s, then every 0.256 s.
+    assert len(sub.moods()) == 8 and all(np.isfinite(list(m["tags"].values())).all() for m in sub.moods())
 
 
 def test_stdin_s16le(feed, music):
@@ -178,7 +179,7 @@ def test_stdin_s16le(feed, music):
     code, err = finish(proc)
     assert code == 0, err
     sub.drain()
-    assert len(sub.moods()) == 2
+    assert len(sub.moods()) == 5  # 4 s (251 frames): windows end at 2.99 s, then every 0.256 s to 4.02 s
 
 
 def test_url_through_ffmpeg(feed, music, tmp_path):
@@ -197,7 +198,7 @@ def test_url_through_ffmpeg(feed, music, tmp_path):
         code, err = finish(proc)
         assert code == 0, err
         sub.drain()
-        assert [round(m["t_stream"], 2) for m in sub.moods()] == [2.99, 3.98, 4.98, 5.97]
+        assert [round(m["t_stream"], 3) for m in sub.moods()] == [round(2.992 + 0.256 * k, 3) for k in range(12)]
         assert sub.statuses()[0]["source"]["kind"] == "url"
         # A URL that fails is an error with ffmpeg's reason, not a hang.
         proc = listen("--url", url.replace("excerpt", "missing"), "--pub", free_endpoint())

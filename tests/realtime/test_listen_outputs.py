@@ -33,7 +33,8 @@ from tests.realtime.outputs.receivers import (
 from tests.realtime.paced_mic import jack_server_name
 
 CLIP = "4q/audio/Q1/MT0000040632.ogg"
-CLIP_S = 7  # windows end at 2.99 s, then every 0.992 s: 5 moods
+CLIP_S = 7
+MOODS = 16  # windows end at 2.99 s, then every 0.256 s (the default reaction's hop)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +92,7 @@ def test_osc_artnet_and_sacn_receivers_get_every_hop(clip):
         server.close()
         artnet.close()
         sacn.close()
-    assert len(moods) == 5 and not any(m["silent"] for m in moods)
+    assert len(moods) == MOODS and not any(m["silent"] for m in moods)
     # python-osc: every hop's values, equal as float32 to the feed's.
     expect_osc(moods, osc_hops(server.messages))
     # oscdump (liblo) saw the same messages, in the same order ("%f" of the float32).
@@ -141,7 +142,7 @@ def test_os2l_explicit_and_found_by_dns_sd_and_midi_receivers(clip, jack_server)
         direct.close()
         announced.close()
         events = midi.close()
-    assert len(moods) == 5
+    assert len(moods) == MOODS
     expect_os2l(moods, direct.messages)
     expect_os2l(moods, announced.messages)
     assert direct.connections == announced.connections == 1

@@ -26,7 +26,9 @@ REPO = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((REPO / "realtime" / "schema" / "feed.schema.json").read_text())
 CLIP = "4q/audio/Q1/MT0000040632.ogg"  # reference index 0 in MSD_musicnn.npz
 EXCERPT_S = 12
-MOODS = 8  # windows end at 2.99 s, then every 0.992 s: the 8th at 9.9 s, inside the music
+# Windows end at 2.99 s, then every 0.256 s (the default reaction's hop): the 28th at 9.9 s,
+# inside the music.
+MOODS = 28
 
 
 def receive(
@@ -98,13 +100,14 @@ def test_paced_device_feed_runs_at_the_hop_rate_with_the_clips_tags(paced_mic, s
     report = (
         f"mood gaps {np.round(mood_gaps, 3)}, status gaps {np.round(status_gaps, 3)}, last {statuses[-1]}"
     )
-    # Paced by the device: one mood per hop (0.992 s), a status about every second.
-    assert len(moods) >= 6 and [m["seq"] for m in moods] == list(range(len(moods))), report
-    assert 0.85 < np.median(mood_gaps) < 1.15, report
+    # Paced by the device: one mood per hop (0.256 s), a status about every second.
+    assert len(moods) >= MOODS and [m["seq"] for m in moods] == list(range(len(moods))), report
+    assert 0.2 < np.median(mood_gaps) < 0.32, report
     assert len(status_gaps) >= 4 and 0.85 < np.median(status_gaps) < 1.2, report
-    # Nothing lost between the device and the analysis; capture-to-publish latency under a hop.
+    # Nothing lost between the device and the analysis; capture-to-publish latency far under the
+    # window (p99 tens of milliseconds on an idle machine; bench e2e measures it).
     assert all(s["dropped_samples"] == 0 and s["overflows"] == 0 for s in statuses), report
-    assert statuses[-1]["latency_ms"]["count"] >= 6 and statuses[-1]["latency_ms"]["p99"] < 1000, report
+    assert statuses[-1]["latency_ms"]["count"] >= 20 and statuses[-1]["latency_ms"]["p99"] < 500, report
     source = statuses[-1]["source"]
     assert (source["kind"], source["name"], source["state"]) == ("device", mic.device, "running"), report
     assert source["sample_rate_hz"] == mic.rate_hz
