@@ -46,9 +46,9 @@ class Reaction:
 
 
 REACTIONS = {
-    "fast": Reaction(0.25, 1.0, 20.0, 1.0, 0.15, "t50 0.62 s, t90 2.02 s, state 3.2 s, flicker 3.2 / min"),
-    "balanced": Reaction(0.25, 2.0, 20.0, 3.0, 0.3, "t50 0.62 s, t90 2.02 s, state 5.0 s, flicker 0 / min"),
-    "stable": Reaction(1.0, 2.0, 0.0, DWELL_S, 0.1, "t50 3.26 s, t90 5.74 s, state 8.2 s, flicker 0 / min"),
+    "fast": Reaction(0.25, 1.0, 20.0, 1.0, 0.15, "t50 0.49 s, t90 1.90 s, state 3.6 s, flicker 4.3 / min"),
+    "balanced": Reaction(0.25, 2.0, 20.0, 3.0, 0.3, "t50 0.49 s, t90 1.90 s, state 6.5 s, flicker 0 / min"),
+    "stable": Reaction(1.0, 2.0, 0.0, DWELL_S, 0.1, "t50 2.76 s, t90 5.74 s, state 8.2 s, flicker 0 / min"),
 }
 # listen's (analyze has no smoothing and hops of 1 s): lights should change when the music does,
 # and balanced follows a change within a second without flickering in steady music.
