@@ -83,7 +83,7 @@ def show(name: str) -> str:
         config = _artifact_config(models.DEFAULT if name == models.DEFAULT_NAME else Path(name))
         heads = {h: (spec["kind"], tuple(spec["labels"])) for h, spec in config["heads"].items()}
         thresholds = config.get("thresholds", {})
-        source = f"{name}: a trained {config['model']}; per-tag thresholds fitted on validation"
+        source = f"{name}: a trained {config['model']}; per-tag thresholds fitted on held-out clips"
     else:
         model = _built_without_weights(name)
         heads = {h: (spec.kind, spec.labels) for h, spec in model.heads.items()}
@@ -102,7 +102,7 @@ def show(name: str) -> str:
         if on:
             can = [f"{label} >= {t:.2f}" for label, t in zip(labels, on, strict=True) if t < 1.0]
             lines.append(f"  can turn active ({len(can)}): " + ", ".join(can))
-            lines.append(f"  never active (unreliable on validation, {len(never)}): " + ", ".join(never))
+            lines.append(f"  never active (unreliable on held-out clips, {len(never)}): " + ", ".join(never))
         else:
             lines.append("  each turns active at --on (0.3): " + ", ".join(labels))
     return "\n".join(lines)

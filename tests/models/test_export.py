@@ -142,7 +142,7 @@ def test_models_list_shows_default_and_real_parameter_counts_without_converting_
     assert "mood (tags, 100 tags, feed vocabulary: moods)" in shown
     assert "gems (tags, 9 tags, feed vocabulary: emotions)" in shown
     assert "tags (tags, 50 tags, feed vocabulary: descriptors)" in shown
-    assert "can turn active (35): Angry >= 0.54" in shown and "never active" in shown
+    assert "can turn active (17): Angry >= 0.49" in shown and "never active" in shown
     assert "feed vocabulary: descriptors" in show("musicnn-msd") and "--on (0.3)" in show("musicnn-msd")
 
 
