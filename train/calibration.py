@@ -78,15 +78,6 @@ def validation_windows(model: SegmentModel, examples, embedded: bool, k: int, ho
     return {h: (np.concatenate(logits[h]), np.concatenate(labels[h])) for h in heads if logits[h]}
 
 
-def calibrate(model: SegmentModel, examples, embedded: bool, k: int, hop: int) -> dict:
-    """Fit temperatures on the validation windows and fold them into the heads; returns the report.
-
-    Only sigmoid heads (tags, valence/arousal) whose output is a final ``nn.Linear`` (the model's
-    ``head_layer``) are calibrated; others are listed as skipped, with the reason.
-    """
-    return fold_temperatures(model, sigmoid_windows(model, examples, embedded, k, hop))
-
-
 def sigmoid_windows(model: SegmentModel, examples, embedded: bool, k: int, hop: int) -> dict:
     """``validation_windows`` of the model's sigmoid heads (tags, valence/arousal): what a
     temperature is fitted on.  Cross-validation pools these over the folds' models."""
@@ -95,8 +86,13 @@ def sigmoid_windows(model: SegmentModel, examples, embedded: bool, k: int, hop: 
 
 
 def fold_temperatures(model: SegmentModel, windows: dict) -> dict:
-    """Fit each sigmoid head's temperature on ``windows`` (head -> (logits, labels), e.g. pooled
-    out-of-fold windows) and fold it into the head's final linear layer; returns the report."""
+    """Fit each sigmoid head's temperature on ``windows`` (head -> (logits, labels): a model's
+    ``sigmoid_windows`` of its validation tracks, or the folds' pooled out-of-fold windows) and
+    fold it into the head's final linear layer; returns the report.
+
+    Only sigmoid heads (tags, valence/arousal) whose output is a final ``nn.Linear`` (the model's
+    ``head_layer``) are calibrated; others are listed as skipped, with the reason.
+    """
     report: dict[str, dict] = {}
     for name, spec in model.heads.items():
         if spec.kind not in ("tags", "valence_arousal") or name not in windows:

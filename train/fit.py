@@ -27,7 +27,7 @@ from models.windowing import hop_frames, window_starts
 from train import metrics
 from train.augment import Compose, GaussianNoise, Mixup, RandomGain, SpecAugment
 from train.averaging import SWA
-from train.calibration import calibrate, fold_temperatures, sigmoid_windows
+from train.calibration import fold_temperatures, sigmoid_windows
 from train.features import FeatureCache, windows
 from train.loop import (
     DivergedError,
@@ -59,9 +59,8 @@ class OutOfFold:
     """What the folds' models said about the clips each held out, for the final fit on every clip:
     it holds nothing out, so its temperatures and tag thresholds are fitted on these instead."""
 
-    windows: list[dict] = field(
-        default_factory=list
-    )  # per fold: head -> (window logits, labels), uncalibrated
+    # Per fold: head -> (window logits, labels), before the fold model's own calibration.
+    windows: list[dict] = field(default_factory=list)
     targets: list[dict] = field(default_factory=list)  # per fold: head -> track targets
     predictions: list[dict] = field(default_factory=list)  # per fold: head -> calibrated track probabilities
     folds: list[dict] = field(default_factory=list)  # per fold: its best epoch and validation metrics
@@ -469,11 +468,12 @@ def _finish(
             calibration = fold_temperatures(model, settled.pooled_windows())
         targets, per_head = settled.pooled_predictions()
     else:
-        if out_of_fold is not None:  # this fold's model, before its own calibration
-            out_of_fold.windows.append(sigmoid_windows(model, data.val, is_embedded(model),
-                                                       recipe.context_segments, hop))  # fmt: skip
-        if recipe.calibrate:
-            calibration = calibrate(model, data.val, is_embedded(model), recipe.context_segments, hop)
+        if recipe.calibrate or out_of_fold is not None:
+            windows = sigmoid_windows(model, data.val, is_embedded(model), recipe.context_segments, hop)
+            if out_of_fold is not None:  # this fold's model, before its own calibration
+                out_of_fold.windows.append(windows)
+            if recipe.calibrate:
+                calibration = fold_temperatures(model, windows)
         val, per_head = validate(model, data, recipe)
         targets, _ = stack_targets(data.heads, data.val)
         if out_of_fold is not None:
@@ -490,19 +490,20 @@ def _finish(
         "calibration": calibration,
         "never_active": silenced,
     }
-    if settled is not None:
-        provenance["cross_validation"] = settled.summary
+    summary = settled.summary if settled is not None else None
+    if summary is not None:
+        provenance["cross_validation"] = summary
     external = ["encoder."] if is_embedded(model) else []
     # Heads the data did not supervise keep their thresholds at the engine's defaults.
     model_thresholds = {h: t for h, t in thresholds.items() if h in model.heads}
     save(model, out_dir, Artifact(model_name, overrides, external, model_thresholds, provenance))
     report = {"validation": val, "best_epoch": provenance["best_epoch"], "calibration": calibration}
-    if settled is not None:
-        report["cross_validation"] = settled.summary
+    if summary is not None:
+        report["cross_validation"] = summary
     (out_dir / "metrics.json").write_text(json.dumps(report, indent=1))
     if log is not None and log.rows:
         plot_curves(log.rows, out_dir / "learning_curves.png")
-    return val if settled is None else settled.summary
+    return val if summary is None else summary
 
 
 def _thresholds(heads, targets, per_head, recipe) -> tuple[dict, dict]:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import models
-from train.calibration import calibrate, expected_calibration_error, fit_temperature
+from train.calibration import expected_calibration_error, fit_temperature, fold_temperatures, sigmoid_windows
 from train.loop import Example, window_logits
 
 
@@ -55,7 +55,7 @@ def test_calibrate_folds_the_temperatures_into_the_heads():
         name: window_logits(model, tracks[0], True, 1, 1)[name].clone()
         for name in ("mood", "valence_arousal")
     }
-    report = calibrate(model, tracks, True, 1, 1)
+    report = fold_temperatures(model, sigmoid_windows(model, tracks, True, 1, 1))
     assert set(report) == {"mood", "valence_arousal"}  # musicnn's own tags have no labels here
     assert 2.0 < report["mood"]["temperature"] < 4.5
     assert all(2.0 < t < 4.5 for t in report["valence_arousal"]["temperature"])
