@@ -7,6 +7,7 @@ python -m bench e2e     [--models default] [--sources file,device] [--seconds 18
 python -m bench scale   [--model default] [--max-streams N] [--layout processes|threads] ...
 python -m bench soak    [--hours H | --minutes M] [--paced] [--model default] ...
 python -m bench reaction [--models default] [--smooth 2] [--dwell 0,2,4,6] [--pairs 8] ...
+python -m bench edges   (musicnn's window edges: zero padding or the stream's context, against the original)
 
 Each subcommand prints a table and can write JSON (--json) and a PNG chart (--plot);
 `python -m bench COMMAND --help` explains its options.
@@ -17,10 +18,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import e2e, latency, reaction, scale, soak
+from bench import e2e, edges, latency, reaction, scale, soak
 
 # Each module owns its subcommand: add_parser(subparsers) registers it and sets `func`.
-COMMANDS = (latency, e2e, scale, soak, reaction)
+COMMANDS = (latency, e2e, scale, soak, reaction, edges)
 
 
 def main(argv: list[str] | None = None) -> int:
