@@ -32,8 +32,9 @@ def e2e(*options: str, timeout: float = 240) -> subprocess.CompletedProcess:
 
 def check_result(result: dict, source: str) -> None:
     assert (result["model"], result["backend"], result["source"]) == (MODEL, "torch", source)
-    # 10 s of audio: windows end at 2.99 s, then every 0.256 s (listen's default reaction): 28.
-    assert 24 <= result["moods"] <= 28 and result["missed"] == 0, result
+    # 10 s of audio: windows end at 2.99 s, then every 0.256 s (listen's default reaction): 28 for
+    # a file; a capture device may go on a period or two past the clip (a 29th window).
+    assert 24 <= result["moods"] <= 30 and result["missed"] == 0, result
     assert result["hop_s"] == pytest.approx(0.256)
     lag = result["lag_ms"]
     assert lag["p50"] <= lag["p95"] <= lag["p99"] <= lag["max"]
