@@ -50,15 +50,9 @@ def encode(model, mel, mode: str):
             ]
         )
     front = torch.cat([b.folded(x) for b in model.front], dim=1)
-    m1 = model.mid[0](front)
-    m2 = model.mid[1](m1) + m1
-    m3 = model.mid[2](m2) + m2
-    features = torch.cat([front, m1, m2, m3], dim=1)
-    out = []
-    for s in spans:  # musicnn's back end on each window's span of the stream's features
-        f = features[..., s]
-        pooled = torch.stack([f.amax(dim=2), f.mean(dim=2)], dim=2).flatten(1)
-        out.append(model.bn_dense(torch.relu(model.dense(model.bn_pool(pooled)))))
+    features = model.mid_features(front)
+    # musicnn's back end on each window's span of the stream's features
+    out = [model.pool_features(features[..., s]) for s in spans]
     return torch.cat(out)
 
 

@@ -293,10 +293,17 @@ class Musicnn(SegmentModel):
 
     def back(self, front: torch.Tensor) -> torch.Tensor:
         """The mid and back end: the front end's (B, 561, T) features -> (B, 200)."""
+        return self.pool_features(self.mid_features(front))
+
+    def mid_features(self, front: torch.Tensor) -> torch.Tensor:
+        """The mid end: the front end's (B, 561, T) features -> with the mid end's, (B, 753, T)."""
         m1 = self.mid[0](front)
         m2 = self.mid[1](m1) + m1
         m3 = self.mid[2](m2) + m2
-        features = torch.cat([front, m1, m2, m3], dim=1)  # (B, 753, T)
+        return torch.cat([front, m1, m2, m3], dim=1)
+
+    def pool_features(self, features: torch.Tensor) -> torch.Tensor:
+        """The back end: (B, 753, T) features pooled over time -> (B, 200)."""
         # TensorFlow flattens (features, [max, mean]), so the two statistics interleave.
         pooled = torch.stack([features.amax(dim=2), features.mean(dim=2)], dim=2).flatten(1)
         x = self.dropout(self.bn_pool(pooled))  # (B, 1506)
