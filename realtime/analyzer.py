@@ -94,14 +94,17 @@ class Sanitizer:
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         frames = np.asarray(frames, dtype=np.float32)
         self.samples_in += len(frames)
-        mono = frames.mean(axis=1, dtype=np.float32) if frames.ndim == 2 else frames.astype(np.float32)
-        bad = ~np.isfinite(mono)
-        if bad.any():
+        if frames.ndim == 2 and frames.shape[1] > 1:
+            mono = frames.mean(axis=1, dtype=np.float32)
+        else:  # one channel: no mean to take (numpy's costs more than the rest of a 10 ms block)
+            mono = frames.reshape(-1)
+        # One pass each for the common case (finite, within [-1, 1)); the counts only when not.
+        if not np.isfinite(mono.sum(dtype=np.float64)):
+            bad = ~np.isfinite(mono)
             self.sanitized_samples += int(bad.sum())
             mono = np.where(bad, np.float32(0.0), mono)
-        over = np.abs(mono) >= 1.0
-        if over.any():
-            self.clipped_samples += int(over.sum())
+        if mono.size and (mono.max() >= 1.0 or mono.min() <= -1.0):
+            self.clipped_samples += int((np.abs(mono) >= 1.0).sum())
             mono = np.clip(mono, -1.0, 1.0)
         return mono
 
@@ -131,14 +134,25 @@ class Front:
         self.bins: list[float] = []
         self.bin_start = 0
         self._partial = np.zeros(0, dtype=np.float32)
+        self._unmeasured: list[np.ndarray] = []  # audio pushed since the levels were last tracked
 
-    def push(self, mono: np.ndarray) -> torch.Tensor:
-        """Audio at the frontend's rate -> the (n_mels, new) frames it completes."""
-        self._track_level(mono)
-        return self.mel.push(mono)
+    def push(self, mono: np.ndarray, min_frames: int = 1) -> torch.Tensor:
+        """Audio at the frontend's rate -> the (n_mels, new) frames it completes, once at least
+        ``min_frames`` are complete (until then none: see ``StreamingMel.push``)."""
+        self._unmeasured.append(np.array(mono, dtype=np.float32))  # a copy: the caller may reuse its buffer
+        frames = self.mel.push(mono, min_frames)
+        if frames.shape[1]:
+            self._measure()  # the levels of every sample up to the new frames' centres
+        return frames
 
     def flush(self) -> torch.Tensor:
+        self._measure()
         return self.mel.flush()
+
+    def _measure(self) -> None:
+        if self._unmeasured:
+            self._track_level(np.concatenate(self._unmeasured))
+            self._unmeasured.clear()
 
     def _track_level(self, mono: np.ndarray) -> None:
         hop = self.config.hop_length
@@ -183,6 +197,11 @@ class Consumer:
         self._stream = self.runner.streaming_encoder()
         self._spent_ms = spent_ms  # the pipeline's: encoder and pooling + heads add to it
         self.seq = 0
+
+    @property
+    def next_end(self) -> int:
+        """Frame index one past the next window's last frame."""
+        return self._next_end
 
     @property
     def keep_bins(self) -> int:
@@ -311,7 +330,9 @@ class Pipeline:
     def _push(self, by_rate: dict[int, np.ndarray], flush: bool = False) -> list[tuple[int, Window]]:
         t0 = time.perf_counter()
         frames = {
-            key: front.flush() if flush else front.push(by_rate[front.config.sample_rate_hz])
+            key: front.flush()
+            if flush
+            else front.push(by_rate[front.config.sample_rate_hz], self._frames_wanted(front))
             for key, front in self.fronts.items()
         }
         self.spent_ms["mel"] += (time.perf_counter() - t0) * 1000.0
@@ -320,6 +341,28 @@ class Pipeline:
             out.extend((i, w) for w in consumer.take(frames[consumer.model.frontend]))
         out.sort(key=lambda iw: (iw[1].t_stream, iw[0] == 0))
         return out
+
+    def _frames_wanted(self, front: Front) -> int:
+        """Frames its earliest next window still needs: the front computes them at once."""
+        return min(c.next_end for c in self.consumers if c.front is front) - front.mel.frames_out
+
+    def samples_wanted(self) -> int:
+        """Input frames that will arrive before the next window of any model completes, at least.
+
+        The engine sleeps until they are in (``RingBuffer.wait``).  A lower bound: a resampler
+        holds samples back (the low-delay FIR its ~2.6 ms group delay, soxr HQ up to ~25 ms,
+        in bursts), so through one the engine may wake that much early and wait for the rest.
+        """
+        wanted = None
+        for front in self.fronts.values():
+            rate_hz = front.config.sample_rate_hz
+            samples = front.mel.samples_for(self._frames_wanted(front)) * self.input_rate_hz // rate_hz
+            resampler = self.resamplers[rate_hz]
+            if resampler is not None:
+                held_s = 2 * resampler.delay_s if isinstance(resampler, LowDelayResampler) else 0.05
+                samples -= math.ceil(held_s * self.input_rate_hz)
+            wanted = samples if wanted is None else min(wanted, samples)
+        return max(1, wanted or 0)
 
     def _resample(self, mono: np.ndarray, last: bool) -> dict[int, np.ndarray]:
         t0 = time.perf_counter()

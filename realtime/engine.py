@@ -209,7 +209,7 @@ class Engine:
         self.moods_sent = 0
         self.status_seq = 0
         self.started = time.monotonic()
-        self.last_audio: float | None = None
+        self.ring: RingBuffer | None = None  # run's
 
     @property
     def tag_names(self) -> list[str]:
@@ -236,9 +236,12 @@ class Engine:
             read_s = 0.25 if self.source.live else 4.0
             max_frames = max(1, int(self.source.sample_rate_hz * read_s))
             while not stop.is_set():
-                frames, start = ring.read(max_frames)
+                # A live source's audio is taken once the next window's is in (see the wait below).
+                live = self.source.live and not self.source.finished
+                # (Never more than half the ring, which a long hop could otherwise outgrow.)
+                wanted = min(self.pipeline.samples_wanted(), ring.capacity // 2) if live else 1
+                frames, _ = ring.read(max_frames if ring.available() >= wanted else 0)
                 if len(frames):
-                    self.last_audio = time.monotonic()
                     self.clock.mark(*ring.last_capture, ring.dropped_frames)
                     self.process(frames, pickup_ms=max(0.0, (time.time() - ring.last_write_time) * 1000.0))
                 elif self.source.finished and ring.available() == 0:
@@ -249,8 +252,12 @@ class Engine:
                     self._publish_status()
                     next_status = max(next_status + cfg.status_interval_s, now)
                 if not len(frames):
-                    # Woken by the next write (no polling delay); the timeout keeps status and stop going.
-                    ring.wait(0.005)
+                    # Woken by the write that completes the next window (no polling delay), not by
+                    # each block before it; the timeout keeps status, stop and the source's end going.
+                    if live:
+                        ring.wait(min(0.1, max(0.0, next_status - now)), wanted)
+                    else:
+                        ring.wait(0.005)
         finally:
             self.source.stop()
         if self.outputs:
@@ -364,9 +371,10 @@ class Engine:
             return "error"
         if self.source.finished:
             return "ended"
-        if self.last_audio is None:
+        last_audio = self.ring.last_write_monotonic if self.ring is not None else 0.0
+        if not last_audio:
             return "starting" if time.monotonic() - self.started < self.config.stall_after_s else "stalled"
-        if time.monotonic() - self.last_audio > self.config.stall_after_s:
+        if time.monotonic() - last_audio > self.config.stall_after_s:
             return "stalled"
         return "running"
 

@@ -36,9 +36,16 @@ class StreamingMel:
         self._started = not self._reflect
         self.frames_out = 0
         self.samples_in = 0
+        self._none = torch.zeros((config.n_mels, 0), device=self.device)  # a push that completes none
 
-    def push(self, samples: np.ndarray) -> torch.Tensor:
-        """Mono float32 samples -> (n_mels, new_frames) on the frontend's device."""
+    def push(self, samples: np.ndarray, min_frames: int = 1) -> torch.Tensor:
+        """Mono float32 samples -> (n_mels, new_frames) on the frontend's device.
+
+        Frames are computed once at least ``min_frames`` of them are complete (the rest stay
+        buffered until then): a live source's 10 ms blocks complete a frame or none, and each
+        call into the mel costs ~1 ms of fixed overhead whatever it computes, so the engine asks
+        for the frames of its next window at once.
+        """
         samples = np.asarray(samples, dtype=np.float32)
         self.samples_in += samples.size
         if self._reflect:
@@ -50,7 +57,24 @@ class StreamingMel:
             start_pad = self._head[1 : self._half + 1][::-1]
             samples, self._head, self._started = np.concatenate([start_pad, self._head]), None, True
         self._buffer = np.concatenate([self._buffer, samples])
+        if self.pending_frames < max(1, min_frames):
+            return self._empty()
         return self._emit()
+
+    def samples_for(self, frames: int) -> int:
+        """How many more samples complete ``frames`` frames not yet emitted."""
+        if frames <= 0:
+            return 0
+        needed = self.config.n_fft + (frames - 1) * self.config.hop_length
+        if not self._started:  # the reflected start pad comes from the first n_fft/2 + 1 samples
+            return max(needed - self._half, self._half + 1) - self._head.size
+        return max(0, needed - self._buffer.size)
+
+    @property
+    def pending_frames(self) -> int:
+        """Frames complete in the buffer, not yet emitted."""
+        n_fft, hop = self.config.n_fft, self.config.hop_length
+        return 0 if self._buffer.size < n_fft else (self._buffer.size - n_fft) // hop + 1
 
     def flush(self) -> torch.Tensor:
         """The frames that need the end of the signal (its end pad); call once at the end."""
@@ -74,9 +98,9 @@ class StreamingMel:
 
     def _emit(self) -> torch.Tensor:
         n_fft, hop = self.config.n_fft, self.config.hop_length
-        if self._buffer.size < n_fft:
+        n_frames = self.pending_frames
+        if not n_frames:
             return self._empty()
-        n_frames = (self._buffer.size - n_fft) // hop + 1
         used = (n_frames - 1) * hop + n_fft
         chunk = torch.from_numpy(self._buffer[:used].copy()).to(self.device)
         with torch.inference_mode():
@@ -86,4 +110,4 @@ class StreamingMel:
         return frames
 
     def _empty(self) -> torch.Tensor:
-        return torch.zeros((self.config.n_mels, 0), device=self.device)
+        return self._none

@@ -4,8 +4,8 @@ The producer (a PortAudio callback or a source thread) only copies into prealloc
 and advances ``write_index``; the consumer (the engine thread) copies out and advances
 ``read_index``.  Each index is written by one side only, and an int assignment is atomic
 under the GIL, so no lock guards the data.  (A write also sets a ``threading.Event`` to wake a
-waiting consumer at once: that takes the event's own lock for a moment, never a lock the
-consumer holds while it works.)  When the consumer falls behind,
+waiting consumer at once, when the unread frames reach what the consumer waits for: that takes
+the event's own lock for a moment, never a lock the consumer holds while it works.)  When the consumer falls behind,
 the producer drops the *new* block (it never touches unread data) and counts it, so the
 engine can report ``dropped_samples``; the absolute index of every kept sample stays exact.
 """
@@ -34,7 +34,9 @@ class RingBuffer:
         # Capture time (time.time()) of the last frame written, and that frame's index + 1.
         self.last_capture = (0, 0.0)  # producer only, replaced as one tuple
         self.last_write_time = 0.0  # producer only: when the last block went in (the engine's pickup)
-        self._ready = threading.Event()  # set by each write: wakes a waiting consumer at once
+        self.last_write_monotonic = 0.0  # producer only: the same on the monotonic clock (0: none yet)
+        self._ready = threading.Event()  # set by a write that brings the unread frames to _wanted
+        self._wanted = 1  # consumer only: how many unread frames are worth waking it for
 
     def free(self) -> int:
         return self.capacity - (self.write_index - self.read_index)
@@ -63,13 +65,22 @@ class RingBuffer:
         now = time.time()
         self.last_capture = (self.write_index, now if capture_time is None else capture_time)
         self.last_write_time = now
-        self._ready.set()
+        self.last_write_monotonic = time.monotonic()
+        if self.write_index - self.read_index >= self._wanted:
+            self._ready.set()
         return True
 
-    def wait(self, timeout_s: float) -> bool:
-        """Consumer: block until unread frames are available (True) or ``timeout_s`` passes (False)."""
+    def wait(self, timeout_s: float, frames: int = 1) -> bool:
+        """Consumer: block until at least ``frames`` unread frames are available (True) or
+        ``timeout_s`` passes (False).
+
+        The writes in between do not wake it: a live source writes every 10 ms or so, and a
+        thread woken from sleep runs its first ~0.1 ms of Python several times slower (cold
+        caches), so an engine that only needs the audio of its next window sleeps until it is in.
+        """
+        self._wanted = max(1, int(frames))  # before the clear: a write from here on sees it
         self._ready.clear()
-        if self.available():  # written between the last read and the clear
+        if self.available() >= self._wanted:  # written between the last read and the clear
             return True
         return self._ready.wait(timeout_s)
 

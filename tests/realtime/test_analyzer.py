@@ -193,3 +193,32 @@ def test_models_with_different_frontends_and_rates_each_get_their_own(shared_dat
     for i, model in enumerate((default, baseline)):
         _, alone = _run(model, audio, rate, windowing)
         _same_windows([w for j, w in pairs if j == i], alone)
+
+
+@pytest.mark.parametrize("rate", [16000, 48000])
+def test_samples_wanted_never_overshoots_a_window(msd, clip, rate):
+    """The engine sleeps until ``samples_wanted`` input frames are in: fewer never complete a
+    window (it would wake late), and what completes one comes soon after the bound."""
+    audio, clip_rate = clip
+    audio = soxr.resample(audio, clip_rate, rate).astype(np.float32)[: 5 * rate]
+    a = Analyzer(msd, rate, Windowing(hop_s=0.25, context_s=3.0, resampler="low-delay"))
+    pos, windows, slack = 0, 0, []
+    while pos < len(audio) and windows < 6:
+        wanted = a.pipeline.samples_wanted()
+        assert wanted >= 1
+        if wanted > 1:
+            assert a.feed(audio[pos : pos + wanted - 1, None]) == []
+            pos += wanted - 1
+        extra = 0
+        while not (out := a.feed(audio[pos : pos + 1, None])):  # one sample at a time to the window
+            pos, extra = pos + 1, extra + 1
+        pos += 1
+        windows += len(out)
+        slack.append(extra)
+    assert windows == 6
+    # Exact at the model's rate; under the resampler's 50 ms margin through one.
+    if rate == 16000:
+        assert slack == [0] * 6  # exact at the model's rate
+    else:  # through the FIR: early by twice its group delay, once more for the first window
+        delay_samples = a.pipeline.resamplers[16000].delay_s * rate
+        assert max(slack[1:]) <= 2 * delay_samples + 1 and slack[0] <= 3 * delay_samples + 1

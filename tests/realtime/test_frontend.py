@@ -59,11 +59,32 @@ def test_frames_come_out_as_soon_as_their_samples_arrive():
 )
 def test_other_frontends_stream_exactly_too(config):
     audio = np.random.default_rng(0).standard_normal(5000).astype(np.float32) * 0.1
-    np.testing.assert_allclose(
-        streamed(config, audio, [333]), one_pass(config, audio), rtol=1e-4, atol=1e-3
-    )
+    np.testing.assert_allclose(streamed(config, audio, [333]), one_pass(config, audio), rtol=1e-4, atol=1e-3)
 
 
 def test_signal_shorter_than_half_a_frame():
     audio = np.full(100, 0.1, np.float32)
     np.testing.assert_allclose(streamed(MUSICNN_FRONTEND, audio, [30]), one_pass(MUSICNN_FRONTEND, audio))
+
+
+def test_frames_wait_for_a_batch_when_asked_and_stay_exact(shared_data):
+    """``min_frames``: a push completes no frame until that many are complete, then all at once
+    (one call into the mel per window instead of one per block); the frames are unchanged, and
+    ``samples_for`` says exactly how many samples complete them."""
+    audio, _ = sf.read(shared_data / "4q" / "audio" / "Q1" / "MT0000040632.ogg", dtype="float32")
+    audio = audio[: 16000 * 2]
+    stream, chunks, pos = StreamingMel(MUSICNN_FRONTEND), [], 0
+    while pos + (needed := stream.samples_for(16)) <= audio.size:
+        if needed > 1:  # one sample short of the batch: nothing yet
+            assert stream.push(audio[pos : pos + needed - 1], min_frames=16).shape[1] == 0
+            pos += needed - 1
+        frames = stream.push(audio[pos : pos + 1], min_frames=16)
+        pos += 1
+        assert frames.shape[1] == 16
+        chunks.append(frames.numpy())
+    assert len(chunks) == 7
+    chunks.append(stream.push(audio[pos:]).numpy())  # the rest, frame by frame as it comes
+    chunks.append(stream.flush().numpy())
+    np.testing.assert_allclose(
+        np.concatenate(chunks, axis=1), one_pass(MUSICNN_FRONTEND, audio), rtol=1e-4, atol=1e-4
+    )

@@ -77,3 +77,22 @@ def test_wait_wakes_on_a_write_and_times_out_without_one():
     timer.start()
     assert ring.wait(10.0)
     assert time.perf_counter() - started < 5.0 and ring.available() == 2
+
+
+def test_wait_for_frames_sleeps_through_smaller_writes():
+    """A consumer waiting for N frames is not woken by each 10 ms block, only by the one that
+    brings the unread frames to N (or by the timeout)."""
+    import threading
+    import time
+
+    ring = RingBuffer(1000)
+    writes = threading.Thread(
+        target=lambda: [(ring.write(np.zeros((10, 1), np.float32)), time.sleep(0.01)) for _ in range(10)]
+    )
+    started = time.perf_counter()
+    writes.start()
+    assert ring.wait(10.0, frames=95)
+    assert ring.available() >= 95 and time.perf_counter() - started >= 0.08  # the 10th write, not the 1st
+    writes.join()
+    assert not ring.wait(0.05, frames=101)  # 100 there: times out
+    assert ring.wait(0.0, frames=100)  # already there: no wait
