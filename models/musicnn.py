@@ -317,20 +317,24 @@ class Musicnn(SegmentModel):
 
 
 TIMBRAL_BLOCKS = 2  # front[0] and front[1]: kernels 7 frames long, 84 % of the model's FLOPs
+# StreamingEncoder: a block that sees at most this many frames around an output joins its pieces.
+JOIN_EDGES_UP_TO = 6
 
 
 class StreamingEncoder:
-    """``Musicnn.encode`` (folded, eval mode) of windows cut from one stream of mel frames, with the
-    timbral front end computed once per frame instead of once per window.
+    """``Musicnn.encode`` (folded, eval mode) of windows cut from one stream of mel frames, with
+    each front-end block's features computed once per frame instead of once per window.
 
-    A timbral convolution spans 7 frames (3 each side, zero-padded at the window's edges), so a
-    frame 3 or more frames inside a window has the same features in every window that holds
-    it: computed once when its frames are in, kept until no window needs it.  Each window adds
-    its 3 + 3 edge frames (computed with the window's zero padding, as musicnn does), the
-    temporal blocks (kernels of 32-128 frames: so wide that most of a window is edge; 16 % of
-    the FLOPs) and the mid and back end, all as ``encode`` computes them.  The result is
-    ``encode``'s, to float rounding: consecutive windows at hop 1 s share 122 of 187 frames, at
-    hop 0.25 s 171, so a hop costs about a third (hop 1 s) or a quarter (0.25 s) of a full encode.
+    A front-end block sees ``pl`` frames before and ``pr`` after each output frame (timbral
+    blocks 3 and 3; the temporal blocks' kernels of 128, 64 and 32 frames 63/64, 31/32 and
+    15/16), zero-padded at the window's edges.  So a frame at least ``pl`` frames from a
+    window's start and ``pr`` from its end has the same features in every window that holds it:
+    computed once when its frames are in, kept while a window may need them.  Each window adds
+    only its ``pl`` + ``pr`` edge frames per block (with the window's zero padding, as musicnn
+    computes them; all windows' edges in one batched call per block), then the mid and back
+    end.  The result is ``encode``'s to float rounding: consecutive windows at hop 1 s share
+    122 of 187 frames, at hop 0.25 s 171.  What a hop still costs is the new frames, the
+    temporal blocks' wide edges (127, 63 and 31 frames of the window) and the mid end.
 
     One instance per stream: ``encode(frames, start, ends)`` takes the (n_mels, n) frames kept
     by the caller, the stream index of their first one, and the stream indices one past each
@@ -340,51 +344,66 @@ class StreamingEncoder:
     def __init__(self, model: Musicnn):
         self.model = model
         self.window = model.segment_frames
-        self.pad = model.front[0].time_pad[0]  # 3: what a timbral frame sees each side
-        assert all(block.time_pad == (self.pad, self.pad) for block in model.front[:TIMBRAL_BLOCKS])
-        self._features = torch.zeros(0)  # (2 * 204, n): timbral features of frames _first.. _first + n
-        self._first = 0
+        for block in model.front:
+            if sum(block.time_pad) >= self.window:
+                raise ValueError(f"a {block.time_pad} padded block leaves no window frame without an edge")
+        # Per block: features (C, n) of stream frames first .. first + n, and that first index.
+        self._features = [torch.zeros(0) for _ in model.front]
+        self._first = [0] * len(model.front)
 
     def encode(self, frames: torch.Tensor, start: int, ends: list[int]) -> torch.Tensor:
-        model, pad, window = self.model, self.pad, self.window
+        model = self.model
         if model.training:
             raise ValueError("the streaming encoder uses batch norm's running statistics: eval mode only")
         x = model.bn_input(frames[None, None])  # (1, 1, F, n): pointwise, so any slice of it is a window's
-        # The interior frames of every window asked for, computed once each.
-        first_needed = ends[0] - window + pad
-        cached = self._features.shape[-1]
-        if cached == 0 or not self._first <= first_needed <= self._first + cached:
-            self._features, self._first = x.new_zeros((self._channels(), 0)), first_needed
-        else:  # drop what no window from here on needs
-            self._features = self._features[:, first_needed - self._first :]
-            self._first = first_needed
-        have_to = self._first + self._features.shape[-1]
-        need_to = ends[-1] - pad
-        # One timbral convolution per block for all of this call's pieces, joined along time:
-        # the new interior frames, and each window's first and last `pad` frames with the
-        # window's zero padding.  Outputs that straddle two pieces are dropped.
-        pieces = [x[..., have_to - pad - start : need_to + pad - start]] if need_to > have_to else []
-        for e in ends:
-            pieces.append(F.pad(x[..., e - window - start : e - window - start + 2 * pad], (pad, 0)))
-            pieces.append(F.pad(x[..., e - 2 * pad - start : e - start], (0, pad)))
-        piece_row = torch.cat(pieces, dim=-1)
-        joined = torch.cat([block.folded(piece_row, (0, 0)) for block in model.front[:TIMBRAL_BLOCKS]], dim=1)
-        outputs, at = [], 0
-        for piece in pieces:
-            outputs.append(joined[0, :, at : at + piece.shape[-1] - 2 * pad])
-            at += piece.shape[-1]
-        if need_to > have_to:
-            self._features = torch.cat([self._features, outputs.pop(0)], dim=1)
-        inner = [self._features[:, e - window + pad - self._first : e - pad - self._first] for e in ends]
-        timbral = torch.stack(
-            [torch.cat([outputs[2 * i], inner[i], outputs[2 * i + 1]], dim=1) for i in range(len(ends))]
-        )  # (B, 408, window)
-        patches = torch.stack([x[0, :, :, e - window - start : e - start] for e in ends])  # (B, 1, F, window)
-        temporal = [block.folded(patches) for block in model.front[TIMBRAL_BLOCKS:]]
-        return model.back(torch.cat([timbral, *temporal], dim=1))
+        front = [self._block(i, x, start, ends) for i in range(len(model.front))]
+        return model.back(torch.cat(front, dim=1))  # (B, 561, window) -> (B, 200)
 
-    def _channels(self) -> int:
-        return sum(block.conv.out_channels for block in self.model.front[:TIMBRAL_BLOCKS])
+    def _block(self, i: int, x: torch.Tensor, start: int, ends: list[int]) -> torch.Tensor:
+        """Front-end block ``i``'s (B, C, window) features of the windows ending at ``ends``."""
+        block, window = self.model.front[i], self.window
+        pl, pr = block.time_pad
+        # The interior frames of every window asked for: the new ones computed, the rest kept.
+        first_needed, need_to = ends[0] - window + pl, ends[-1] - pr
+        features, first = self._features[i], self._first[i]
+        if features.shape[-1] == 0 or not first <= first_needed <= first + features.shape[-1]:
+            features, first = x.new_zeros((block.conv.out_channels, 0)), first_needed
+        else:  # drop what no window from here on needs
+            features, first = features[:, first_needed - first :], first_needed
+        have_to = first + features.shape[-1]
+        # The new interior frames, then each window's first pl and last pr frames with its zero
+        # padding.  A short kernel (timbral: 7 frames) takes them all in one call, joined along
+        # time (the outputs that straddle two pieces are dropped: pl + pr per join); a long one
+        # takes the new frames in one call and the edges in another, as a batch of equal lengths
+        # (a left edge padded with pr - pl zeros more, its last outputs dropped), where joining
+        # would waste pl + pr outputs per join, up to 127.
+        new = [x[..., have_to - pl - start : need_to + pr - start]] if need_to > have_to else []
+        lefts = [F.pad(x[..., e - window - start : e - window - start + pl + pr], (pl, 0)) for e in ends]
+        rights = [F.pad(x[..., e - pl - pr - start : e - start], (0, pr)) for e in ends]
+        if pl + pr <= JOIN_EDGES_UP_TO:
+            pieces = new + [piece for pair in zip(lefts, rights, strict=True) for piece in pair]
+            joined = block.folded(torch.cat(pieces, dim=-1), (0, 0))[0]
+            outputs, at = [], 0
+            for piece in pieces:
+                outputs.append(joined[:, at : at + piece.shape[-1] - pl - pr])
+                at += piece.shape[-1]
+            if new:
+                features = torch.cat([features, outputs.pop(0)], dim=1)
+            left_out, right_out = outputs[0::2], outputs[1::2]
+        else:
+            if new:
+                features = torch.cat([features, block.folded(new[0], (0, 0))[0]], dim=1)
+            lefts = [F.pad(piece, (0, pr - pl)) for piece in lefts]
+            edge_features = block.folded(torch.cat(lefts + rights), (0, 0))  # (2B, C, pr)
+            left_out = [f[:, :pl] for f in edge_features[: len(ends)]]
+            right_out = list(edge_features[len(ends) :])
+        self._features[i], self._first[i] = features, first
+        return torch.stack(
+            [
+                torch.cat([left, features[:, e - window + pl - first : e - pr - first], right], dim=1)
+                for left, right, e in zip(left_out, right_out, ends, strict=True)
+            ]
+        )
 
 
 # --- weights -------------------------------------------------------------------------------
