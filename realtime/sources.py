@@ -529,28 +529,35 @@ class FileSource(_ThreadSource):
 
     def _run(self, ring: RingBuffer) -> None:
         stop = self._stop_event
+        # Paced, the file is decoded a second at a time and written a block at a time: one
+        # decoder call per 10 ms block cost more than the decoding itself.
+        read_frames = self.sample_rate_hz if self.realtime else self.blocksize
         with sf.SoundFile(str(self.path)) as f:
-            buf = np.empty((self.blocksize, self.channels), dtype=np.float32)
+            buf = np.empty((max(read_frames, self.blocksize), self.channels), dtype=np.float32)
             start_s = time.perf_counter()
             start_wall_s = time.time()
             frames_written = 0
             while not stop.is_set():
-                block = f.read(self.blocksize, dtype="float32", always_2d=True, out=buf)
-                n = block.shape[0]
-                if n == 0:
+                chunk = f.read(read_frames, dtype="float32", always_2d=True, out=buf[:read_frames])
+                if chunk.shape[0] == 0:
                     break
-                if self.realtime:
-                    # Deadline from the start time and the frame count, not from the last
-                    # sleep, so oversleeping never accumulates into drift.
-                    delay_s = start_s + (frames_written + n) / self.sample_rate_hz - time.perf_counter()
-                    if delay_s > 0 and stop.wait(delay_s):
-                        break
-                    # Captured when it would have been played, even if written late (this process
-                    # was stalled): so latency counts from there, and the stall shows as lag.
-                    ring.write(block, capture_time=start_wall_s + (frames_written + n) / self.sample_rate_hz)
-                elif not _write_waiting(ring, block, stop):
-                    break
-                frames_written += n
+                for at in range(0, chunk.shape[0], self.blocksize):
+                    block = chunk[at : at + self.blocksize]
+                    n = block.shape[0]
+                    if self.realtime:
+                        # Deadline from the start time and the frame count, not from the last
+                        # sleep, so oversleeping never accumulates into drift.
+                        delay_s = start_s + (frames_written + n) / self.sample_rate_hz - time.perf_counter()
+                        if delay_s > 0 and stop.wait(delay_s):
+                            return
+                        # Captured when it would have been played, even if written late (this
+                        # process was stalled): so latency counts from there, and the stall shows as lag.
+                        ring.write(
+                            block, capture_time=start_wall_s + (frames_written + n) / self.sample_rate_hz
+                        )
+                    elif not _write_waiting(ring, block, stop):
+                        return
+                    frames_written += n
 
 
 _PCM_FORMATS = {
