@@ -178,14 +178,29 @@ class _FreqPooledConv(nn.Module):
         taken as the max of the convolution with its kernel negated.  ``time_pad`` overrides the
         layer's own (``StreamingEncoder`` asks for none: frames inside a window).
         """
-        scale, shift = _bn_affine(self.bn)
-        sign = torch.where(scale < 0, -1.0, 1.0).to(scale)  # (C,)
-        kernel = (self.conv.weight * sign[:, None, None, None]).transpose(2, 3)  # (C, 1, kF, kT)
+        kernel, sign, scale, shift = self._folded_parameters(_onednn_usable(x))
         peak = _conv_max_over_freq(
             F.pad(x, self.time_pad if time_pad is None else time_pad), kernel
         )  # (B, C, T)
         x = F.relu(peak * sign[:, None] + self.conv.bias[:, None])
         return x * scale[:, None] + shift[:, None]
+
+    def _folded_parameters(self, cache: bool) -> tuple[torch.Tensor, ...]:
+        """(kernel (C, 1, kF, kT), sign, scale, shift) of ``folded``; with ``cache`` (inference on
+        oneDNN), kept while the weights and statistics are the same tensors at the same version:
+        a streaming hop calls ``folded`` ten times on a few frames each, and rebuilding these
+        (the kernel's transposed copy above all) cost ~0.5 ms of the hop."""
+        tensors = (self.conv.weight, self.bn.weight, self.bn.bias, self.bn.running_mean, self.bn.running_var)
+        key = tuple((t.data_ptr(), t._version) for t in tensors)
+        if cache and getattr(self, "_folded_cache", (None,))[0] == key:
+            return self._folded_cache[1]
+        scale, shift = _bn_affine(self.bn)
+        sign = torch.where(scale < 0, -1.0, 1.0).to(scale)  # (C,)
+        kernel = (self.conv.weight * sign[:, None, None, None]).transpose(2, 3)  # (C, 1, kF, kT)
+        parameters = (kernel.contiguous(), sign, scale, shift)
+        if cache:
+            self._folded_cache = (key, parameters)
+        return parameters
 
 
 def _onednn_usable(x: torch.Tensor) -> bool:
@@ -317,8 +332,6 @@ class Musicnn(SegmentModel):
 
 
 TIMBRAL_BLOCKS = 2  # front[0] and front[1]: kernels 7 frames long, 84 % of the model's FLOPs
-# StreamingEncoder: a block that sees at most this many frames around an output joins its pieces.
-JOIN_EDGES_UP_TO = 6
 
 
 class StreamingEncoder:
@@ -356,11 +369,14 @@ class StreamingEncoder:
         if model.training:
             raise ValueError("the streaming encoder uses batch norm's running statistics: eval mode only")
         x = model.bn_input(frames[None, None])  # (1, 1, F, n): pointwise, so any slice of it is a window's
-        front = [self._block(i, x, start, ends) for i in range(len(model.front))]
-        return model.back(torch.cat(front, dim=1))  # (B, 561, window) -> (B, 200)
+        channels = [block.conv.out_channels for block in model.front]
+        front = x.new_empty((len(ends), sum(channels), self.window))
+        for i, out in enumerate(front.split(channels, dim=1)):
+            self._block(i, x, start, ends, out)
+        return model.back(front)  # (B, 561, window) -> (B, 200)
 
-    def _block(self, i: int, x: torch.Tensor, start: int, ends: list[int]) -> torch.Tensor:
-        """Front-end block ``i``'s (B, C, window) features of the windows ending at ``ends``."""
+    def _block(self, i: int, x: torch.Tensor, start: int, ends: list[int], out: torch.Tensor) -> None:
+        """Front-end block ``i``'s features of the windows ending at ``ends`` into ``out`` (B, C, window)."""
         block, window = self.model.front[i], self.window
         pl, pr = block.time_pad
         # The interior frames of every window asked for: the new ones computed, the rest kept.
@@ -371,39 +387,23 @@ class StreamingEncoder:
         else:  # drop what no window from here on needs
             features, first = features[:, first_needed - first :], first_needed
         have_to = first + features.shape[-1]
-        # The new interior frames, then each window's first pl and last pr frames with its zero
-        # padding.  A short kernel (timbral: 7 frames) takes them all in one call, joined along
-        # time (the outputs that straddle two pieces are dropped: pl + pr per join); a long one
-        # takes the new frames in one call and the edges in another, as a batch of equal lengths
-        # (a left edge padded with pr - pl zeros more, its last outputs dropped), where joining
-        # would waste pl + pr outputs per join, up to 127.
-        new = [x[..., have_to - pl - start : need_to + pr - start]] if need_to > have_to else []
-        lefts = [F.pad(x[..., e - window - start : e - window - start + pl + pr], (pl, 0)) for e in ends]
+        if need_to > have_to:
+            new = block.folded(x[..., have_to - pl - start : need_to + pr - start], (0, 0))[0]
+            features = torch.cat([features, new], dim=1)
+        # Each window's first pl and last pr frames, with its zero padding: one batch of equal
+        # lengths (a left edge padded with pr - pl zeros more, its last outputs dropped).  Joined
+        # along time with the new frames instead, in one call, the outputs that straddle two
+        # pieces (pl + pr per join) cost more than the call saves, even for the timbral blocks.
+        lefts = [
+            F.pad(x[..., e - window - start : e - window - start + pl + pr], (pl, pr - pl)) for e in ends
+        ]
         rights = [F.pad(x[..., e - pl - pr - start : e - start], (0, pr)) for e in ends]
-        if pl + pr <= JOIN_EDGES_UP_TO:
-            pieces = new + [piece for pair in zip(lefts, rights, strict=True) for piece in pair]
-            joined = block.folded(torch.cat(pieces, dim=-1), (0, 0))[0]
-            outputs, at = [], 0
-            for piece in pieces:
-                outputs.append(joined[:, at : at + piece.shape[-1] - pl - pr])
-                at += piece.shape[-1]
-            if new:
-                features = torch.cat([features, outputs.pop(0)], dim=1)
-            left_out, right_out = outputs[0::2], outputs[1::2]
-        else:
-            if new:
-                features = torch.cat([features, block.folded(new[0], (0, 0))[0]], dim=1)
-            lefts = [F.pad(piece, (0, pr - pl)) for piece in lefts]
-            edge_features = block.folded(torch.cat(lefts + rights), (0, 0))  # (2B, C, pr)
-            left_out = [f[:, :pl] for f in edge_features[: len(ends)]]
-            right_out = list(edge_features[len(ends) :])
+        edges = block.folded(torch.cat(lefts + rights), (0, 0))  # (2B, C, pr)
+        out[:, :, :pl] = edges[: len(ends), :, :pl]
+        out[:, :, window - pr :] = edges[len(ends) :]
+        for j, e in enumerate(ends):
+            out[j, :, pl : window - pr] = features[:, e - window + pl - first : e - pr - first]
         self._features[i], self._first[i] = features, first
-        return torch.stack(
-            [
-                torch.cat([left, features[:, e - window + pl - first : e - pr - first], right], dim=1)
-                for left, right, e in zip(left_out, right_out, ends, strict=True)
-            ]
-        )
 
 
 # --- weights -------------------------------------------------------------------------------

@@ -131,6 +131,27 @@ def test_folded_inference_is_the_same_function(weights):
     np.testing.assert_allclose(fast[:1].numpy(), one.detach().numpy(), atol=1e-5, rtol=1e-5)
 
 
+def test_the_folded_front_end_follows_weights_changed_in_place():
+    """``folded`` keeps its kernel between calls: a weight or statistic changed in place (a
+    training step, a state dict loaded) must be seen by the next call."""
+    model = models.build("musicnn-msd")
+    patch = 4.0 * torch.rand(1, 96, SEGMENT_FRAMES, generator=torch.Generator().manual_seed(2))
+
+    def check():
+        with torch.inference_mode():
+            np.testing.assert_allclose(
+                model.encode(patch).numpy(), model.encode(patch, folded=False).numpy(), atol=1e-5, rtol=1e-5
+            )
+
+    check()  # fills the cache
+    with torch.no_grad():
+        model.front[0].conv.weight.mul_(-0.5)  # in place: the same tensor at a new version
+        model.front[2].bn.running_var.add_(1.0)
+    check()
+    _shuffle_batch_norms(model)  # other tensors
+    check()
+
+
 @pytest.mark.parametrize("hop", [16, 62, 187, 250])
 def test_the_streaming_encoder_is_encode_of_each_window(shared_data, hop):
     """Windows cut from one real clip every ``hop`` frames (a quarter second, a second, one
