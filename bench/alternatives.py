@@ -14,8 +14,8 @@ publishing are the same whatever computed the probabilities, and are left out.
   window: what streaming the mel saves, apart from which library computes it.
 - ``streaming+torch``, **ours**: the engine's default path, ``realtime.analyzer.Analyzer`` with
   the torch backend: ``StreamingMel`` computes only the hop's new frames; the encoder runs on
-  the newest segment, musicnn's streaming encoder computing its timbral front end only for the
-  frames new since the last window, and the embedding is cached for the pooling.
+  the newest segment, musicnn's streaming encoder computing its front end only for the frames
+  new since the last window and the window's edges, and the embedding is cached for the pooling.
 - ``streaming+onnx``: the engine with ONNX Runtime (``OnnxRunner``).
 
 The pipelines take turns within each hop (the order rotates hop by hop), so a busy moment of
@@ -326,7 +326,8 @@ def summarise(model_name: str, hop_s: float, segment_s: float, times: list[Pipel
         "segment_s": round(segment_s, 4),
         "ours": f"{OURS}: the engine's default path (realtime.analyzer.Analyzer, torch backend): "
         "streaming nnAudio mel of the hop's new frames, the newest segment through the streaming "
-        "encoder (musicnn's timbral front end only for the new frames; embedding cached), pooling + heads",
+        "encoder (musicnn's front end only for the new frames and the window's edges; embedding cached), "
+        "pooling + heads",
         "timed": "one hop of audio in -> the hop's head probabilities out (mel, then model: patch, "
         "encoder, pooling, heads, sigmoid); smoothing and publishing are left out, the same for all",
         "ratio": "the pipeline's time / ours (above 1: slower than ours)",

@@ -51,6 +51,10 @@ class FeedConfig:
     )
 
 
+# A live source's audio is taken twice per window: this long before the window's audio is all
+# in (the resampling and mel of what came so far, off the lag's path) and when it is.
+EARLY_TAKE_S = 0.04
+
 # The stages ``process_ms`` reports, in the order a window's audio goes through them: pickup
 # (from the ring write that delivered it to the engine taking it), the pipeline's stages, and
 # the publish step (the feed, then handing it to the outputs).
@@ -235,11 +239,15 @@ class Engine:
             # status time; a file read as fast as it goes comes in seconds at a time (fewer calls).
             read_s = 0.25 if self.source.live else 4.0
             max_frames = max(1, int(self.source.sample_rate_hz * read_s))
+            early_frames = int(EARLY_TAKE_S * self.source.sample_rate_hz)
             while not stop.is_set():
-                # A live source's audio is taken once the next window's is in (see the wait below).
+                # A live source's audio is taken once the next window's is in, and once shortly
+                # before (EARLY_TAKE_S): see the wait below.  (Never more than half the ring,
+                # which a long hop could otherwise outgrow.)
                 live = self.source.live and not self.source.finished
-                # (Never more than half the ring, which a long hop could otherwise outgrow.)
                 wanted = min(self.pipeline.samples_wanted(), ring.capacity // 2) if live else 1
+                if wanted > early_frames:
+                    wanted -= early_frames
                 frames, _ = ring.read(max_frames if ring.available() >= wanted else 0)
                 if len(frames):
                     self.clock.mark(*ring.last_capture, ring.dropped_frames)
@@ -252,8 +260,9 @@ class Engine:
                     self._publish_status()
                     next_status = max(next_status + cfg.status_interval_s, now)
                 if not len(frames):
-                    # Woken by the write that completes the next window (no polling delay), not by
-                    # each block before it; the timeout keeps status, stop and the source's end going.
+                    # Woken by the write that completes the next window or comes EARLY_TAKE_S before
+                    # it (no polling delay), not by each block between; the timeout keeps status,
+                    # stop and the source's end going.
                     if live:
                         ring.wait(min(0.1, max(0.0, next_status - now)), wanted)
                     else:

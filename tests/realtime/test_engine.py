@@ -15,8 +15,8 @@ from realtime.sources import FileSource
 
 def test_a_paced_source_wakes_the_engine_per_window_not_per_block(music_clip):
     """A paced file writes a 10 ms block a hundred times a second; the engine takes the audio
-    once the next window's is in (a read or two per hop, and the status ticks), and each mood
-    still leaves as soon as its window's last block is written."""
+    when the next window's is in and once shortly before (two reads a hop, and the status
+    ticks), and each mood still leaves as soon as its window's last block is written."""
     model = models.build("musicnn-msd")
     source = FileSource(music_clip, realtime=True)
     moods: list[dict] = []
