@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import signal
 import sys
 import tempfile
@@ -80,6 +81,16 @@ def memory_kb(pid: int) -> dict[str, int] | None:
     }
 
 
+def cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) a process has used so far, from /proc/PID/stat (None once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, ...
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 @dataclass
 class Step:
     """The figures of N concurrent streams at one thread setting."""
@@ -129,6 +140,7 @@ def measure(
         begin = time.time() + settle_s
         end = begin + seconds
         next_sample = begin
+        cpu = {}  # "begin"/"end": (time.time(), each process's CPU seconds)
 
         def caught_up() -> bool:  # every stream published a window captured after the span
             return all(any(m["t_capture"] > end for _, m in sub.feeds[e].moods[-3:]) for e in endpoints)
@@ -139,6 +151,9 @@ def measure(
                 ended = next(p for p in procs if p.proc.poll() is not None)
                 raise RuntimeError(f"a listen process ended early: {ended.error() or 'end of clip'}")
             now = time.time()
+            for mark, at in (("begin", begin), ("end", end)):
+                if mark not in cpu and now >= at:
+                    cpu[mark] = (now, [cpu_s(p.pid) for p in procs])
             if next_sample <= now < end:
                 sample = [memory_kb(p.pid) for p in procs]
                 if all(sample):
@@ -154,7 +169,12 @@ def measure(
         bad = next(p for p, c in zip(procs, codes, strict=True) if c)
         raise RuntimeError(f"a listen process exited with an error: {bad.error()}")
     per_stream = [lag_figures(sub.feeds[e], lambda r, m: begin <= m["t_capture"] <= end) for e in endpoints]
-    return Step(n, listen.get("threads"), layout, summarize(per_stream, samples, n))
+    figures = summarize(per_stream, samples, n)
+    if len(cpu) == 2 and all(c is not None for mark in cpu.values() for c in mark[1]):
+        (t0, before), (t1, after) = cpu["begin"], cpu["end"]
+        cores = (sum(after) - sum(before)) / (t1 - t0)  # CPU seconds per second, all processes
+        figures["cpu"] = {"cores_total": round(cores, 3), "per_stream_pct": round(100.0 * cores / n, 1)}
+    return Step(n, listen.get("threads"), layout, figures)
 
 
 def summarize(per_stream: list[dict], samples: list[list[dict]], n: int) -> dict:
@@ -281,7 +301,7 @@ def table(series: dict[str, list[Step]]) -> str:
     header = (
         f"{'layout':<9} {'thr':>7} {'N':>3} {'lag p50':>8} {'lag p99':>8} {'worst p99':>9} {'proc p50':>8} "
         f"{'proc p99':>8} {'drift/min':>9} {'missed':>6} {'dropped':>7} {'PSS MiB':>7} {'RSS/proc':>8} "
-        f"{'USS/proc':>8}  sustained"
+        f"{'USS/proc':>8} {'CPU/str':>7}  sustained"
     )
     lines = [header, "-" * len(header)]
     for steps in series.values():
@@ -297,7 +317,8 @@ def table(series: dict[str, list[Step]]) -> str:
                 f"{_num(f['lag_ms']['p99']):>8.1f} {_num(f['worst_stream_lag_p99_ms']):>9.1f} "
                 f"{_num(f['process_ms']['p50']):>8.1f} {_num(f['process_ms']['p99']):>8.1f} {_num(drift):>9.1f} "
                 f"{f['missed']:>6} {f['dropped_samples']:>7} {mem.get('pss_total_mib', math.nan):>7.0f} "
-                f"{mem.get('rss_per_process_mib', math.nan):>8.0f} {mem.get('uss_per_process_mib', math.nan):>8.0f}  "
+                f"{mem.get('rss_per_process_mib', math.nan):>8.0f} {mem.get('uss_per_process_mib', math.nan):>8.0f} "
+                f"{f.get('cpu', {}).get('per_stream_pct', math.nan):>6.1f}%  "
                 f"{'yes' if s.sustained else 'no: ' + ', '.join(f['why_not'])}"
             )
     return "\n".join(lines)
@@ -349,7 +370,9 @@ def host_main(argv: list[str]) -> int:
     engine runs in its own thread.  SIGTERM stops them all.
     """
     if len(argv) < 4 or argv[0] != "--host" or argv[1] != "--endpoints" or argv[3] != "--":
-        print("usage: python -m bench.scale --host --endpoints E1,E2,... -- [listen options]", file=sys.stderr)
+        print(
+            "usage: python -m bench.scale --host --endpoints E1,E2,... -- [listen options]", file=sys.stderr
+        )
         return 2
     from realtime import listen
     from realtime.options import build_members
@@ -564,7 +587,10 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         f"{m['cpu']}, {m['cores']} threads, torch {m['torch']}, onnxruntime {m['onnxruntime']}, GPU {m['gpu']}"
     )
     print(f"{args.model} {args.backend} on {args.compute}; {args.seconds:g} s measured per N; {described}")
-    print("per N concurrent streams: lag (receipt - t_capture) and processing per hop, ms; memory, MiB")
+    print(
+        "per N concurrent streams: lag (receipt - t_capture) and processing per hop, ms; memory, MiB;"
+        " CPU per stream, % of one core"
+    )
     print(report["table"])
     print()
     for label, s in summary.items():

@@ -31,6 +31,9 @@ def check_step(r: dict, layout: str, streams: int) -> None:
     assert memory["processes"] == (streams if layout == "processes" else 1)
     assert 0 < memory["uss_per_process_mib"] <= memory["pss_per_process_mib"] <= memory["rss_per_process_mib"]
     assert isinstance(r["sustained"], bool) and (r["sustained"] or r["why_not"])
+    # CPU over the measured span from /proc: a paced stream at one torch thread uses some, at most a
+    # core and its helper threads' share.
+    assert 0 < r["cpu"]["per_stream_pct"] <= 150 and r["cpu"]["cores_total"] > 0
 
 
 def test_processes_write_table_json_and_png(tmp_path, shared_data):
@@ -40,7 +43,7 @@ def test_processes_write_table_json_and_png(tmp_path, shared_data):
         "--json", str(out), "--plot", str(png),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "USS/proc" in proc.stdout and "processes, threads 1: sustains" in proc.stdout
+    assert "USS/proc" in proc.stdout and "CPU/str" in proc.stdout and "processes, threads 1: sustains" in proc.stdout
     report = json.loads(out.read_text())
     assert {"machine", "date", "command", "model", "clip", "seconds", "summary", "results", "table"} <= set(
         report
