@@ -43,8 +43,8 @@ class StreamingMel:
 
         Frames are computed once at least ``min_frames`` of them are complete (the rest stay
         buffered until then): a live source's 10 ms blocks complete a frame or none, and each
-        call into the mel costs ~1 ms of fixed overhead whatever it computes, so the engine asks
-        for the frames of its next window at once.
+        call into the mel costs ~1 ms of fixed overhead whatever it computes, so the pipeline
+        asks for a batch (``MEL_BATCH_FRAMES``, or what its next window still needs).
         """
         samples = np.asarray(samples, dtype=np.float32)
         self.samples_in += samples.size
