@@ -242,10 +242,11 @@ class Engine:
             early_frames = int(EARLY_TAKE_S * self.source.sample_rate_hz)
             while not stop.is_set():
                 # A live source's audio is taken once the next window's is in, and once shortly
-                # before (EARLY_TAKE_S): see the wait below.  (Never more than half the ring,
-                # which a long hop could otherwise outgrow.)
+                # before (EARLY_TAKE_S): see the wait below.  Never more than a read's worth at a
+                # time: the first window's 3 s, or a 1 s hop, come a quarter second at a time, so
+                # their resampling and mel are done as the audio comes, not all after its end.
                 live = self.source.live and not self.source.finished
-                wanted = min(self.pipeline.samples_wanted(), ring.capacity // 2) if live else 1
+                wanted = min(self.pipeline.samples_wanted(), max_frames) if live else 1
                 if wanted > early_frames:
                     wanted -= early_frames
                 frames, _ = ring.read(max_frames if ring.available() >= wanted else 0)
