@@ -72,8 +72,9 @@ class SegmentModel(nn.Module):
 
     def streaming_encoder(self):
         """An object whose ``encode(frames, start, ends)`` equals ``encode`` of the windows cut
-        from one stream, sharing work between overlapping windows; None (the default): the
-        engine encodes each window whole.  Eval mode only."""
+        from one stream, sharing work between overlapping windows, and whose ``prepare(frames,
+        start, end)`` does the next window's work its frames so far allow; None (the default):
+        the engine encodes each window whole.  Eval mode only."""
         return None
 
     def pool(self, embeddings: torch.Tensor) -> torch.Tensor:

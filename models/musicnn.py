@@ -352,6 +352,8 @@ class StreamingEncoder:
     One instance per stream: ``encode(frames, start, ends)`` takes the (n_mels, n) frames kept
     by the caller, the stream index of their first one, and the stream indices one past each
     window's last frame (ascending; windows may overlap, none may reach back before ``start``).
+    ``prepare(frames, start, end)`` may come between, as frames arrive: the next window's work
+    that needs none of its missing frames, done ahead (a live loop's lag then holds the rest).
     """
 
     def __init__(self, model: Musicnn):
@@ -363,6 +365,8 @@ class StreamingEncoder:
         # Per block: features (C, n) of stream frames first .. first + n, and that first index.
         self._features = [torch.zeros(0) for _ in model.front]
         self._first = [0] * len(model.front)
+        # Per block: (end, (C, pl) features) of the left edge ``prepare`` computed for a window.
+        self._left: list[tuple[int | None, torch.Tensor | None]] = [(None, None)] * len(model.front)
 
     def encode(self, frames: torch.Tensor, start: int, ends: list[int]) -> torch.Tensor:
         model = self.model
@@ -375,35 +379,91 @@ class StreamingEncoder:
             self._block(i, x, start, ends, out)
         return model.back(front)  # (B, 561, window) -> (B, 200)
 
-    def _block(self, i: int, x: torch.Tensor, start: int, ends: list[int], out: torch.Tensor) -> None:
-        """Front-end block ``i``'s features of the windows ending at ``ends`` into ``out`` (B, C, window)."""
-        block, window = self.model.front[i], self.window
+    def prepare(self, frames: torch.Tensor, start: int, end: int) -> None:
+        """Ahead of the window ending at ``end``, whose frames are not all in: what of its front end
+        the frames kept so far allow (its left edges, the interior frames already complete), so
+        that ``encode`` of that window, once its last frame is in, has only the rest to do.
+
+        The same work, done earlier: a live loop calls this at its early take, and the window's
+        lag then holds its right edges, a few frames of interior and the mid and back end.
+        """
+        if self.model.training:
+            raise ValueError("the streaming encoder uses batch norm's running statistics: eval mode only")
+        x = self.model.bn_input(frames[None, None])
+        available = start + frames.shape[-1]
+        for i, block in enumerate(self.model.front):
+            pl, pr = block.time_pad
+            first_needed = end - self.window + pl
+            self._interior(i, x, start, first_needed, min(end - pr, available - pr))
+            if self._left[i][0] != end and available >= end - self.window + pl + pr:
+                self._left[i] = (end, block.folded(self._left_input(x, start, end, i), (0, 0))[0, :, :pl])
+
+    def _interior(
+        self,
+        i: int,
+        x: torch.Tensor,
+        start: int,
+        first_needed: int,
+        to: int,
+        right_edge: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, int]:
+        """Block ``i``'s kept features from stream frame ``first_needed``, computed up to ``to`` if
+        they end before: (features (C, n), index of their first frame).  With ``right_edge`` (C,
+        pr), ``to`` is a window's last interior frame and its right edge is written there: the
+        frames still missing and the edge are one piece that ends at the window's end, one call."""
+        block = self.model.front[i]
         pl, pr = block.time_pad
-        # The interior frames of every window asked for: the new ones computed, the rest kept.
-        first_needed, need_to = ends[0] - window + pl, ends[-1] - pr
         features, first = self._features[i], self._first[i]
         if features.shape[-1] == 0 or not first <= first_needed <= first + features.shape[-1]:
             features, first = x.new_zeros((block.conv.out_channels, 0)), first_needed
         else:  # drop what no window from here on needs
             features, first = features[:, first_needed - first :], first_needed
         have_to = first + features.shape[-1]
-        if need_to > have_to:
-            new = block.folded(x[..., have_to - pl - start : need_to + pr - start], (0, 0))[0]
+        if to > have_to:
+            piece = x[..., have_to - pl - start : to + pr - start]
+            new = block.folded(piece if right_edge is None else F.pad(piece, (0, pr)), (0, 0))[0]
+            if right_edge is not None:
+                right_edge.copy_(new[:, to - have_to :])
+                new = new[:, : to - have_to]
             features = torch.cat([features, new], dim=1)
+        self._features[i], self._first[i] = features, first
+        return features, first
+
+    def _left_input(self, x: torch.Tensor, start: int, end: int, i: int) -> torch.Tensor:
+        """The frames of block ``i``'s left edge of the window ending at ``end``, zero-padded so that
+        they batch with its right edges (pr - pl zeros more; the last outputs are dropped)."""
+        pl, pr = self.model.front[i].time_pad
+        first = end - self.window - start
+        return F.pad(x[..., first : first + pl + pr], (pl, pr - pl))
+
+    def _block(self, i: int, x: torch.Tensor, start: int, ends: list[int], out: torch.Tensor) -> None:
+        """Front-end block ``i``'s features of the windows ending at ``ends`` into ``out`` (B, C, window)."""
+        block, window = self.model.front[i], self.window
+        pl, pr = block.time_pad
+        prepared_end, prepared = self._left[i]
+        first_needed, need_to = ends[0] - window + pl, ends[-1] - pr
+        if ends == [prepared_end] and need_to > self._first[i] + self._features[i].shape[-1]:
+            # The one window a live loop asks for, prepared ahead: its left edge is in, and the
+            # interior frames still missing and the right edge take one call.
+            features, first = self._interior(i, x, start, first_needed, need_to, out[0, :, window - pr :])
+            out[0, :, :pl] = prepared
+            out[0, :, pl : window - pr] = features[:, first_needed - first : need_to - first]
+            return
+        # The interior frames of every window asked for: the new ones computed, the rest kept.
+        features, first = self._interior(i, x, start, first_needed, need_to)
         # Each window's first pl and last pr frames, with its zero padding: one batch of equal
-        # lengths (a left edge padded with pr - pl zeros more, its last outputs dropped).  Joined
-        # along time with the new frames instead, in one call, the outputs that straddle two
-        # pieces (pl + pr per join) cost more than the call saves, even for the timbral blocks.
-        lefts = [
-            F.pad(x[..., e - window - start : e - window - start + pl + pr], (pl, pr - pl)) for e in ends
-        ]
+        # lengths (a left edge prepared ahead is not computed again).  Joined along time with the
+        # new frames instead, in one call, the outputs that straddle two pieces (pl + pr per join)
+        # cost more than the call saves, even for the timbral blocks.
+        todo = [e for e in ends if e != prepared_end]
+        lefts = [self._left_input(x, start, e, i) for e in todo]
         rights = [F.pad(x[..., e - pl - pr - start : e - start], (0, pr)) for e in ends]
-        edges = block.folded(torch.cat(lefts + rights), (0, 0))  # (2B, C, pr)
-        out[:, :, :pl] = edges[: len(ends), :, :pl]
-        out[:, :, window - pr :] = edges[len(ends) :]
+        edges = block.folded(torch.cat(lefts + rights), (0, 0))  # (len(todo) + B, C, pr)
+        for j, e in enumerate(ends):
+            out[j, :, :pl] = prepared if e == prepared_end else edges[todo.index(e), :, :pl]
+        out[:, :, window - pr :] = edges[len(todo) :]
         for j, e in enumerate(ends):
             out[j, :, pl : window - pr] = features[:, e - window + pl - first : e - pr - first]
-        self._features[i], self._first[i] = features, first
 
 
 # --- weights -------------------------------------------------------------------------------

@@ -47,7 +47,9 @@ class JoinedEncoder(SegmentModel):
         first = next(iter(parts.values()))
         for name, part in parts.items():
             if part.frontend != first.frontend or part.segment_frames != first.segment_frames:
-                raise ValueError(f"cannot join {' + '.join(parts)}: {name} cuts other windows (another frontend)")
+                raise ValueError(
+                    f"cannot join {' + '.join(parts)}: {name} cuts other windows (another frontend)"
+                )
         self.names = tuple(parts)
         self.parts = nn.ModuleList(parts.values())
         self.frontend = first.frontend
@@ -76,6 +78,10 @@ class _JoinedStream:
 
     def encode(self, frames: torch.Tensor, start: int, ends: list[int]) -> torch.Tensor:
         return torch.cat([s.encode(frames, start, ends) for s in self.streams], dim=1)
+
+    def prepare(self, frames: torch.Tensor, start: int, end: int) -> None:
+        for s in self.streams:
+            s.prepare(frames, start, end)
 
 
 class SegmentAttention(SegmentModel):

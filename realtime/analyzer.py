@@ -216,7 +216,17 @@ class Consumer:
         while self._next_end <= available_end:
             ends.append(self._next_end)
             self._next_end += self.hop_frames
-        windows = self._run(ends) if ends else []
+        if ends:
+            windows = self._run(ends)
+        else:
+            windows = []
+            if new_frames.shape[1] and self._stream is not None:
+                # The next window is not complete: do what of it the frames allow now (a live
+                # loop's early take), so that its lag holds only the rest.
+                t0 = time.perf_counter()
+                with torch.inference_mode():
+                    self._stream.prepare(self._frames, self._start, self._next_end)
+                self._spent_ms["encoder"] += (time.perf_counter() - t0) * 1000.0
         # Keep only what the next window needs.  With a hop longer than a segment the next
         # window may start past the frames received so far: drop those, and the rest as it comes.
         keep_from = min(self._next_end - self.segment_frames, available_end)

@@ -155,8 +155,10 @@ def test_the_folded_front_end_follows_weights_changed_in_place():
 @pytest.mark.parametrize("hop", [16, 62, 187, 250])
 def test_the_streaming_encoder_is_encode_of_each_window(shared_data, hop):
     """Windows cut from one real clip every ``hop`` frames (a quarter second, a second, one
-    segment, past a segment), one or several at a time: the streaming encoder gives ``encode``'s
-    numbers, with the published weights and with batch norms that take the min over frequency."""
+    segment, past a segment), one or several at a time, with the next window prepared ahead from
+    part of its frames (as the live loop's early take does) or not: the streaming encoder gives
+    ``encode``'s numbers, with the published weights and with batch norms that take the min over
+    frequency."""
     audio, _ = sf.read(shared_data / "4q/audio/Q3/MT0000044741.ogg", dtype="float32")
     for weights in ("published", "shuffled batch norms"):
         model = models.build("musicnn-msd")
@@ -173,6 +175,12 @@ def test_the_streaming_encoder_is_encode_of_each_window(shared_data, hop):
             while i < len(ends):
                 batch = ends[i : i + 1 + (i % 3 == 2)]
                 start = max(0, batch[0] - SEGMENT_FRAMES - 5)
+                # Prepared ahead with its last 1, 3, 9 or 70 frames missing (70: before the
+                # temporal blocks' interior is in), twice over, or not at all.
+                missing = (1, 3, 9, 70, None)[i % 5]
+                if missing is not None:
+                    for _ in range(1 + (i % 2)):
+                        stream.prepare(mel[:, start : batch[0] - missing], start, batch[0])
                 got.append(stream.encode(mel[:, start : batch[-1]], start, batch))
                 i += len(batch)
         np.testing.assert_allclose(torch.cat(got).numpy(), whole.numpy(), atol=2e-5, rtol=1e-5)
