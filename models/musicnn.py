@@ -239,6 +239,10 @@ class _MidConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn(F.relu(self.conv(x)))
 
+    def part(self, x: torch.Tensor, pad: tuple[int, int]) -> torch.Tensor:
+        """``forward`` of a piece of a window: zero padding ``pad`` (before, after) instead of 3 and 3."""
+        return self.bn(F.relu(F.conv1d(F.pad(x, pad), self.conv.weight, self.conv.bias)))
+
 
 def _same_pad(kernel: int) -> tuple[int, int]:
     """TensorFlow's 'same' padding for stride 1: the odd sample goes after."""
@@ -310,12 +314,33 @@ class Musicnn(SegmentModel):
         """The mid and back end: the front end's (B, 561, T) features -> (B, 200)."""
         return self.pool_features(self.mid_features(front))
 
-    def mid_features(self, front: torch.Tensor) -> torch.Tensor:
-        """The mid end: the front end's (B, 561, T) features -> with the mid end's, (B, 753, T)."""
-        m1 = self.mid[0](front)
-        m2 = self.mid[1](m1) + m1
-        m3 = self.mid[2](m2) + m2
-        return torch.cat([front, m1, m2, m3], dim=1)
+    def mid_features(self, front: torch.Tensor, head: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """The mid end: the front end's (B, 561, T) features -> with the mid end's, (B, 753, T).
+        ``head``: ``mid_head``'s layers of the window's first frames, computed before the rest of
+        its front end was known; only the rest is computed."""
+        layers, x = [], front
+        for j, layer in enumerate(self.mid):
+            done = 0 if head is None else head[j].shape[-1]
+            y = layer(x) if done == 0 else layer.part(x[..., done - 3 :], (0, 3))
+            if j:  # residual
+                y = y + x[..., done:]
+            x = y if done == 0 else torch.cat([head[j], y], dim=-1)
+            layers.append(x)
+        return torch.cat([front, *layers], dim=1)
+
+    def mid_head(self, front: torch.Tensor, head: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """The mid end's layers of a window's first frames, whose front end ``front`` (B, 561, n)
+        is known before the rest: each layer's outputs that need no later frame (3 fewer per
+        layer: n - 3, n - 6, n - 9).  ``head``: those of fewer first frames, extended."""
+        layers, x = [], front
+        for j, layer in enumerate(self.mid):
+            done = 0 if head is None else head[j].shape[-1]
+            y = layer.part(x[..., max(done - 3, 0) :], (3 if done == 0 else 0, 0))
+            if j:
+                y = y + x[..., done : done + y.shape[-1]]
+            x = y if head is None else torch.cat([head[j], y], dim=-1)
+            layers.append(x)
+        return layers
 
     def pool_features(self, features: torch.Tensor) -> torch.Tensor:
         """The back end: (B, 753, T) features pooled over time -> (B, 200)."""
@@ -331,6 +356,7 @@ class Musicnn(SegmentModel):
         return StreamingEncoder(self)
 
 
+MID_REACH = 9  # frames: the mid end's three 7-frame convolutions see 3 each side, 9 in all
 TIMBRAL_BLOCKS = 2  # front[0] and front[1]: kernels 7 frames long, 84 % of the model's FLOPs
 
 
@@ -367,6 +393,8 @@ class StreamingEncoder:
         self._first = [0] * len(model.front)
         # Per block: (end, (C, pl) features) of the left edge ``prepare`` computed for a window.
         self._left: list[tuple[int | None, torch.Tensor | None]] = [(None, None)] * len(model.front)
+        # (end, mid_head's layers) of the window ``prepare`` computed them for.
+        self._head: tuple[int | None, list[torch.Tensor] | None] = (None, None)
 
     def encode(self, frames: torch.Tensor, start: int, ends: list[int]) -> torch.Tensor:
         model = self.model
@@ -377,6 +405,9 @@ class StreamingEncoder:
         front = x.new_empty((len(ends), sum(channels), self.window))
         for i, out in enumerate(front.split(channels, dim=1)):
             self._block(i, x, start, ends, out)
+        head_end, head = self._head
+        if ends == [head_end]:  # prepared: the mid end of its first frames is done
+            return model.pool_features(model.mid_features(front, head))
         return model.back(front)  # (B, 561, window) -> (B, 200)
 
     def prepare(self, frames: torch.Tensor, start: int, end: int) -> None:
@@ -397,6 +428,20 @@ class StreamingEncoder:
             self._interior(i, x, start, first_needed, min(end - pr, available - pr))
             if self._left[i][0] != end and available >= end - self.window + pl + pr:
                 self._left[i] = (end, block.folded(self._left_input(x, start, end, i), (0, 0))[0, :, :pl])
+        # The window's first frames whose front end is complete in every block (left edge and
+        # interior): the mid end of those, as far as it needs no later frame.
+        known = min(
+            self._first[i] + self._features[i].shape[-1] - (end - self.window)
+            if self._left[i][0] == end
+            else 0
+            for i in range(len(self.model.front))
+        )
+        head_end, head = self._head
+        if head_end != end:
+            head = None
+        if known > MID_REACH + (0 if head is None else head[0].shape[-1] + 3):
+            front = torch.cat([self._front_of(i, end, known) for i in range(len(self.model.front))])
+            self._head = (end, self.model.mid_head(front[None], head))
 
     def _interior(
         self,
@@ -428,6 +473,15 @@ class StreamingEncoder:
             features = torch.cat([features, new], dim=1)
         self._features[i], self._first[i] = features, first
         return features, first
+
+    def _front_of(self, i: int, end: int, n: int) -> torch.Tensor:
+        """Block ``i``'s prepared features of the first ``n`` frames of the window ending at ``end``."""
+        pl = self.model.front[i].time_pad[0]
+        features, first = self._features[i], self._first[i]
+        window_start = end - self.window
+        return torch.cat(
+            [self._left[i][1], features[:, window_start + pl - first : window_start + n - first]], dim=1
+        )
 
     def _left_input(self, x: torch.Tensor, start: int, end: int, i: int) -> torch.Tensor:
         """The frames of block ``i``'s left edge of the window ending at ``end``, zero-padded so that
