@@ -54,7 +54,8 @@ def test_any_encoder_and_clear_errors():
 
 def test_two_encoders_joined_side_by_side():
     """encoder="musicnn-msd+musicnn-mtt": both embeddings of each window, concatenated (whole
-    windows and the streaming encoder alike); the feed's MSD tags come from the first encoder."""
+    windows and the streaming encoder alike, prepared ahead or not); the feed's MSD tags come
+    from the first encoder."""
     joined = models.build("segment-attention", encoder="musicnn-msd+musicnn-mtt").eval()
     msd, mtt = models.build("musicnn-msd").eval(), models.build("musicnn-mtt").eval()
     assert joined.embedding_dim == 400 and joined.embedding_cache_key == "musicnn-msd+musicnn-mtt"
@@ -66,6 +67,12 @@ def test_two_encoders_joined_side_by_side():
         torch.testing.assert_close(whole, torch.cat([msd.encode(patches), mtt.encode(patches)], dim=1))
         streamed = joined.streaming_encoder().encode(frames, 0, [187, 249])
         torch.testing.assert_close(streamed, whole, atol=1e-4, rtol=0)
+        stream = joined.streaming_encoder()  # the next window prepared ahead, as a live loop does
+        prepared = []
+        for end in (187, 249):
+            stream.prepare(frames[:, : end - 3], 0, end)
+            prepared.append(stream.encode(frames[:, :end], 0, [end]))
+        torch.testing.assert_close(torch.cat(prepared), whole, atol=1e-4, rtol=0)
         torch.testing.assert_close(joined.predict(whole)["tags"], msd.predict(whole[:, :200])["tags"])
     with pytest.raises(ValueError, match="cannot join musicnn-msd \\+ va-cnn"):
         models.build("segment-attention", encoder="musicnn-msd+va-cnn")
