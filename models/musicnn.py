@@ -429,7 +429,8 @@ class StreamingEncoder:
             if self._left[i][0] != end and available >= end - self.window + pl + pr:
                 self._left[i] = (end, block.folded(self._left_input(x, start, end, i), (0, 0))[0, :, :pl])
         # The window's first frames whose front end is complete in every block (left edge and
-        # interior): the mid end of those, as far as it needs no later frame.
+        # interior; 0 until every left edge is in, then at least the widest one): the mid end
+        # of those, as far as it needs no later frame.
         known = min(
             self._first[i] + self._features[i].shape[-1] - (end - self.window)
             if self._left[i][0] == end
