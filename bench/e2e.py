@@ -282,7 +282,7 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--compute", choices=("cpu", "cuda"), default="cpu", help="where listen runs the model (cpu)"
     )
-    p.add_argument("--threads", type=int, metavar="N", help="listen --threads (default: the library's)")
+    p.add_argument("--threads", type=int, metavar="N", help="listen --threads (default: listen's, 1)")
     p.add_argument("--reaction", choices=tuple(REACTIONS), help="listen --reaction (its default)")
     p.add_argument(
         "--period",

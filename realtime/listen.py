@@ -33,6 +33,10 @@ import threading
 # so a wrong --device, --file or port is said within a second.
 from realtime.feed import DEFAULT_ENDPOINT, endpoint
 from realtime.options import add_model_options, check_model_names, check_model_options, number
+
+# One thread: a live hop is many small calls that a second thread barely shortens; the lag came
+# out lower and steadier with one (bench/RESULTS.md, end to end), and the other cores stay free.
+LIVE_THREADS = (1, "the lowest, steadiest lag; the other cores stay free for the show's other software")
 from realtime.outputs import MapError, OutputError, add_output_options, check_output_options
 from realtime.publisher import Publisher, PublisherError
 from realtime.sources import SourceError, list_devices, make_source
@@ -85,7 +89,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "the reason) instead of being reopened with backoff (1, 2, 4 ... 30 s; status says "
         "reconnecting, moods pause and resume by themselves)",
     )
-    add_model_options(parser, smooth_default=2.0, reactions=True)
+    add_model_options(parser, smooth_default=2.0, reactions=True, threads=LIVE_THREADS)
     out = parser.add_argument_group("feed")
     out.add_argument(
         "--pub",

@@ -92,9 +92,15 @@ def number(low: float | None = None, high: float | None = None, kind: type = flo
     return parse
 
 
-def add_model_options(parser: argparse.ArgumentParser, smooth_default: float, reactions: bool = False) -> None:
+def add_model_options(
+    parser: argparse.ArgumentParser,
+    smooth_default: float,
+    reactions: bool = False,
+    threads: tuple[int, str] | None = None,
+) -> None:
     """``reactions``: --reaction presets set the hop, smoothing and dwell unless those are given
-    (listen); else --hop 1, --smooth ``smooth_default`` and --dwell 4 (analyze)."""
+    (listen); else --hop 1, --smooth ``smooth_default`` and --dwell 4 (analyze).  ``threads``:
+    --threads' default and why, for --help (None: the library's)."""
     g = parser.add_argument_group("model and windows")
     if reactions:
         g.add_argument(
@@ -199,9 +205,10 @@ def add_model_options(parser: argparse.ArgumentParser, smooth_default: float, re
     g.add_argument(
         "--threads",
         type=number(1, 1024, kind=int, what="the thread count"),
-        default=None,
+        default=None if threads is None else threads[0],
         metavar="N",
-        help="CPU threads for torch / ONNX Runtime (default: the library's)",
+        help="CPU threads for torch / ONNX Runtime (default: "
+        + ("the library's)" if threads is None else f"{threads[0]}: {threads[1]})"),
     )
 
 

@@ -534,6 +534,17 @@ def test_listen_makes_openmp_threads_wait_passively_unless_told_otherwise():
     assert out.stdout.split() == ["False", "ACTIVE"], out.stderr  # the user's own setting wins
 
 
+def test_listen_runs_on_one_thread_unless_told_otherwise(music_clip):
+    """A live hop is many small calls: one thread gave the lower, steadier lag (bench/RESULTS.md).
+    analyze, a file as fast as it goes, keeps the library's default."""
+    import realtime.analyze
+    import realtime.listen
+
+    assert realtime.listen.parse_args(["--file", str(music_clip)]).threads == 1
+    assert realtime.listen.parse_args(["--file", str(music_clip), "--threads", "2"]).threads == 2
+    assert realtime.analyze.parse_args([str(music_clip)]).threads is None
+
+
 WITHOUT_PORTAUDIO = """
 import ctypes.util, sys
 ctypes.util.find_library = lambda name: None  # as on a machine without libportaudio2
