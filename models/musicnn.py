@@ -178,10 +178,23 @@ class _FreqPooledConv(nn.Module):
         taken as the max of the convolution with its kernel negated.  ``time_pad`` overrides the
         layer's own (``StreamingEncoder`` asks for none: frames inside a window).
         """
-        kernel, sign, scale, shift = self._folded_parameters(_onednn_usable(x))
+        kernel = self._folded_parameters(_onednn_usable(x))[0]
         peak = _conv_max_over_freq(
             F.pad(x, self.time_pad if time_pad is None else time_pad), kernel
         )  # (B, C, T)
+        return self.finish(peak)
+
+    def raw(self, x: torch.Tensor) -> torch.Tensor:
+        """``folded``'s convolution alone, before the max over frequency: (B, 1, F, T) -> (B, C, F', T')
+        (no padding; its kernel's sign folded in, no bias)."""
+        kernel = self._folded_parameters(_onednn_usable(x))[0]
+        if _onednn_usable(x):
+            return torch.mkldnn_convolution(x.to_mkldnn(), kernel, None, [0, 0], [1, 1], [1, 1], 1).to_dense()
+        return F.conv2d(x, kernel)
+
+    def finish(self, peak: torch.Tensor) -> torch.Tensor:
+        """``folded``'s end: the convolution's max over frequency (..., C, T) -> the block's features."""
+        _, sign, scale, shift = self._folded_parameters(_onednn_usable(peak))
         x = F.relu(peak * sign[:, None] + self.conv.bias[:, None])
         return x * scale[:, None] + shift[:, None]
 
@@ -357,6 +370,9 @@ class Musicnn(SegmentModel):
 
 
 MID_REACH = 9  # frames: the mid end's three 7-frame convolutions see 3 each side, 9 in all
+# A window's tail (its last frames' features, which its missing frames reach) is summed ahead
+# from the frames it has when at most this many are missing (a live loop's early take: ~3).
+TAIL_MISSING_MAX = 8
 TIMBRAL_BLOCKS = 2  # front[0] and front[1]: kernels 7 frames long, 84 % of the model's FLOPs
 
 
@@ -395,6 +411,11 @@ class StreamingEncoder:
         self._left: list[tuple[int | None, torch.Tensor | None]] = [(None, None)] * len(model.front)
         # (end, mid_head's layers) of the window ``prepare`` computed them for.
         self._head: tuple[int | None, list[torch.Tensor] | None] = (None, None)
+        # Per block: (end, frames available, raw sums (C, F', missing + pr)) of ``_prepare_tail``.
+        self._tail: list[tuple[int | None, int | None, torch.Tensor | None]] = [(None, None, None)] * len(
+            model.front
+        )
+        self._tail_weights: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def encode(self, frames: torch.Tensor, start: int, ends: list[int]) -> torch.Tensor:
         model = self.model
@@ -428,6 +449,8 @@ class StreamingEncoder:
             self._interior(i, x, start, first_needed, min(end - pr, available - pr))
             if self._left[i][0] != end and available >= end - self.window + pl + pr:
                 self._left[i] = (end, block.folded(self._left_input(x, start, end, i), (0, 0))[0, :, :pl])
+            if self._left[i][0] == end:
+                self._prepare_tail(i, x, start, end, available)
         # The window's first frames whose front end is complete in every block (left edge and
         # interior; 0 until every left edge is in, then at least the widest one): the mid end
         # of those, as far as it needs no later frame.
@@ -475,6 +498,57 @@ class StreamingEncoder:
         self._features[i], self._first[i] = features, first
         return features, first
 
+    def _prepare_tail(self, i: int, x: torch.Tensor, start: int, end: int, available: int) -> None:
+        """Block ``i``'s convolution, before the max over frequency, of the window's last outputs
+        that its ``end - available`` missing frames reach (the interior ones still to come and
+        the right edge), summed over the frames it has: the missing frames' share is added by
+        ``_finish_tail`` (a convolution is linear up to the max)."""
+        pl, pr = self.model.front[i].time_pad
+        missing = end - available
+        if not 0 < missing <= TAIL_MISSING_MAX or self._tail[i][:2] == (end, available):
+            return
+        known = F.pad(x[..., available - pr - pl - start : available - start], (0, missing + pr))
+        self._tail[i] = (end, available, self.model.front[i].raw(known)[0])  # (C, F', missing + pr)
+
+    def _finish_tail(self, i: int, x: torch.Tensor, start: int, end: int, right_edge: torch.Tensor) -> bool:
+        """The window ending at ``end``, its frames all in: block ``i``'s prepared tail plus the
+        missing frames' share (one small matrix product) -> its interior frames kept, its right
+        edge into ``right_edge``.  False when no tail was prepared for these frames."""
+        block = self.model.front[i]
+        pl, pr = block.time_pad
+        tail_end, available, known = self._tail[i]
+        features, first = self._features[i], self._first[i]
+        if tail_end != end or first + features.shape[-1] != available - pr:
+            return False
+        missing = end - available
+        weights = self._missing_share_weights(i, missing, block._folded_parameters(_onednn_usable(x))[0])
+        n_freq = known.shape[1]
+        new = x[0, 0, :, available - start : end - start].unfold(0, x.shape[2] - n_freq + 1, 1)  # (F', m, kF)
+        share = (new.reshape(n_freq, -1) @ weights).view(n_freq, -1, missing + pr)  # (F', C, m + pr)
+        out = block.finish((known + share.transpose(0, 1)).amax(dim=1))  # (C, m + pr)
+        self._features[i] = torch.cat([features, out[:, :missing]], dim=1)
+        right_edge.copy_(out[:, missing:])
+        self._tail[i] = (None, None, None)
+        return True
+
+    def _missing_share_weights(self, i: int, missing: int, kernel: torch.Tensor) -> torch.Tensor:
+        """(missing * kF, C * (missing + pr)): the kernel taps by which each of the last ``missing``
+        frames (and frequency offset) reaches each tail output; zero where it does not reach."""
+        cached = self._tail_weights.get((i, missing))
+        if cached is not None and cached[0] is kernel:
+            return cached[1]
+        pl, pr = self.model.front[i].time_pad
+        channels, _, k_freq, k_time = kernel.shape
+        frame = torch.arange(missing)[:, None]  # after the frames available
+        output = torch.arange(missing + pr)[None, :]  # from the first the missing frames reach
+        tap = frame - output + pl + pr  # (m, m + pr)
+        taps = kernel[:, 0][:, :, tap.clamp(0, k_time - 1)] * (
+            (tap >= 0) & (tap < k_time)
+        )  # (C, kF, m, m+pr)
+        weights = taps.permute(2, 1, 0, 3).reshape(missing * k_freq, channels * (missing + pr)).contiguous()
+        self._tail_weights[(i, missing)] = (kernel, weights)
+        return weights
+
     def _front_of(self, i: int, end: int, n: int) -> torch.Tensor:
         """Block ``i``'s prepared features of the first ``n`` frames of the window ending at ``end``."""
         pl = self.model.front[i].time_pad[0]
@@ -498,9 +572,12 @@ class StreamingEncoder:
         prepared_end, prepared = self._left[i]
         first_needed, need_to = ends[0] - window + pl, ends[-1] - pr
         if ends == [prepared_end] and need_to > self._first[i] + self._features[i].shape[-1]:
-            # The one window a live loop asks for, prepared ahead: its left edge is in, and the
-            # interior frames still missing and the right edge take one call.
-            features, first = self._interior(i, x, start, first_needed, need_to, out[0, :, window - pr :])
+            # The one window a live loop asks for, prepared ahead: its left edge is in; the
+            # interior frames still missing and the right edge are its tail's missing share, or
+            # one call.
+            if not self._finish_tail(i, x, start, ends[0], out[0, :, window - pr :]):
+                self._interior(i, x, start, first_needed, need_to, out[0, :, window - pr :])
+            features, first = self._features[i], self._first[i]
             out[0, :, :pl] = prepared
             out[0, :, pl : window - pr] = features[:, first_needed - first : need_to - first]
             return
