@@ -539,8 +539,10 @@ class StreamingEncoder:
             return cached[1]
         pl, pr = self.model.front[i].time_pad
         channels, _, k_freq, k_time = kernel.shape
-        frame = torch.arange(missing)[:, None]  # after the frames available
-        output = torch.arange(missing + pr)[None, :]  # from the first the missing frames reach
+        frame = torch.arange(missing, device=kernel.device)[:, None]  # after the frames available
+        output = torch.arange(missing + pr, device=kernel.device)[
+            None, :
+        ]  # from the first the missing frames reach
         tap = frame - output + pl + pr  # (m, m + pr)
         taps = kernel[:, 0][:, :, tap.clamp(0, k_time - 1)] * (
             (tap >= 0) & (tap < k_time)
