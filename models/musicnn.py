@@ -178,23 +178,24 @@ class _FreqPooledConv(nn.Module):
         taken as the max of the convolution with its kernel negated.  ``time_pad`` overrides the
         layer's own (``StreamingEncoder`` asks for none: frames inside a window).
         """
-        kernel = self._folded_parameters(_onednn_usable(x))[0]
+        parameters = self._folded_parameters(_onednn_usable(x))
         peak = _conv_max_over_freq(
-            F.pad(x, self.time_pad if time_pad is None else time_pad), kernel
+            F.pad(x, self.time_pad if time_pad is None else time_pad), parameters[0]
         )  # (B, C, T)
-        return self.finish(peak)
+        return self._finish(peak, parameters)
 
     def raw(self, x: torch.Tensor) -> torch.Tensor:
         """``folded``'s convolution alone, before the max over frequency: (B, 1, F, T) -> (B, C, F', T')
         (no padding; its kernel's sign folded in, no bias)."""
         kernel = self._folded_parameters(_onednn_usable(x))[0]
-        if _onednn_usable(x):
-            return torch.mkldnn_convolution(x.to_mkldnn(), kernel, None, [0, 0], [1, 1], [1, 1], 1).to_dense()
-        return F.conv2d(x, kernel)
+        return _onednn_conv(x, kernel).to_dense() if _onednn_usable(x) else F.conv2d(x, kernel)
 
     def finish(self, peak: torch.Tensor) -> torch.Tensor:
         """``folded``'s end: the convolution's max over frequency (..., C, T) -> the block's features."""
-        _, sign, scale, shift = self._folded_parameters(_onednn_usable(peak))
+        return self._finish(peak, self._folded_parameters(_onednn_usable(peak)))
+
+    def _finish(self, peak: torch.Tensor, parameters: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        _, sign, scale, shift = parameters
         x = F.relu(peak * sign[:, None] + self.conv.bias[:, None])
         return x * scale[:, None] + shift[:, None]
 
@@ -230,12 +231,17 @@ def _onednn_usable(x: torch.Tensor) -> bool:
     )
 
 
+def _onednn_conv(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """conv2d(x, kernel) (no bias or padding) by oneDNN, in its own (channel-blocked) layout."""
+    return torch.mkldnn_convolution(x.to_mkldnn(), kernel.contiguous(), None, [0, 0], [1, 1], [1, 1], 1)
+
+
 def _conv_max_over_freq(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """conv2d(x, kernel) (no bias or padding) maxed over frequency: (B, 1, F, T) -> (B, C, T)."""
     if _onednn_usable(x):
         # oneDNN convolves into a channel-blocked layout; pooling there skips reordering the whole
         # (B, C, F', T) output to PyTorch's layout, the largest copy in the model.
-        y = torch.mkldnn_convolution(x.to_mkldnn(), kernel.contiguous(), None, [0, 0], [1, 1], [1, 1], 1)
+        y = _onednn_conv(x, kernel)
         height = y.shape[2]
         return torch.mkldnn_max_pool2d(y, [height, 1], [height, 1]).to_dense()[:, :, 0]
     return F.conv2d(x, kernel).amax(dim=2)
