@@ -438,12 +438,14 @@ class StreamingEncoder:
         return model.back(front)  # (B, 561, window) -> (B, 200)
 
     def prepare(self, frames: torch.Tensor, start: int, end: int) -> None:
-        """Ahead of the window ending at ``end``, whose frames are not all in: what of its front end
-        the frames kept so far allow (its left edges, the interior frames already complete), so
-        that ``encode`` of that window, once its last frame is in, has only the rest to do.
+        """Ahead of the window ending at ``end``, whose frames are not all in: what of it the
+        frames kept so far allow (its left edges, the interior frames already complete, the mid
+        end of its first frames, each block's tail summed over the frames it has), so that
+        ``encode`` of that window, once its last frame is in, has only the rest to do.
 
         The same work, done earlier: a live loop calls this at its early take, and the window's
-        lag then holds its right edges, a few frames of interior and the mid and back end.
+        lag then holds the missing frames' share of the tails, the rest of the mid end and the
+        back end.
         """
         if self.model.training:
             raise ValueError("the streaming encoder uses batch norm's running statistics: eval mode only")
