@@ -523,15 +523,16 @@ class StreamingEncoder:
         missing frames' share (one small matrix product) -> its interior frames kept, its right
         edge into ``right_edge``.  False when no tail was prepared for these frames."""
         block = self.model.front[i]
-        pl, pr = block.time_pad
+        pr = block.time_pad[1]
         tail_end, available, known = self._tail[i]
         features, first = self._features[i], self._first[i]
         if tail_end != end or first + features.shape[-1] != available - pr:
             return False
         missing = end - available
-        weights = self._missing_share_weights(i, missing, block._folded_parameters(_onednn_usable(x))[0])
+        kernel = block._folded_parameters(_onednn_usable(x))[0]  # (C, 1, kF, kT)
+        weights = self._missing_share_weights(i, missing, kernel)
         n_freq = known.shape[1]
-        new = x[0, 0, :, available - start : end - start].unfold(0, x.shape[2] - n_freq + 1, 1)  # (F', m, kF)
+        new = x[0, 0, :, available - start : end - start].unfold(0, kernel.shape[2], 1)  # (F', m, kF)
         share = (new.reshape(n_freq, -1) @ weights).view(n_freq, -1, missing + pr)  # (F', C, m + pr)
         out = block.finish((known + share.transpose(0, 1)).amax(dim=1))  # (C, m + pr)
         self._features[i] = torch.cat([features, out[:, :missing]], dim=1)
@@ -547,10 +548,9 @@ class StreamingEncoder:
             return cached[1]
         pl, pr = self.model.front[i].time_pad
         channels, _, k_freq, k_time = kernel.shape
-        frame = torch.arange(missing, device=kernel.device)[:, None]  # after the frames available
-        output = torch.arange(missing + pr, device=kernel.device)[
-            None, :
-        ]  # from the first the missing frames reach
+        # Frames counted from the first missing one, outputs from the first they reach.
+        frame = torch.arange(missing, device=kernel.device)[:, None]
+        output = torch.arange(missing + pr, device=kernel.device)[None, :]
         tap = frame - output + pl + pr  # (m, m + pr)
         taps = kernel[:, 0][:, :, tap.clamp(0, k_time - 1)] * (
             (tap >= 0) & (tap < k_time)

@@ -52,8 +52,8 @@ class FeedConfig:
 
 
 # A live source's audio is taken twice per window: this long before the window's audio is all
-# in (the resampling and mel of what came so far, and the encoder's work those frames allow:
-# the window's left edges and most of its new frames, off the lag's path) and when it is.
+# in (the resampling and mel of what came so far, and the encoder's work those frames allow,
+# ``StreamingEncoder.prepare``: most of the window's, off the lag's path) and when it is.
 EARLY_TAKE_S = 0.04
 
 # The stages ``process_ms`` reports, in the order a window's audio goes through them: pickup
