@@ -417,7 +417,7 @@ class StreamingEncoder:
         self._left: list[tuple[int | None, torch.Tensor | None]] = [(None, None)] * len(model.front)
         # (end, mid_head's layers) of the window ``prepare`` computed them for.
         self._head: tuple[int | None, list[torch.Tensor] | None] = (None, None)
-        # Per block: (end, frames available, raw sums (C, F', missing + pr)) of ``_prepare_tail``.
+        # Per block: (end, frames available, raw sums (F', C, missing + pr)) of ``_prepare_tail``.
         self._tail: list[tuple[int | None, int | None, torch.Tensor | None]] = [(None, None, None)] * len(
             model.front
         )
@@ -516,7 +516,11 @@ class StreamingEncoder:
         if not 0 < missing <= TAIL_MISSING_MAX or self._tail[i][:2] == (end, available):
             return
         known = F.pad(x[..., available - pr - pl - start : available - start], (0, missing + pr))
-        self._tail[i] = (end, available, self.model.front[i].raw(known)[0])  # (C, F', missing + pr)
+        # Kept frequency first, the layout of the missing share's matrix product: adding the two
+        # after the last frame is then one contiguous pass (transposed, it cost ~0.7 ms there
+        # for the 128-frame block's 330 k sums).
+        sums = self.model.front[i].raw(known)[0].transpose(0, 1).contiguous()  # (F', C, missing + pr)
+        self._tail[i] = (end, available, sums)
 
     def _finish_tail(self, i: int, x: torch.Tensor, start: int, end: int, right_edge: torch.Tensor) -> bool:
         """The window ending at ``end``, its frames all in: block ``i``'s prepared tail plus the
@@ -531,10 +535,10 @@ class StreamingEncoder:
         missing = end - available
         kernel = block._folded_parameters(_onednn_usable(x))[0]  # (C, 1, kF, kT)
         weights = self._missing_share_weights(i, missing, kernel)
-        n_freq = known.shape[1]
+        n_freq = known.shape[0]
         new = x[0, 0, :, available - start : end - start].unfold(0, kernel.shape[2], 1)  # (F', m, kF)
         share = (new.reshape(n_freq, -1) @ weights).view(n_freq, -1, missing + pr)  # (F', C, m + pr)
-        out = block.finish((known + share.transpose(0, 1)).amax(dim=1))  # (C, m + pr)
+        out = block.finish(share.add_(known).amax(dim=0))  # (C, m + pr)
         self._features[i] = torch.cat([features, out[:, :missing]], dim=1)
         right_edge.copy_(out[:, missing:])
         self._tail[i] = (None, None, None)
