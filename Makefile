@@ -39,8 +39,9 @@ bench: setup-test  ## per-hop latency of the default model; ARGS="--models defau
 test: setup-test lint  ## the test suite (ruff, then pytest); ARGS="-x tests/realtime"
 	$(PY) -m pytest $(ARGS)
 
-lint: setup-test
+lint: setup-test  ## ruff's checks and its formatting (ruff format . mends the latter)
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 setup: system $(VENV)/.moodstream  ## install what listening needs (system packages, .venv, torch, weights)
 	@echo "moodstream: set up in $(VENV)"

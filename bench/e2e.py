@@ -339,7 +339,11 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                     where.mkdir()
                     print(f"{name} {backend} {source}: {args.seconds:g} s of audio...", file=sys.stderr)
                     listen = dict(
-                        model=name, backend=backend, compute=args.compute, threads=args.threads, reaction=args.reaction
+                        model=name,
+                        backend=backend,
+                        compute=args.compute,
+                        threads=args.threads,
+                        reaction=args.reaction,
                     )
                     try:
                         if source == "file":

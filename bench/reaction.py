@@ -85,7 +85,13 @@ def windows_of(members, audio: np.ndarray, rate: int, hop_s: float) -> list:
 
 
 def moods_of(
-    members, windows: list, rate: int, hop_s: float, smooth_s: float, dwell_s: float, follow: float = 0.0,
+    members,
+    windows: list,
+    rate: int,
+    hop_s: float,
+    smooth_s: float,
+    dwell_s: float,
+    follow: float = 0.0,
     margin: float = 0.1,
 ) -> list[dict]:
     """The mood messages ``listen`` would publish for these windows (no feed: collected)."""
@@ -193,7 +199,10 @@ def run(args: argparse.Namespace, names: list[str], settings: list[dict]) -> dic
             )
             if not args.quiet:
                 r = results[-1]
-                print(f"{name} {setting}: t50 {r['t50_s']}, flicker {r['flicker_per_min']:.2f}/min", file=sys.stderr)
+                print(
+                    f"{name} {setting}: t50 {r['t50_s']}, flicker {r['flicker_per_min']:.2f}/min",
+                    file=sys.stderr,
+                )
     return {
         "command": command_line(),
         "machine": machine(),
@@ -237,7 +246,11 @@ def plot(report: dict, path: str) -> None:
     for model in dict.fromkeys(r["model"] for r in report["results"]):
         rows = [r for r in report["results"] if r["model"] == model]
         for key in dict.fromkeys((r["reaction"], r["smooth_s"], r["follow"]) for r in rows):
-            pts = [(r["dwell_s"], r["flicker_per_min"]) for r in rows if (r["reaction"], r["smooth_s"], r["follow"]) == key]
+            pts = [
+                (r["dwell_s"], r["flicker_per_min"])
+                for r in rows
+                if (r["reaction"], r["smooth_s"], r["follow"]) == key
+            ]
             label = key[0] or f"smooth {key[1]:g} s" + (f", follow {key[2]:g}" if key[2] else "")
             right.plot(*zip(*pts, strict=True), marker="o", label=f"{model}, {label}")
     right.axhline(1.0, color="k", linestyle=":", linewidth=1, label="1 change / min")

@@ -317,7 +317,9 @@ def _build(
 
 
 @register(
-    "cp-resnet", paper="Koutini et al. 2019, receptive-field-regularized CP-ResNet (MediaEval CP-JKU)", recipe="koutini"
+    "cp-resnet",
+    paper="Koutini et al. 2019, receptive-field-regularized CP-ResNet (MediaEval CP-JKU)",
+    recipe="koutini",
 )
 def cp_resnet(
     tags: tuple[str, ...] = JAMENDO_MOODTHEME,
@@ -329,7 +331,9 @@ def cp_resnet(
     return _build(tags, rho, width, depth, segment_frames, frequency_aware=False, shake=False)
 
 
-@register("fa-resnet", paper="Koutini et al. 2019, frequency-aware CP-ResNet (MediaEval CP-JKU)", recipe="koutini")
+@register(
+    "fa-resnet", paper="Koutini et al. 2019, frequency-aware CP-ResNet (MediaEval CP-JKU)", recipe="koutini"
+)
 def fa_resnet(
     tags: tuple[str, ...] = JAMENDO_MOODTHEME,
     rho: int = DEFAULT_RHO,

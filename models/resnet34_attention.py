@@ -244,7 +244,9 @@ class ResNet34Attention(SegmentModel):
 
 
 @register(
-    "resnet34-attention", paper="Dipani et al. 2020, ResNet-34 and self-attention for mood/theme", recipe="dipani"
+    "resnet34-attention",
+    paper="Dipani et al. 2020, ResNet-34 and self-attention for mood/theme",
+    recipe="dipani",
 )
 def resnet34_attention(
     tags: tuple[str, ...] = JAMENDO_MOODTHEME,

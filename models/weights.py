@@ -80,7 +80,9 @@ def read_weights(path: str | Path, what: str) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # the weights-only loader refuses anything but tensors and plain containers
-        raise WeightsError(f"cannot read {what} {path} as a plain state dict (torch's weights-only loader: {exc})") from exc
+        raise WeightsError(
+            f"cannot read {what} {path} as a plain state dict (torch's weights-only loader: {exc})"
+        ) from exc
     if isinstance(state, dict) and set(state) == {"model"}:  # a Solver.save()-style wrapper
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

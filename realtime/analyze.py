@@ -35,7 +35,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "file", metavar="FILE", help="audio file (anything libsndfile reads: wav, flac, ogg, mp3…)"
     )
-    parser.add_argument("--json", action="store_true", help="each window's mood message, one JSON object per line")
+    parser.add_argument(
+        "--json", action="store_true", help="each window's mood message, one JSON object per line"
+    )
     parser.add_argument("--top", type=int, default=5, metavar="N", help="tags per line without --json (5)")
     add_model_options(parser, smooth_default=0.0)
     args = parser.parse_args(argv)
@@ -77,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     model, windowing, compute = build_model(args)
     members = [Member(args.model, model, build_runner(args, model, compute))]
     lines = Lines(args.json, args.top)
-    session = open_session(args, members, windowing, compute, source, publisher=None, on_mood=lines, outputs=False)
+    session = open_session(
+        args, members, windowing, compute, source, publisher=None, on_mood=lines, outputs=False
+    )
     started = time.perf_counter()
     try:
         code = session.engine.run(threading.Event())

@@ -75,7 +75,9 @@ def test_an_installed_wheel_analyses_a_clip_away_from_the_checkout(wheel, shared
         [python, "-c", "import realtime, models; print(realtime.__file__); print(models.__file__)"],
         cwd=tmp_path, env=env, capture_output=True, text=True, check=True,
     )  # fmt: skip
-    assert all(line.startswith(str(site)) for line in where.stdout.split()), where.stdout  # the wheel's, not ours
+    assert all(line.startswith(str(site)) for line in where.stdout.split()), (
+        where.stdout
+    )  # the wheel's, not ours
     proc = subprocess.run(
         [venv / "bin" / "moodstream", "analyze", str(shared_data / CLIP), "--json"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,

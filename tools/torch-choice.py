@@ -52,7 +52,9 @@ def main() -> int:
         print(f"moodstream: torch {version}, CUDA build ({why})", file=sys.stderr)
         print(spec)
     elif choice == "cpu" and default_is_cpu_build(spec):
-        print(f"moodstream: torch {version}, CPU build ({why}; the configured index has one)", file=sys.stderr)
+        print(
+            f"moodstream: torch {version}, CPU build ({why}; the configured index has one)", file=sys.stderr
+        )
         print(spec)
     elif choice == "cpu":
         print(f"moodstream: torch {version}, CPU build from {cpu_index} ({why})", file=sys.stderr)

@@ -111,6 +111,7 @@ RECIPES: dict[str, Recipe] = {
     ),
 }
 
+
 def recipe_for(model_name: str, name: str | None) -> Recipe:
     """``--recipe NAME``, or without one the recipe ``model_name`` was registered with (its paper's)."""
     if name is None:

@@ -38,7 +38,9 @@ def open_virtual_port(port_name: str):
     try:
         import rtmidi
     except ImportError as exc:  # the wheel links libasound: missing on a machine without ALSA
-        raise OSError(f"python-rtmidi cannot load ({exc}); on Debian/Ubuntu: apt-get install libasound2") from None
+        raise OSError(
+            f"python-rtmidi cannot load ({exc}); on Debian/Ubuntu: apt-get install libasound2"
+        ) from None
 
     tried = []
     for api, system in _apis(rtmidi):

@@ -37,7 +37,9 @@ def test_one_pair_gives_reaction_times_and_flicker(tmp_path):
     assert held["flicker_per_min"] == adaptive_held["flicker_per_min"] == 0 <= undamped["flicker_per_min"]
     # The mood state shows the second clip's state after the splice (never before it).
     assert all(r["state_s"] is None or r["state_s"] >= 0 for r in report["results"])
-    assert "flicker/min (mean)" in proc.stdout and "state s" in proc.stdout and png.read_bytes().startswith(PNG)
+    assert (
+        "flicker/min (mean)" in proc.stdout and "state s" in proc.stdout and png.read_bytes().startswith(PNG)
+    )
 
 
 def test_reaction_presets_are_measured_as_listen_runs_them():
@@ -57,12 +59,22 @@ def test_reaction_presets_are_measured_as_listen_runs_them():
     # ...which is what listen parses for the same preset, unless an option is given.
     parsed = listen.parse_args(["--reaction", "balanced", "--file", "x.ogg"])
     assert (parsed.hop, parsed.smooth, parsed.dwell, parsed.follow, parsed.state_margin) == (
-        0.25, 2.0, 3.0, 20.0, 0.3
+        0.25,
+        2.0,
+        3.0,
+        20.0,
+        0.3,
     )
     parsed = listen.parse_args(["--reaction", "fast", "--hop", "0.5", "--file", "x.ogg"])
     assert (parsed.hop, parsed.smooth, parsed.follow) == (0.5, 1.0, 20.0)
     default = listen.parse_args(["--file", "x.ogg"])  # balanced
-    assert (default.hop, default.smooth, default.dwell, default.follow, default.state_margin) == (0.25, 2.0, 3.0, 20.0, 0.3)
+    assert (default.hop, default.smooth, default.dwell, default.follow, default.state_margin) == (
+        0.25,
+        2.0,
+        3.0,
+        20.0,
+        0.3,
+    )
 
 
 def test_bad_reaction_options_are_refused(capsys):

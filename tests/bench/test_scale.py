@@ -43,7 +43,11 @@ def test_processes_write_table_json_and_png(tmp_path, shared_data):
         "--json", str(out), "--plot", str(png),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "USS/proc" in proc.stdout and "CPU/str" in proc.stdout and "processes, threads 1: sustains" in proc.stdout
+    assert (
+        "USS/proc" in proc.stdout
+        and "CPU/str" in proc.stdout
+        and "processes, threads 1: sustains" in proc.stdout
+    )
     report = json.loads(out.read_text())
     assert {"machine", "date", "command", "model", "clip", "seconds", "summary", "results", "table"} <= set(
         report
@@ -91,7 +95,9 @@ def test_schedule_doubles_then_bisects():
 
 
 def test_bad_options_are_clear(capsys):
-    assert "'many' is neither a positive number nor 'default'" in refused(capsys, "scale", "--threads", "1,many")
+    assert "'many' is neither a positive number nor 'default'" in refused(
+        capsys, "scale", "--threads", "1,many"
+    )
     assert "unknown layout ['fibers']" in refused(capsys, "scale", "--layout", "fibers")
 
 

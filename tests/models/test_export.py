@@ -125,7 +125,11 @@ def test_models_list_shows_default_and_real_parameter_counts_without_converting_
     assert not cache.exists() or not any(cache.rglob("*.*")), list(cache.rglob("*"))
     listed = json.loads(proc.stdout)
     rows = {row["name"]: row for row in listed}
-    assert listed[0]["name"] == "default" and set(rows) == {"default", str(REPO / "models" / "default"), *models.available()}
+    assert listed[0]["name"] == "default" and set(rows) == {
+        "default",
+        str(REPO / "models" / "default"),
+        *models.available(),
+    }
     assert set(rows["default"]["heads"]) == {"mood", "gems", "valence_arousal", "tags"}
     assert rows["musicnn-msd"]["parameters"] == sum(
         p.numel() for p in models.build("musicnn-msd").parameters()

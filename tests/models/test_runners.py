@@ -74,7 +74,9 @@ def test_graphs_for_other_weights_are_not_used_and_a_cache_export_happens_once(t
 
 def test_the_backend_table_and_an_unknown_backend():
     assert set(BACKENDS) == {"torch", "torch-whole", "onnx", "compile"}
-    with pytest.raises(ValueError, match="unknown backend 'tflite'; available: torch, torch-whole, onnx, compile"):
+    with pytest.raises(
+        ValueError, match="unknown backend 'tflite'; available: torch, torch-whole, onnx, compile"
+    ):
         make_runner(models.build("va-cnn"), "tflite")
     runner = make_runner(models.build("va-cnn"), "torch")
     runner.warm_up()

@@ -104,7 +104,9 @@ class LiveStream:
         # Wait until it listens, without connecting (-listen 1 serves one client, then exits).
         deadline = time.monotonic() + 10
         while not _listening(self.port):
-            assert self.proc.poll() is None and time.monotonic() < deadline, "ffmpeg's HTTP server did not start"
+            assert self.proc.poll() is None and time.monotonic() < deadline, (
+                "ffmpeg's HTTP server did not start"
+            )
             time.sleep(0.05)
         return self
 

@@ -179,7 +179,11 @@ def test_analyze_prints_what_listen_publishes_window_for_window(shared_data, tmp
             continue
         assert mood["state"] in ("energetic-happy", "tense-angry", "sad-dark", "calm-tender")
         assert abs(sum(mood["state_p"].values()) - 1) < 1e-3
-        for vocabulary, labels in (("moods", heads["mood"].labels), ("emotions", GEMS), ("descriptors", MSD_LABELS)):
+        for vocabulary, labels in (
+            ("moods", heads["mood"].labels),
+            ("emotions", GEMS),
+            ("descriptors", MSD_LABELS),
+        ):
             names = mood[vocabulary]
             assert len(names) <= 3 and set(names) <= set(labels) & set(mood["active"]), (vocabulary, names)
             assert [mood["tags"][n] for n in names] == sorted((mood["tags"][n] for n in names), reverse=True)
@@ -197,7 +201,8 @@ def test_an_m4a_file_is_read_through_ffmpeg(shared_data, tmp_path, capsys):
     clip = shared_data / "4q" / "audio" / "Q1" / "MT0000040632.ogg"
     m4a = tmp_path / "clip.m4a"
     subprocess.run(
-        ["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(clip), "-t", "8", "-c:a", "aac", str(m4a)], check=True
+        ["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(clip), "-t", "8", "-c:a", "aac", str(m4a)],
+        check=True,
     )
     runs = {}
     for path in (m4a, clip):

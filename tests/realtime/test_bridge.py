@@ -68,7 +68,10 @@ def test_bridge_refuses_bad_targets_and_maps_in_one_line(tmp_path):
         (["--osc", "127.0.0.1:70000"], "argument --osc: port 70000 of '127.0.0.1:70000' is outside 1..65535"),
         (["--osc", "no-such-host.invalid:7700"], "error: cannot resolve 'no-such-host.invalid'"),
         (["--sacn", "127.0.0.1", "--dmx-universe", "0"], "--dmx-universe 0: sACN universes are 1..63999"),
-        (["--artnet", "127.0.0.1", "--dmx-universe", "40000"], "--dmx-universe 40000: Art-Net universes are 0..32767"),
+        (
+            ["--artnet", "127.0.0.1", "--dmx-universe", "40000"],
+            "--dmx-universe 40000: Art-Net universes are 0..32767",
+        ),
         (["--osc", "127.0.0.1:7700", "--dmx-universe", "2"], "--dmx-universe applies to --artnet and --sacn"),
         (["--artnet", "127.0.0.1", "--dmx-start", "510"], "--dmx-start 510: the default DMX layout takes 7"),
         (["--osc", "127.0.0.1:7700", "--output-rate", "0"], "argument --output-rate: 0 is outside (0, 100]"),

@@ -198,7 +198,9 @@ def test_url_through_ffmpeg(feed, music, tmp_path):
         code, err = finish(proc)
         assert code == 0, err
         sub.drain()
-        assert [round(m["t_stream"], 3) for m in sub.moods()] == [round(2.992 + 0.256 * k, 3) for k in range(12)]
+        assert [round(m["t_stream"], 3) for m in sub.moods()] == [
+            round(2.992 + 0.256 * k, 3) for k in range(12)
+        ]
         assert sub.statuses()[0]["source"]["kind"] == "url"
         # A URL that fails is an error with ffmpeg's reason, not a hang.
         proc = listen("--url", url.replace("excerpt", "missing"), "--pub", free_endpoint())
@@ -389,7 +391,11 @@ def test_analyze_says_the_same_as_listen_as_fast(tmp_path):
         said = []
         for script, args in ((CHECK_BEFORE_TORCH, ["--quiet", "--file"]), (CHECK_ANALYZE_BEFORE_TORCH, [])):
             proc = subprocess.run(
-                [sys.executable, "-c", script, *args, str(path)], cwd=REPO, capture_output=True, text=True, timeout=60
+                [sys.executable, "-c", script, *args, str(path)],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=60,
             )
             code, seconds, torch_loaded = proc.stdout.strip().splitlines()[-1].split()
             assert (code, torch_loaded) == ("2", "False") and float(seconds) < 2.0, proc.stdout + proc.stderr
@@ -416,15 +422,34 @@ def test_the_live_line_fits_80_columns_and_flags_trouble():
     line(mood)
     line.status({**status, "dropped_samples": 4800, "overflows": 1})
     line(mood)
-    line.status({**status, "source": {"kind": "device", "state": "stalled", "reconnect": None}, "dropped_samples": 4800, "overflows": 1})
+    line.status(
+        {
+            **status,
+            "source": {"kind": "device", "state": "stalled", "reconnect": None},
+            "dropped_samples": 4800,
+            "overflows": 1,
+        }
+    )
     line(mood)
     away = {"reason": "no audio from input device 'mic' for 2 s", "attempt": 1, "since": 0.0}
-    line.status({**status, "source": {"kind": "device", "state": "reconnecting", "reconnect": away}, "dropped_samples": 4800, "overflows": 1})
+    line.status(
+        {
+            **status,
+            "source": {"kind": "device", "state": "reconnecting", "reconnect": away},
+            "dropped_samples": 4800,
+            "overflows": 1,
+        }
+    )
     line.status({**status, "dropped_samples": 4800, "overflows": 1})
     lines = out.getvalue().splitlines()
     assert lines[0] == "  12.0s   41 ms  energetic-happy  V +0.50 A +0.70  Joyous, Energetic, Exuberant"
-    assert lines[1].startswith("! dropped 4800 samples, device overflow  ") and lines[2].startswith("! no audio  ")
-    assert lines[3] == "moodstream: device lost, reconnecting (attempt 1): no audio from input device 'mic' for 2 s"
+    assert lines[1].startswith("! dropped 4800 samples, device overflow  ") and lines[2].startswith(
+        "! no audio  "
+    )
+    assert (
+        lines[3]
+        == "moodstream: device lost, reconnecting (attempt 1): no audio from input device 'mic' for 2 s"
+    )
     assert lines[4] == "moodstream: device running again"
     assert all(len(text) <= 79 for text in lines[:3])
 
@@ -565,7 +590,9 @@ def test_without_portaudio_devices_say_what_to_install_and_files_still_work(musi
     for args in (["--list-devices"], ["--device", "0"]):
         proc = run_without(*args)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-        assert "sound devices need PortAudio" in proc.stderr and "apt-get install libportaudio2" in proc.stderr
+        assert (
+            "sound devices need PortAudio" in proc.stderr and "apt-get install libportaudio2" in proc.stderr
+        )
     audio, rate = music
     path = tmp_path / "clip.wav"
     sf.write(path, audio[: 4 * rate], rate)

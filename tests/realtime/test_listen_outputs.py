@@ -204,7 +204,9 @@ def test_dead_refusing_and_hanging_receivers_leave_the_feed_on_time(shared_data,
     try:
         procs = [
             listen("--file", str(path), "--realtime", "--hop", "0.25", "--pub", endpoints[0], *here),
-            listen("--file", str(path), "--realtime", "--hop", "0.25", "--pub", endpoints[1], *gone, quiet=False),
+            listen(
+                "--file", str(path), "--realtime", "--hop", "0.25", "--pub", endpoints[1], *gone, quiet=False
+            ),
         ]
         for sub in subs:
             sub.collect(ended, 90)
@@ -234,7 +236,9 @@ def test_dead_refusing_and_hanging_receivers_leave_the_feed_on_time(shared_data,
     osc, artnet, refused, hung = statuses[-1]["outputs"]
     for output in (osc, artnet):
         assert output["state"] == "retrying" and "refused" in output["error"] and output["dropped"] > 0
-    assert refused["state"] == "retrying" and refused["error"] == "Connection refused" and refused["sent"] == 0
+    assert (
+        refused["state"] == "retrying" and refused["error"] == "Connection refused" and refused["sent"] == 0
+    )
     assert hung["state"] == "retrying" and hung["error"] == "timed out" and hung["sent"] == 0
     assert refused["dropped"] > 0 and hung["dropped"] > 0
     # And on the terminal: a line when an output starts failing, a flag on the live line while it does.
@@ -244,6 +248,8 @@ def test_dead_refusing_and_hanging_receivers_leave_the_feed_on_time(shared_data,
     assert lines[1].startswith(f"moodstream: publishing on {endpoints[1]}; hop 0.2"), lines[1]
     assert lines[2] == "moodstream: listening... the first result after 3.0 s of audio; Ctrl-C stops"
     assert f"moodstream: os2l 127.0.0.1:{hanging.port} retrying: timed out" in lines, terminal
-    assert any(line.startswith("moodstream: osc ") and "retrying: Connection refused" in line for line in lines)
+    assert any(
+        line.startswith("moodstream: osc ") and "retrying: Connection refused" in line for line in lines
+    )
     assert lines[-1].startswith("! osc artnet os2l failing  ") and "V " in lines[-1], lines[-1]
     assert all(len(line) <= 79 for line in lines if not line.startswith("moodstream: ")), terminal

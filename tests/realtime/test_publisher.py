@@ -48,7 +48,12 @@ def valid_mood(**overrides: object) -> dict:
         "context_s": 3.0,
         "smooth_s": 2.0,
         "state": "energetic-happy",
-        "state_p": {"energetic-happy": 0.5239, "tense-angry": 0.2761, "sad-dark": 0.0761, "calm-tender": 0.1239},
+        "state_p": {
+            "energetic-happy": 0.5239,
+            "tense-angry": 0.2761,
+            "sad-dark": 0.0761,
+            "calm-tender": 0.1239,
+        },
         "moods": [],
         "emotions": [],
         "descriptors": ["rock", "pop"],

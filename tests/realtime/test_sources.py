@@ -497,7 +497,9 @@ def _until(condition, timeout_s: float, ring: RingBuffer) -> int:
     return frames
 
 
-def test_a_live_stream_that_drops_is_reconnected_with_backoff_and_a_file_url_just_ends(music_clip, http_base_url):
+def test_a_live_stream_that_drops_is_reconnected_with_backoff_and_a_file_url_just_ends(
+    music_clip, http_base_url
+):
     from tests.realtime.harness import LiveStream
 
     with LiveStream(music_clip) as server:

@@ -26,8 +26,14 @@ def test_universes_out_of_range_are_refused():
 
 def test_a_frame_is_what_the_receivers_parse_and_sequences_wrap():
     for kind, make in (
-        ("artnet", lambda port: ArtNetOutput("127.0.0.1", port, 0x1234, default_routes("dmx", dmx_start=500))),
-        ("sacn", lambda port: SacnOutput("127.0.0.1", port, 0x1234, default_routes("dmx", dmx_start=500), "rig")),
+        (
+            "artnet",
+            lambda port: ArtNetOutput("127.0.0.1", port, 0x1234, default_routes("dmx", dmx_start=500)),
+        ),
+        (
+            "sacn",
+            lambda port: SacnOutput("127.0.0.1", port, 0x1234, default_routes("dmx", dmx_start=500), "rig"),
+        ),
     ):
         receiver = DmxReceiver(kind)
         output = make(receiver.port)

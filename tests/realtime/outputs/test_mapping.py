@@ -37,7 +37,11 @@ def test_default_routes_of_every_protocol():
         **{("btn", f"state {s}"): f"state:{s}" for s in STATES},
     }
     midi = {(r.to, r.midi_channel): r.value for r in default_routes("midi")}
-    assert midi == {(1, 1): "valence", (2, 1): "arousal", **{(20 + i, 1): f"state:{s}" for i, s in enumerate(STATES)}}
+    assert midi == {
+        (1, 1): "valence",
+        (2, 1): "arousal",
+        **{(20 + i, 1): f"state:{s}" for i, s in enumerate(STATES)},
+    }
 
 
 def test_scales():
