@@ -7,8 +7,9 @@ from pathlib import Path
 
 # One torch/OpenMP thread per process unless the caller says otherwise: three workers on two
 # cores, each worker and each subprocess it starts (listen, train, bench) with a thread per core,
-# kept the cores oversubscribed; the suite's CPU time halved with this (1380 -> 784 s user, wall
-# 688 -> 495 s).  Set before torch is imported, and inherited by the workers and subprocesses;
+# kept the cores oversubscribed: with this the suite's wall time went 688 -> 495 s and its user
+# CPU time ~1380 -> 784 s (the 1380 measured with four workers).  Set before torch is imported,
+# and inherited by the workers and subprocesses;
 # a test that needs more threads asks for them (--threads, torch.set_num_threads).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
