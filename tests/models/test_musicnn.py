@@ -152,39 +152,45 @@ def test_the_folded_front_end_follows_weights_changed_in_place():
     check()
 
 
-@pytest.mark.parametrize("hop", [16, 62, 187, 250])
-def test_the_streaming_encoder_is_encode_of_each_window(shared_data, hop):
+@pytest.mark.parametrize(("hop", "onednn"), [(16, True), (62, True), (187, True), (250, True), (16, False)])
+def test_the_streaming_encoder_is_encode_of_each_window(shared_data, hop, onednn):
     """Windows cut from one real clip every ``hop`` frames (a quarter second, a second, one
     segment, past a segment), one or several at a time, with the next window prepared ahead from
     part of its frames (as the live loop's early take does) or not: the streaming encoder gives
     ``encode``'s numbers, with the published weights and with batch norms that take the min over
-    frequency."""
+    frequency.  Without oneDNN, the plain convolutions that CUDA runs too (no GPU here)."""
     audio, _ = sf.read(shared_data / "4q/audio/Q3/MT0000044741.ogg", dtype="float32")
     for weights in ("published", "shuffled batch norms"):
-        model = models.build("musicnn-msd")
-        if weights != "published":
-            _shuffle_batch_norms(model)
-        with torch.inference_mode():
-            mel = MelFrontend(model.frontend)(torch.from_numpy(audio[: 16000 * 12])[None])[0]  # (96, 751)
-            ends = list(range(SEGMENT_FRAMES, mel.shape[1] + 1, hop))
-            whole = model.encode(torch.stack([mel[:, e - SEGMENT_FRAMES : e] for e in ends]))
-            stream = model.streaming_encoder()
-            # As the engine calls it: the frames it keeps (from the next window's start), the
-            # windows that arrived, sometimes two at once.
-            got, i = [], 0
-            while i < len(ends):
-                batch = ends[i : i + 1 + (i % 3 == 2)]
-                start = max(0, batch[0] - SEGMENT_FRAMES - 5)
-                # Prepared ahead with its last 1, 3, 9 or 70 frames missing (70: before the
-                # temporal blocks' interior is in), once or as the frames come (20 fewer first,
-                # then the same again), or not at all.
-                missing = (1, 3, 9, 70, None)[i % 5]
-                if missing is not None:
-                    for fewer in (20, 0, 0) if i % 2 else (0,):
-                        stream.prepare(mel[:, start : batch[0] - missing - fewer], start, batch[0])
-                got.append(stream.encode(mel[:, start : batch[-1]], start, batch))
-                i += len(batch)
-        np.testing.assert_allclose(torch.cat(got).numpy(), whole.numpy(), atol=2e-5, rtol=1e-5)
+        with torch.backends.mkldnn.flags(enabled=onednn):
+            _check_streaming(audio, weights, hop, onednn)
+
+
+def _check_streaming(audio: np.ndarray, weights: str, hop: int, onednn: bool) -> None:
+    model = models.build("musicnn-msd")
+    if weights != "published":
+        _shuffle_batch_norms(model)
+    with torch.inference_mode():
+        mel = MelFrontend(model.frontend)(torch.from_numpy(audio[: 16000 * 12])[None])[0]  # (96, 751)
+        assert _onednn_usable(mel) == (onednn and torch.backends.mkldnn.is_available())
+        ends = list(range(SEGMENT_FRAMES, mel.shape[1] + 1, hop))
+        whole = model.encode(torch.stack([mel[:, e - SEGMENT_FRAMES : e] for e in ends]))
+        stream = model.streaming_encoder()
+        # As the engine calls it: the frames it keeps (from the next window's start), the
+        # windows that arrived, sometimes two at once.
+        got, i = [], 0
+        while i < len(ends):
+            batch = ends[i : i + 1 + (i % 3 == 2)]
+            start = max(0, batch[0] - SEGMENT_FRAMES - 5)
+            # Prepared ahead with its last 1, 3, 9 or 70 frames missing (70: before the
+            # temporal blocks' interior is in), once or as the frames come (20 fewer first,
+            # then the same again), or not at all.
+            missing = (1, 3, 9, 70, None)[i % 5]
+            if missing is not None:
+                for fewer in (20, 0, 0) if i % 2 else (0,):
+                    stream.prepare(mel[:, start : batch[0] - missing - fewer], start, batch[0])
+            got.append(stream.encode(mel[:, start : batch[-1]], start, batch))
+            i += len(batch)
+    np.testing.assert_allclose(torch.cat(got).numpy(), whole.numpy(), atol=2e-5, rtol=1e-5)
 
 
 def test_training_runs_the_layers_in_tensorflow_order(monkeypatch):
