@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("\n")
     if failed_to_start or source.error:
         print(f"error: {failed_to_start or source.error}", file=sys.stderr)
-    for line in session.summary():
+    for line in session.summary(stopped=stop.is_set()):
         print(line, file=sys.stderr)
     if web:
         print(f"moodstream: {web.summary()}", file=sys.stderr)

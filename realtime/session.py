@@ -45,9 +45,10 @@ class Session:
     engine: Engine
     publisher: Publisher | None
 
-    def summary(self) -> list[str]:
-        """What the user should hear about the audio once the source has ended: why nothing was
-        published (audio shorter than one segment), samples sanitised or clamped."""
+    def summary(self, stopped: bool = False) -> list[str]:
+        """What the user should hear about the audio once the run is over: why nothing was
+        published (audio shorter than one segment, or ``stopped`` by the user before the first
+        result), samples sanitised or clamped."""
         engine = self.engine
         lines = []
         if engine.pipeline is None:
@@ -56,10 +57,16 @@ class Session:
         audio_s = sanitizer.samples_in / engine.pipeline.input_rate_hz
         if engine.mood_seq == 0 and not engine.source.error:
             segment_s = engine.members[0].model.segment_seconds
-            lines.append(
-                f"warning: nothing was published: the {engine.source.kind} {engine.source.name!r} gave "
-                f"{audio_s:.2f} s of audio, less than one {segment_s:.2f} s segment"
-            )
+            if stopped:  # not the source's doing: it may well have had more to give
+                lines.append(
+                    f"note: stopped before the first result: {audio_s:.2f} s of audio came in, "
+                    f"a result needs {segment_s:.2f} s"
+                )
+            else:
+                lines.append(
+                    f"warning: nothing was published: the {engine.source.kind} {engine.source.name!r} "
+                    f"gave {audio_s:.2f} s of audio, less than one {segment_s:.2f} s segment"
+                )
         if sanitizer.sanitized_samples:
             lines.append(f"warning: {sanitizer.sanitized_samples} NaN/Inf samples were replaced by silence")
         if sanitizer.clipped_samples:

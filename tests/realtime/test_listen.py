@@ -225,6 +225,9 @@ def test_stalled_source_keeps_status_going_and_ctrl_c_stops_cleanly(feed):
         code, err = finish(proc)
         assert code == 0, err
         assert not sub.moods()
+        # Stopped before the first result: said so, not blamed on the source's length.
+        assert "note: stopped before the first result: 0.00 s of audio came in, a result needs 2.99 s" in err
+        assert "nothing was published" not in err, err
     finally:
         os.close(read_end)
         os.close(write_end)
