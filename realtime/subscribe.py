@@ -25,14 +25,21 @@ _POLL_SLICE_MS = 100
 _FEED_HELP = f"""\
 the feed:
   A ZeroMQ PUB socket (default {DEFAULT_ENDPOINT}).  Each message is two frames: the topic
-  ('mood' or 'status'), then a UTF-8 JSON object described by realtime/schema/feed.schema.json.
+  ('mood' or 'status'), then a UTF-8 JSON object described by realtime/schema/feed.schema.json
+  (schema 4).  With --json both topics print as bare objects: 'tags' marks a mood, 'uptime_s'
+  a status.
   mood    once per analysis hop: tags (probability of every tag), active (tags on now),
-          valence and arousal in [-1, 1] or null, silent, t_capture/t_publish (Unix s),
-          latency_ms, t_stream, hop_s, context_s, smooth_s, seq, model, schema.
-  status  once a second: source (kind, name, state, sample_rate_hz, error), overflows,
-          dropped_samples, sanitized_samples, clipped_samples, published (mood messages sent),
-          latency_ms (p50, p99, count over the last minute), outputs (OSC, DMX, OS2L, MIDI:
-          kind, target, state, sent, dropped, error), uptime_s, t, seq, model, schema.
+          valence and arousal in [-1, 1] or null, state (the mood state: energetic-happy,
+          tense-angry, sad-dark, calm-tender, silent; null without valence/arousal), state_p
+          (each state's probability), moods, emotions, descriptors (the active tags of each
+          vocabulary, strongest first), silent, t_capture/t_publish (Unix s), latency_ms,
+          t_stream, hop_s, context_s, smooth_s, seq, model, schema.
+  status  once a second: source (kind, name, state, sample_rate_hz, error, reconnect),
+          overflows, dropped_samples, sanitized_samples, clipped_samples, gaps and gap_seconds
+          (live audio that never arrived), published (mood messages sent), latency_ms (p50,
+          p99, count over the last minute), process_ms (the analyzer's stages per window, p50
+          and p99 ms), outputs (OSC, DMX, OS2L, MIDI: kind, target, state, sent, dropped,
+          error), uptime_s, t, seq, model, schema.
 
 exit status: 0 after --count messages or Ctrl-C, 1 after --timeout without a message.
 """

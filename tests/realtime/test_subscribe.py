@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -291,3 +292,12 @@ def test_help_explains_the_feed(capsys):
     assert caught.value.code == 0
     out = capsys.readouterr().out
     assert "two frames" in out and "status" in out and feed.DEFAULT_ENDPOINT in out
+    # Every key of both messages, and of a status's source, as the schema has them now (the help
+    # had fallen a version behind): a key added to the schema must be added here too.
+    schema = feed.load_schema()
+    defs = schema["$defs"]
+    keys = [*defs["mood"]["properties"], *defs["status"]["properties"]]
+    keys += list(defs["status"]["properties"]["source"]["properties"])
+    missing = [k for k in keys if not re.search(rf"\b{k}\b", out)]
+    assert not missing, missing
+    assert f"(schema {schema['$defs']['mood']['properties']['schema']['const']})" in out
