@@ -88,7 +88,7 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--osc", action="append", type=_osc_target, default=[], metavar="HOST:PORT",
                    help="send OSC over UDP: /moodstream/valence, .../arousal (-1..1), .../valence/norm, "
                    ".../arousal/norm (0..1), .../tag/<tag> (0..1), .../active/<tag> (1/0 on change), "
-                   ".../top (string), .../silent (1/0)")  # fmt: skip
+                   ".../top (string), .../silent (1/0), .../state (the mood state, a string), .../state/<state> (1/0)")  # fmt: skip
     g.add_argument("--osc-prefix", type=_osc_prefix, default=DEFAULT_OSC_PREFIX, metavar="PATH",
                    help=f"first part of every default OSC address (default {DEFAULT_OSC_PREFIX})")  # fmt: skip
     g.add_argument("--artnet", action="append", type=_artnet_target, default=[], metavar="HOST[:PORT]",
@@ -103,9 +103,12 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
                    "valence, arousal (0..255), silent (255/0) (default 1)")  # fmt: skip
     g.add_argument("--os2l", action="append", type=_os2l_target, default=[], metavar="HOST:PORT|auto",
                    help="send OS2L over TCP to lighting software (QLC+ listens on 9996): cmd 1 valence, "
-                   "cmd 2 arousal (0..1), a btn per tag turning on/off; auto finds it by DNS-SD")  # fmt: skip
+                   "cmd 2 arousal (0..1), a btn per tag turning on/off and one per mood state ('state <state>'); auto "
+                   "finds it by DNS-SD")  # fmt: skip
     g.add_argument("--midi", action="append", default=[], metavar="NAME",
-                   help="open a virtual MIDI output port NAME: CC 1 valence, CC 2 arousal (0..127), channel 1")  # fmt: skip
+                   help="open a virtual MIDI output port NAME: CC 1 valence, CC 2 arousal (0..127), CC 20-24 the mood "
+                   "states (127 while it is the state: energetic-happy, tense-angry, sad-dark, calm-tender, "
+                   "silent), channel 1")  # fmt: skip
     g.add_argument("--map", metavar="FILE",
                    help="TOML file choosing which values go to which address, channel, command or CC, "
                    "with ranges and curves (a commented example: examples/moods.toml)")  # fmt: skip
