@@ -33,7 +33,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "file", metavar="FILE", help="audio file (anything libsndfile reads: wav, flac, ogg, mp3…)"
+        "file",
+        metavar="FILE",
+        help="audio file (libsndfile reads wav, flac, ogg, mp3…; anything else, e.g. m4a or video, "
+        "through ffmpeg when it is installed)",
     )
     parser.add_argument(
         "--json", action="store_true", help="each window's mood message, one JSON object per line"

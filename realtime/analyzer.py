@@ -38,7 +38,7 @@ class Windowing:
     context_s: float = 6.0
     silence_dbfs: float = -60.0  # a hop whose level is below this is silence
     # How audio at another rate reaches the model's: "hq" (soxr HQ; holds back ~20 ms, released in
-    # bursts) or "low-delay" (realtime.resample: a ~2.5 ms linear-phase FIR, for live capture).
+    # bursts) or "low-delay" (realtime.resample: a ~2.6 ms linear-phase FIR, for live capture).
     resampler: str = "hq"
 
     def __post_init__(self) -> None:

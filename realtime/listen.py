@@ -71,7 +71,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="N",
         help="device channels to capture (mixed to mono)",
     )
-    src.add_argument("--file", metavar="PATH", help="an audio file (anything libsndfile reads)")
+    src.add_argument(
+        "--file",
+        metavar="PATH",
+        help="an audio file (libsndfile reads wav, flac, ogg, mp3…; anything else through ffmpeg when it is installed)",
+    )
     src.add_argument("--realtime", action="store_true", help="with --file/--url: pace to the clock")
     src.add_argument("--stdin", action="store_true", help="raw PCM on standard input (needs --rate)")
     src.add_argument(
@@ -89,7 +93,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "the reason) instead of being reopened with backoff (1, 2, 4 ... 30 s; status says "
         "reconnecting, moods pause and resume by themselves)",
     )
-    add_model_options(parser, smooth_default=2.0, reactions=True, threads=LIVE_THREADS)
+    add_model_options(parser, smooth_default=2.0, reactions=True, threads=LIVE_THREADS, several_models=True)
     out = parser.add_argument_group("feed")
     out.add_argument(
         "--pub",

@@ -97,10 +97,12 @@ def add_model_options(
     smooth_default: float,
     reactions: bool = False,
     threads: tuple[int, str] | None = None,
+    several_models: bool = False,
 ) -> None:
     """``reactions``: --reaction presets set the hop, smoothing and dwell unless those are given
     (listen); else --hop 1, --smooth ``smooth_default`` and --dwell 4 (analyze).  ``threads``:
-    --threads' default and why, for --help (None: the library's)."""
+    --threads' default and why, for --help (None: the library's).  ``several_models``: --model
+    takes a comma-separated list (listen: one feed)."""
     g = parser.add_argument_group("model and windows")
     if reactions:
         g.add_argument(
@@ -123,9 +125,14 @@ def add_model_options(
     g.add_argument(
         "--model",
         default=DEFAULT_MODEL,
-        help=f"a registered model name (default {DEFAULT_MODEL}) or a trained artifact directory; "
-        f"listen takes several, comma-separated (e.g. default,jamendo-baseline: one feed, the first "
-        f"model sets the hop); python -m models list shows them all",
+        help=f"a registered model name (default {DEFAULT_MODEL}) or a trained artifact directory"
+        + (
+            "; several, comma-separated (e.g. default,jamendo-baseline: one feed, the first model sets "
+            "the hop)"
+            if several_models
+            else ""
+        )
+        + "; python -m models list shows them all",
     )
     g.add_argument(
         "--hop",
@@ -184,7 +191,7 @@ def add_model_options(
         choices=("auto", *RESAMPLERS),
         default="auto",
         help="how audio at another rate than the model's is resampled: hq (soxr HQ; holds back "
-        "~20 ms, in bursts) or low-delay (a linear-phase FIR, ~2.5 ms); auto (default): low-delay "
+        "~20 ms, in bursts) or low-delay (a linear-phase FIR, ~2.6 ms); auto (default): low-delay "
         "for live sources (a device, stdin, --realtime), hq otherwise",
     )
     g.add_argument(
