@@ -19,13 +19,14 @@ import argparse
 import sys
 
 from bench import e2e, edges, latency, reaction, scale, soak
+from realtime.options import Parser
 
 # Each module owns its subcommand: add_parser(subparsers) registers it and sets `func`.
 COMMANDS = (latency, e2e, scale, soak, reaction, edges)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m bench",
         description=__doc__.split("\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -16,6 +16,7 @@ import threading
 import time
 
 from realtime.options import (
+    Parser,
     add_model_options,
     build_model,
     build_runner,
@@ -27,7 +28,7 @@ from realtime.sources import SourceError, open_file
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m realtime.analyze",
         description=__doc__.split("\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,

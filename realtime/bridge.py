@@ -23,6 +23,7 @@ import zmq
 
 from realtime.feed import FeedError, decode
 from realtime.keys import CurveError
+from realtime.options import Parser
 from realtime.outputs import (
     MapError,
     OutputError,
@@ -37,7 +38,7 @@ _POLL_MS = 100
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m realtime.bridge",
         description=(
             "Subscribe to a moodstream feed (ZeroMQ) and send it on as OSC, Art-Net/sACN, OS2L and MIDI,\n"

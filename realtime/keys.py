@@ -27,6 +27,8 @@ from pathlib import Path
 import zmq
 import zmq.auth
 
+from realtime.options import Parser
+
 
 class CurveError(ValueError):
     """A key file that is missing or not a ZeroMQ certificate, or a folder without client keys."""
@@ -111,7 +113,7 @@ def add_subscriber_options(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m realtime.keys",
         description=__doc__.split("\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,

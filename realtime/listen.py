@@ -32,7 +32,7 @@ import threading
 # Only what parsing, the source and the feed's port need: torch and the models load after them,
 # so a wrong --device, --file or port is said within a second.
 from realtime.feed import DEFAULT_ENDPOINT, endpoint
-from realtime.options import add_model_options, check_model_names, check_model_options, number
+from realtime.options import Parser, add_model_options, check_model_names, check_model_options, number
 
 # One thread: a live hop is many small calls that a second thread barely shortens; the lag came
 # out lower and steadier with one (bench/RESULTS.md, end to end), and the other cores stay free.
@@ -44,7 +44,7 @@ from realtime.web import WebError, add_web_option
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m realtime.listen",
         description=(
             "Listen to a sound card, a file, raw PCM on stdin or a stream URL, and publish mood tags\n"

@@ -17,6 +17,7 @@ import zmq
 
 from realtime.feed import DEFAULT_ENDPOINT, MAX_MESSAGE_BYTES, TOPICS, FeedError, decode, endpoint
 from realtime.keys import CurveError, add_subscriber_options, secure_subscriber
+from realtime.options import Parser
 
 TOP_TAGS = 3
 # Poll in slices so the --timeout deadline is checked even when nothing arrives.
@@ -144,7 +145,7 @@ def open_feed(
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m realtime.subscribe",
         description="Print the moodstream feed: one line per message, or one JSON object per line.",
         epilog=_FEED_HELP,

@@ -22,6 +22,7 @@ import zmq
 
 from realtime.feed import FeedError, decode
 from realtime.keys import CurveError
+from realtime.options import Parser
 from realtime.subscribe import FEED_QUIET_S, add_feed_options, open_feed
 from realtime.web import DEFAULT_HOST, WebError, web_address
 
@@ -30,7 +31,7 @@ _POLL_MS = 100
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m realtime.view",
         description=(
             "Serve a live web view of a moodstream feed: the mood state, valence/arousal on a plane\n"

@@ -324,9 +324,11 @@ def test_unknown_model_and_bad_options(capsys):
         ("--on", "1.5", "--on: 1.5 is out of range: a probability must be 0..1"),
         ("--pub", "tcp://127.0.0.1:99999", "port '99999' of 'tcp://127.0.0.1:99999' is not in 1..65535"),
         ("--pub", "127.0.0.1:5556", "is not a ZeroMQ endpoint"),
+        ("--bogus", "1", "unrecognized arguments: --bogus 1"),
     ):
         code, err = refused_here(capsys, "--stdin", "--rate", "16000", option, value)
         assert code == 2 and words in err and "Traceback" not in err, err
+        assert err.strip().count("\n") == 0 and err.endswith("(--help lists the options)\n"), err
 
 
 def test_a_source_that_yields_no_window_says_why_nothing_was_published(monkeypatch, capsys):
