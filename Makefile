@@ -15,7 +15,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 
 .DEFAULT_GOAL := help
-.PHONY: help listen analyze subscribe bench test lint setup setup-test system system-test clean
+.PHONY: help listen analyze subscribe bench test lint setup setup-test system system-test clean need-file
 
 help:  ## this list
 	@echo "moodstream, from a fresh clone (Debian/Ubuntu; Python >= 3.11):"
@@ -26,9 +26,11 @@ help:  ## this list
 listen: setup  ## listen to the default input device; ARGS="--device 2 --osc 127.0.0.1:7700"
 	$(PY) -m realtime.listen $(ARGS)
 
-analyze: setup  ## analyse FILE as fast as possible; ARGS="--json"
-	@test -n "$(FILE)" || { echo 'make analyze needs FILE=path/to/song.ogg' >&2; exit 2; }
+analyze: need-file setup  ## analyse FILE as fast as possible; ARGS="--json"
 	$(PY) -m realtime.analyze "$(FILE)" $(ARGS)
+
+need-file:  # before setup: a forgotten FILE is said at once, not after installing
+	@test -n "$(FILE)" || { echo 'make analyze needs FILE=path/to/song.ogg' >&2; exit 2; }
 
 subscribe: setup  ## print a running analyzer's feed; ARGS="--topic mood"
 	$(PY) -m realtime.subscribe $(ARGS)

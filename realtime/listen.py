@@ -113,7 +113,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="DIR",
         help="with --curve-key: admit only the subscribers whose public keys (*.key) are in DIR",
     )
-    out.add_argument("--quiet", action="store_true", help="no live line on the terminal")
+    out.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no banner and no live line on the terminal (errors, warnings and the web view's URL still print)",
+    )
     add_output_options(parser)
     add_web_option(parser)
     args = parser.parse_args(argv)
