@@ -26,6 +26,7 @@ from realtime.outputs.values import FIXED_VALUES, MOOD_STATES, PER_TAG, value_ra
 
 KINDS = ("osc", "dmx", "os2l", "midi")
 DEFAULT_OSC_PREFIX = "/moodstream"
+MIDI_STATE_CC = 20  # the default MIDI map's first mood-state controller (one per state from here)
 DMX_CHANNELS = 512
 # What one unit of each protocol's output is worth by default (a map entry's default `out`).
 _OUT_RANGE = {"osc": (0.0, 1.0), "dmx": (0.0, 255.0), "os2l": (0.0, 1.0), "midi": (0.0, 127.0)}
@@ -136,7 +137,10 @@ def default_routes(kind: str, *, osc_prefix: str = DEFAULT_OSC_PREFIX, dmx_start
             Route("arousal", 2, to_range("arousal", 0, 127)),
             # One controller per mood state, 127 while it is the state: 20 energetic-happy,
             # 21 tense-angry, 22 sad-dark, 23 calm-tender, 24 silent.
-            *(Route(f"state:{s}", 20 + i, to_range(f"state:{s}", 0, 127)) for i, s in enumerate(MOOD_STATES)),
+            *(
+                Route(f"state:{s}", MIDI_STATE_CC + i, to_range(f"state:{s}", 0, 127))
+                for i, s in enumerate(MOOD_STATES)
+            ),
         ]
     raise ValueError(f"unknown output kind {kind!r}")
 

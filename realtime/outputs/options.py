@@ -12,11 +12,13 @@ from realtime.outputs.hub import Outputs
 from realtime.outputs.mapping import (
     DEFAULT_OSC_PREFIX,
     KINDS,
+    MIDI_STATE_CC,
     MapError,
     MapFile,
     check_dmx_start,
     default_routes,
 )
+from realtime.outputs.values import MOOD_STATES
 
 MAX_OUTPUT_RATE_HZ = 100.0  # DMX refreshes at most ~44 times a second; more only costs CPU
 OUTPUT_FLAGS = ("osc", "artnet", "sacn", "os2l", "midi")
@@ -106,9 +108,9 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
                    "cmd 2 arousal (0..1), a btn per tag turning on/off and one per mood state ('state <state>'); auto "
                    "finds it by DNS-SD")  # fmt: skip
     g.add_argument("--midi", action="append", default=[], metavar="NAME",
-                   help="open a virtual MIDI output port NAME: CC 1 valence, CC 2 arousal (0..127), CC 20-24 the mood "
-                   "states (127 while it is the state: energetic-happy, tense-angry, sad-dark, calm-tender, "
-                   "silent), channel 1")  # fmt: skip
+                   help="open a virtual MIDI output port NAME: CC 1 valence, CC 2 arousal (0..127), "
+                   f"CC {MIDI_STATE_CC}-{MIDI_STATE_CC + len(MOOD_STATES) - 1} the mood states (127 while it is the state: "
+                   f"{', '.join(MOOD_STATES)}), channel 1")  # fmt: skip
     g.add_argument("--map", metavar="FILE",
                    help="TOML file choosing which values go to which address, channel, command or CC, "
                    "with ranges and curves (a commented example: examples/moods.toml)")  # fmt: skip
