@@ -187,14 +187,12 @@ class _FreqPooledConv(nn.Module):
     def raw(self, x: torch.Tensor) -> torch.Tensor:
         """``folded``'s convolution alone, before the max over frequency: (B, 1, F, T) -> (B, C, F', T')
         (no padding; its kernel's sign folded in, no bias)."""
-        kernel = self._folded_parameters(_onednn_usable(x))[0]
-        return _onednn_conv(x, kernel).to_dense() if _onednn_usable(x) else F.conv2d(x, kernel)
-
-    def finish(self, peak: torch.Tensor) -> torch.Tensor:
-        """``folded``'s end: the convolution's max over frequency (..., C, T) -> the block's features."""
-        return self._finish(peak, self._folded_parameters(_onednn_usable(peak)))
+        onednn = _onednn_usable(x)
+        kernel = self._folded_parameters(onednn)[0]
+        return _onednn_conv(x, kernel).to_dense() if onednn else F.conv2d(x, kernel)
 
     def _finish(self, peak: torch.Tensor, parameters: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """``folded``'s end: the convolution's max over frequency (..., C, T) -> the block's features."""
         _, sign, scale, shift = parameters
         x = F.relu(peak * sign[:, None] + self.conv.bias[:, None])
         return x * scale[:, None] + shift[:, None]
@@ -533,12 +531,13 @@ class StreamingEncoder:
         if tail_end != end or first + features.shape[-1] != available - pr:
             return False
         missing = end - available
-        kernel = block._folded_parameters(_onednn_usable(x))[0]  # (C, 1, kF, kT)
+        parameters = block._folded_parameters(_onednn_usable(x))
+        kernel = parameters[0]  # (C, 1, kF, kT)
         weights = self._missing_share_weights(i, missing, kernel)
         n_freq = known.shape[0]
         new = x[0, 0, :, available - start : end - start].unfold(0, kernel.shape[2], 1)  # (F', m, kF)
         share = (new.reshape(n_freq, -1) @ weights).view(n_freq, -1, missing + pr)  # (F', C, m + pr)
-        out = block.finish(share.add_(known).amax(dim=0))  # (C, m + pr)
+        out = block._finish(share.add_(known).amax(dim=0), parameters)  # (C, m + pr)
         self._features[i] = torch.cat([features, out[:, :missing]], dim=1)
         right_edge.copy_(out[:, missing:])
         self._tail[i] = (None, None, None)
