@@ -9,8 +9,8 @@ from pathlib import Path
 # cores, each worker and each subprocess it starts (listen, train, bench) with a thread per core,
 # kept the cores oversubscribed: with this the suite's wall time went 688 -> 495 s and its user
 # CPU time ~1380 -> 784 s (the 1380 measured with four workers).  Set before torch is imported,
-# and inherited by the workers and subprocesses;
-# a test that needs more threads asks for them (--threads, torch.set_num_threads).
+# and inherited by the workers and subprocesses; a test that needs more threads asks for them
+# (--threads, torch.set_num_threads).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
