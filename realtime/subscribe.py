@@ -22,6 +22,9 @@ from realtime.options import Parser
 TOP_TAGS = 3
 # Poll in slices so the --timeout deadline is checked even when nothing arrives.
 _POLL_SLICE_MS = 100
+# A running analyzer sends a status every second and a mood every hop: this long without either,
+# say so once (a subscriber cannot tell a publisher that went away from one not started yet).
+QUIET_NOTE_S = 5.0
 
 _FEED_HELP = f"""\
 the feed:
@@ -41,6 +44,9 @@ the feed:
           p99, count over the last minute), process_ms (the analyzer's stages per window, p50
           and p99 ms), outputs (OSC, DMX, OS2L, MIDI: kind, target, state, sent, dropped,
           error), uptime_s, t, seq, model, schema.
+
+Nothing for 5 s (the analyzer not started yet, stopped or stalled): a note on stderr, and
+another when messages come again; it waits on until Ctrl-C or --timeout.
 
 exit status: 0 after --count messages or Ctrl-C, 1 after --timeout without a message.
 """
@@ -210,10 +216,20 @@ def main(argv: list[str] | None = None) -> int:
 def _receive(socket: zmq.Socket, count: int | None, timeout_s: float | None, as_json: bool) -> int:
     received = 0
     last_valid = time.monotonic()
+    noted_quiet = False
     while count is None or received < count:
-        if timeout_s is not None and time.monotonic() - last_valid >= timeout_s:
+        quiet_s = time.monotonic() - last_valid
+        if timeout_s is not None and quiet_s >= timeout_s:
             print(f"subscribe: no message for {timeout_s:g} s; is the analyzer running?", file=sys.stderr)
             return 1
+        if quiet_s >= QUIET_NOTE_S and not noted_quiet:
+            print(
+                f"subscribe: nothing for {QUIET_NOTE_S:g} s; is the analyzer running? Waiting on "
+                "(Ctrl-C stops, --timeout S gives up).",
+                file=sys.stderr,
+                flush=True,
+            )
+            noted_quiet = True
         if not socket.poll(_POLL_SLICE_MS):
             continue
         frames = socket.recv_multipart()
@@ -227,6 +243,9 @@ def _receive(socket: zmq.Socket, count: int | None, timeout_s: float | None, as_
             line = json.dumps(message, separators=(",", ":"))
         else:
             line = format_mood(message) if topic == "mood" else format_status(message)
+        if noted_quiet:
+            print("subscribe: messages again.", file=sys.stderr, flush=True)
+            noted_quiet = False
         print(line, flush=True)
         received += 1
         last_valid = time.monotonic()

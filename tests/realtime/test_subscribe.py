@@ -279,6 +279,46 @@ def test_sigint_exits_0_quietly_within_a_second():
     assert err == ""
 
 
+def _next_line(lines: queue.Queue, timeout_s: float) -> str:
+    try:
+        return lines.get(timeout=timeout_s)
+    except queue.Empty:
+        return ""
+
+
+def test_a_quiet_feed_is_noted_once_and_its_return_too():
+    """A publisher that goes away (or has not started) leaves a SUB socket waiting with nothing to
+    tell; after QUIET_NOTE_S the subscriber says so on stderr, once, and again when messages come."""
+    with Publisher(EPHEMERAL) as pub:
+        proc = start_subscriber(pub.endpoint)
+        out: queue.Queue[str] = queue.Queue()
+        err: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=_lines, args=(proc.stdout, out), daemon=True).start()
+        threading.Thread(target=_lines, args=(proc.stderr, err), daemon=True).start()
+        try:
+            i, deadline = 0, time.monotonic() + 15
+            while out.empty() and time.monotonic() < deadline:
+                pub.send("status", valid_status(i))
+                i += 1
+                time.sleep(PUBLISH_EVERY_S)
+            assert not out.empty(), "the subscriber printed nothing"
+            quiet_from = time.monotonic()
+            note = _next_line(err, subscribe.QUIET_NOTE_S + 5)
+            assert note.startswith(f"subscribe: nothing for {subscribe.QUIET_NOTE_S:g} s;"), note
+            assert time.monotonic() - quiet_from >= subscribe.QUIET_NOTE_S - PUBLISH_EVERY_S
+            assert _next_line(err, 1.0) == ""  # once, not every poll
+            while not out.empty():  # what came before the quiet
+                out.get_nowait()
+            pub.send("status", valid_status(i))
+            assert _next_line(err, 5.0) == "subscribe: messages again.\n"
+            assert _next_line(out, 5.0).startswith("status")
+        finally:
+            proc.kill()
+            proc.wait()
+            proc.stdout.close()
+            proc.stderr.close()
+
+
 def test_count_must_be_positive(capsys):
     with pytest.raises(SystemExit) as caught:
         subscribe.main(["--count", "0"])
