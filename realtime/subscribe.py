@@ -45,8 +45,8 @@ the feed:
           and p99 ms), outputs (OSC, DMX, OS2L, MIDI: kind, target, state, sent, dropped,
           error), uptime_s, t, seq, model, schema.
 
-Nothing for 5 s (the analyzer not started yet, stopped or stalled): a note on stderr, and
-another when messages come again; it waits on until Ctrl-C or --timeout.
+Nothing for {QUIET_NOTE_S:g} s (the analyzer not started yet, stopped or stalled): a note on stderr,
+and another when messages come again; it waits on until Ctrl-C or --timeout.
 
 exit status: 0 after --count messages or Ctrl-C, 1 after --timeout without a message.
 """
