@@ -18,6 +18,7 @@ import zmq
 from realtime.feed import DEFAULT_ENDPOINT, MAX_MESSAGE_BYTES, TOPICS, FeedError, decode, endpoint
 from realtime.keys import CurveError, add_subscriber_options, secure_subscriber
 from realtime.options import Parser
+from realtime.outputs.values import MOOD_STATES
 
 TOP_TAGS = 3
 # Poll in slices so the --timeout deadline is checked even when nothing arrives.
@@ -33,11 +34,11 @@ the feed:
   (schema 4).  With --json both topics print as bare objects: 'tags' marks a mood, 'uptime_s'
   a status.
   mood    once per analysis hop: tags (probability of every tag), active (tags on now),
-          valence and arousal in [-1, 1] or null, state (the mood state: energetic-happy,
-          tense-angry, sad-dark, calm-tender, silent; null without valence/arousal), state_p
-          (each state's probability), moods, emotions, descriptors (the active tags of each
-          vocabulary, strongest first), silent, t_capture/t_publish (Unix s), latency_ms,
-          t_stream, hop_s, context_s, smooth_s, seq, model, schema.
+          valence and arousal in [-1, 1] or null, state (the mood state, null without
+          valence/arousal: {", ".join(MOOD_STATES)}),
+          state_p (each state's probability), moods, emotions, descriptors (the active tags of each vocabulary,
+          strongest first), silent, t_capture/t_publish (Unix s), latency_ms, t_stream, hop_s,
+          context_s, smooth_s, seq, model, schema.
   status  once a second: source (kind, name, state, sample_rate_hz, error, reconnect),
           overflows, dropped_samples, sanitized_samples, clipped_samples, gaps and gap_seconds
           (live audio that never arrived), published (mood messages sent), latency_ms (p50,
