@@ -36,9 +36,9 @@ the feed:
   mood    once per analysis hop: tags (probability of every tag), active (tags on now),
           valence and arousal in [-1, 1] or null, state (the mood state, null without
           valence/arousal: {", ".join(MOOD_STATES)}),
-          state_p (each state's probability), moods, emotions, descriptors (the active tags of each vocabulary,
-          strongest first), silent, t_capture/t_publish (Unix s), latency_ms, t_stream, hop_s,
-          context_s, smooth_s, seq, model, schema.
+          state_p (each state's probability), moods, emotions, descriptors (the active tags
+          of each vocabulary, strongest first), silent, t_capture/t_publish (Unix s),
+          latency_ms, t_stream, hop_s, context_s, smooth_s, seq, model, schema.
   status  once a second: source (kind, name, state, sample_rate_hz, error, reconnect),
           overflows, dropped_samples, sanitized_samples, clipped_samples, gaps and gap_seconds
           (live audio that never arrived), published (mood messages sent), latency_ms (p50,
