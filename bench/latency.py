@@ -79,7 +79,9 @@ def measure(
     """Time ``hops`` hops of the real engine (its pipeline and publish step) for one model and backend.
 
     The engine is driven by hand, a hop of noise at a time, and times itself (``last_stages``):
-    the same stages, the same code as ``listen``'s status reports.
+    the same stages, the same code as ``listen``'s status reports; but its publish stage stops at
+    the message's stamp (a subscriber's transport starts there), so here "publish" is the rest of
+    the hop, the message's encoding and send included: the stages add up to the whole call.
     """
     model = models.resolve(name).eval()
     fe = model.frontend
@@ -102,13 +104,18 @@ def measure(
     samples = {stage: [] for stage in STAGES}
     for i in range(warmup + hops):
         seq = engine.mood_seq
-        engine.process(0.1 * rng.standard_normal(hop_samples).astype(np.float32))
+        audio = 0.1 * rng.standard_normal(hop_samples).astype(np.float32)
+        t0 = time.perf_counter()
+        engine.process(audio)
+        hop_ms = (time.perf_counter() - t0) * 1000.0
         _sync(device)
         if engine.mood_seq != seq + 1:
             raise RuntimeError(f"{name}: a hop of audio gave {engine.mood_seq - seq} windows, not one")
         if i >= warmup:
-            for stage in STAGES:
-                samples[stage].append(engine.last_stages[stage])
+            stages = engine.last_stages
+            for stage in STAGES[:-1]:
+                samples[stage].append(stages[stage])
+            samples["publish"].append(hop_ms - sum(stages[s] for s in ("resample", *STAGES[:-1])))
     return StageTimes(name, backend, device, samples, setup_s=round(setup_s, 2))
 
 
@@ -238,7 +245,7 @@ def add_parser(sub) -> None:
         "latency",
         help="per-stage time of one hop, per model and backend",
         description="Per-stage time of one hop of the real engine, driven by hand (new mel frames, encoder, pooling + heads, the "
-        "publish step: smoothing, the feed, the outputs), p50/p95/p99 after warm-up, per model x backend x device.",
+        "publish step: smoothing, the message, its send), p50/p95/p99 after warm-up, per model x backend x device.",
     )
     p.add_argument(
         "--models", default="default,musicnn-msd", help="comma-separated, or 'all' (default,musicnn-msd)"

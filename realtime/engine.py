@@ -58,7 +58,7 @@ EARLY_TAKE_S = 0.04
 
 # The stages ``process_ms`` reports, in the order a window's audio goes through them: pickup
 # (from the ring write that delivered it to the engine taking it), the pipeline's stages, and
-# the publish step (the feed, then handing it to the outputs).
+# the publish step up to the message's stamp (smoothing, thresholds, the message).
 PROCESS_STAGES = ("pickup", *STAGES, "publish")
 
 
@@ -296,7 +296,8 @@ class Engine:
     def handle(self, windows: list[tuple[int, Window]]) -> None:
         """Windows of the pipeline -> each model's feed logic; a primary window -> a mood message out.
 
-        The publish stage of a mood runs from here (smoothing, thresholds, the message) to its send.
+        The publish stage of a mood runs from here (smoothing, thresholds, the message) to its
+        stamp, ``t_publish``; the encoding and the send that follow are a subscriber's transport.
         """
         self._publish_from = time.perf_counter()
         for i, window in windows:
@@ -366,10 +367,12 @@ class Engine:
         self.mood_seq += 1
         stages = dict(self._read_ms)
         self._read_ms = dict.fromkeys(self._read_ms, 0.0)  # a read completing several windows: counted once
+        # Up to the message's stamp (t_publish, in _emit): every stage then lies inside its
+        # latency_ms, and what follows (encoding, the send, the outputs) is a subscriber's transport.
+        stages["publish"] = (time.perf_counter() - self._publish_from) * 1000.0
         if self._emit("mood", message):
             self.moods_sent += 1
             self.latencies.append((message["t_publish"], message["latency_ms"]))
-        stages["publish"] = (time.perf_counter() - self._publish_from) * 1000.0
         self.last_stages = stages
         self.timings.append((message["t_publish"], stages))
         if self.on_mood:
