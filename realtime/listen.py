@@ -39,6 +39,7 @@ from realtime.options import Parser, add_model_options, check_model_names, check
 LIVE_THREADS = (1, "the lowest, steadiest lag; the other cores stay free for the show's other software")
 from realtime.outputs import MapError, OutputError, add_output_options, check_output_options
 from realtime.publisher import Publisher, PublisherError
+from realtime.smoothing import MOOD_STATES
 from realtime.sources import SourceError, list_devices, make_source
 from realtime.web import WebError, add_web_option
 
@@ -50,9 +51,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "Listen to a sound card, a file, raw PCM on stdin or a stream URL, and publish mood tags\n"
             "and valence/arousal over ZeroMQ: topic 'mood' once per hop, topic 'status' once a second\n"
             "(two frames: topic, then UTF-8 JSON; schema: realtime/schema/feed.schema.json).\n"
-            "Each mood carries a state to bind a scene to (energetic-happy, tense-angry, sad-dark,\n"
-            "calm-tender, silent), valence (-1 sad/negative .. +1 happy/positive) and arousal (-1 calm ..\n"
-            "+1 energetic): each is 2p - 1 of a calibrated probability, a confidence, not an intensity;\n"
+            "Each mood carries a state to bind a scene to, one of\n"
+            f"  {', '.join(MOOD_STATES)},\n"
+            "valence (-1 sad/negative .. +1 happy/positive) and arousal (-1 calm .. +1 energetic):\n"
+            "each is 2p - 1 of a calibrated probability, a confidence, not an intensity;\n"
             "and the active tags, also grouped as moods, emotions and descriptors (at most 3 each).\n"
             "During silence, moods say silent=true with no active tags. Watch the feed with:\n"
             "  python -m realtime.subscribe"

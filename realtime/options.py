@@ -13,6 +13,8 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn
 
+from realtime.smoothing import MOOD_STATES
+
 if TYPE_CHECKING:
     import models
     from models.runners import Runner
@@ -183,7 +185,7 @@ def add_model_options(
         type=number(0.0, 600.0, what="the dwell in seconds"),
         default=None if reactions else DWELL_S,
         metavar="S",
-        help="the mood state (energetic-happy, tense-angry, sad-dark, calm-tender, silent) changes "
+        help=f"the mood state ({', '.join(MOOD_STATES)}) changes "
         "only after another state has led for this long (default "
         + (f"the --reaction's: {preset.dwell_s:g} s" if preset else f"{DWELL_S:g} s")
         + "; 0: at once)",

@@ -73,6 +73,7 @@ class Hysteresis:
 # (-1) .. energetic (+1); Russell's circumplex, the plane the 4Q dataset is labelled in.
 STATES = ("energetic-happy", "tense-angry", "sad-dark", "calm-tender")
 SILENT = "silent"
+MOOD_STATES = (*STATES, SILENT)  # every state a mood message can carry
 
 
 def state_probabilities(valence: float, arousal: float) -> dict[str, float]:

@@ -22,12 +22,13 @@ import colorsys
 import math
 import re
 
+from realtime.smoothing import MOOD_STATES
+
 Values = dict[str, float | str | None]
 
 # The natural range of each kind of value (a map entry's default input range).
 SIGNED = (-1.0, 1.0)
 UNIT = (0.0, 1.0)
-MOOD_STATES = ("energetic-happy", "tense-angry", "sad-dark", "calm-tender", "silent")  # realtime.smoothing's
 FIXED_VALUES = (
     "valence", "arousal", "silent", "top", "colour:r", "colour:g", "colour:b", "state",
     *(f"state:{s}" for s in MOOD_STATES),
