@@ -8,8 +8,10 @@ when its 7-bit value changes, and every controller again after the port was reop
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import tempfile
 import time
 
 from realtime.outputs.base import OutputError, QueuedOutput
@@ -33,6 +35,33 @@ def _apis(rtmidi) -> list[tuple[int, str]]:
     return [(api, name) for api, name in wanted if api in compiled]
 
 
+# What libjack prints to the process's stderr (fd 2, beside Python's) when no JACK server runs:
+# five lines before our own one-line error, and again at each reopening attempt during a show.
+LIBJACK_CHATTER = (
+    "Cannot connect to server",
+    "jack server is not running",
+    "JackShmReadWritePtr",
+)
+
+
+@contextlib.contextmanager
+def _without_libjack_chatter():
+    """fd 2 into a scratch file while libjack may talk; what is not libjack's goes back to stderr."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as scratch:
+        os.dup2(scratch.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            scratch.seek(0)
+            for line in scratch.read().decode(errors="replace").splitlines(keepends=True):
+                if not line.startswith(LIBJACK_CHATTER):
+                    sys.stderr.write(line)
+
+
 def open_virtual_port(port_name: str):
     """An rtmidi MidiOut with a virtual port ``port_name``; OSError naming what was tried if none opens."""
     try:
@@ -44,12 +73,14 @@ def open_virtual_port(port_name: str):
 
     tried = []
     for api, system in _apis(rtmidi):
-        try:
-            out = rtmidi.MidiOut(rtapi=api, name=CLIENT_NAME)
-            out.open_virtual_port(port_name)
-            return out, system
-        except (rtmidi.SystemError, rtmidi.InvalidUseError, rtmidi.NoDevicesError) as exc:
-            tried.append(f"{system}: {exc}")
+        with _without_libjack_chatter():
+            try:
+                out = rtmidi.MidiOut(rtapi=api, name=CLIENT_NAME)
+                out.open_virtual_port(port_name)
+                return out, system
+            except (rtmidi.SystemError, rtmidi.InvalidUseError, rtmidi.NoDevicesError) as exc:
+                tried.append(f"{system}: {exc}")
+                out = None  # the failed client's destructor talks too: inside the redirect
     if not tried:
         tried = ["no ALSA sequencer (/dev/snd/seq: modprobe snd-seq) and no JACK support in python-rtmidi"]
     raise OSError(
