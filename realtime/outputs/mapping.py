@@ -223,7 +223,12 @@ class MapFile:
             line = found.group(1) if found else "?"
             problem = str(exc)[: found.start()].strip() if found else str(exc)
             raise MapError(f"{self.path}:{line}: not valid TOML: {problem}") from None
-        errors = sorted(_validator().iter_errors(self.data), key=lambda e: (len(e.absolute_path), e.message))
+        # The first problem of the outermost place; there, an unknown key before a missing one (a
+        # misspelt key is both, and its spelling is what to mend).
+        errors = sorted(
+            _validator().iter_errors(self.data),
+            key=lambda e: (len(e.absolute_path), e.validator != "additionalProperties", e.message),
+        )
         if errors:
             raise self._schema_error(errors[0])
         self._check_entries()
@@ -235,16 +240,20 @@ class MapFile:
     def _schema_error(self, error) -> MapError:
         path = tuple(error.absolute_path)
         if error.validator == "additionalProperties":
-            unknown = sorted(set(error.instance) - set(error.schema.get("properties", {})))
-            known = ", ".join(error.schema.get("properties", {}))
-            return self.error((*path, unknown[0]), f"unknown key (expected one of: {known})")
+            known = list(error.schema.get("properties", {}))
+            unknown = sorted(set(error.instance) - set(known))
+            close = difflib.get_close_matches(unknown[0], known, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            return self.error((*path, unknown[0]), f"unknown key ({hint}expected one of: {', '.join(known)})")
         if error.validator == "required":
             missing = re.search(r"'([^']+)' is a required property", error.message)
             key = missing.group(1) if missing else "?"
             return self.error(path, f"this entry needs '{key}'")
         if error.validator == "pattern" and path and path[-1] == "value":
+            description = error.schema["description"].rstrip(".")  # "A feed value: ..."
             return self.error(
-                path, f"{error.instance!r} is not a value here; expected {error.schema['description']}"
+                path,
+                f"{error.instance!r} is not a value here; expected {description[0].lower()}{description[1:]}",
             )
         if error.validator in ("minimum", "maximum"):
             limits = f"{error.schema.get('minimum')}..{error.schema.get('maximum')}"
@@ -334,9 +343,19 @@ class MapFile:
         name = value[len(prefix) :]
         if name in tags:
             return
-        close = difflib.get_close_matches(name, list(tags), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise self.error(path, f"unknown tag '{name}'{hint}; the model's tags: {', '.join(tags)}")
+        close = difflib.get_close_matches(name, list(tags), n=3)
+        hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+        if len(tags) <= LISTED_TAGS_MAX:
+            known = f"the model's tags: {', '.join(tags)}"
+        else:  # a default model has ~160: a line of thousands of characters helps nobody
+            known = (
+                f"the model's {len(tags)} tags are the keys of a mood message's \"tags\" "
+                "(python -m realtime.subscribe --topic mood --json --count 1)"
+            )
+        raise self.error(path, f"unknown tag '{name}'{hint}; {known}")
+
+
+LISTED_TAGS_MAX = 20  # an unknown tag's error lists the model's tags up to this many
 
 
 def _is_on_off(value: str) -> bool:

@@ -103,7 +103,13 @@ BAD_MAPS = [
     (
         "unknown key in an entry",
         '[[osc.send]]\nvalue = "valence"\naddress = "/v"\nadress = "/w"\n',
-        "4: [[osc.send]] #1, key 'adress': unknown key (expected one of: value, address, in, out, curve, gamma)",
+        "4: [[osc.send]] #1, key 'adress': unknown key (did you mean 'address'? "
+        "expected one of: value, address, in, out, curve, gamma)",
+    ),
+    (
+        "a misspelt key that is needed",  # the misspelling is named, not only the missing key
+        '[[osc.send]]\nvalue = "valence"\nadress = "/w"\n',
+        "3: [[osc.send]] #1, key 'adress': unknown key (did you mean 'address'? expected one of:",
     ),
     (
         "DMX channel 0",
@@ -135,7 +141,7 @@ BAD_MAPS = [
     (
         "unknown value",
         '[[dmx.send]]\nvalue = "energy"\nchannel = 3\n',
-        "2: [[dmx.send]] #1, key 'value': 'energy' is not a value here",
+        "2: [[dmx.send]] #1, key 'value': 'energy' is not a value here; expected a numeric feed value: valence,",
     ),
     (
         "a string to DMX",
@@ -199,6 +205,15 @@ BAD_MAPS = [
 @pytest.mark.parametrize("text, expected", [b[1:] for b in BAD_MAPS], ids=[b[0] for b in BAD_MAPS])
 def test_every_bad_map_is_one_line_naming_file_line_and_key(tmp_path, text, expected):
     assert load_error(tmp_path, text).startswith(expected)
+
+
+def test_an_unknown_tag_of_a_large_vocabulary_names_the_closest_not_them_all(tmp_path):
+    tags = ["Happy", "happy", "Sad", *(f"tag {i}" for i in range(40))]
+    error = load_error(tmp_path, '[[osc.send]]\nvalue = "tag:Hapy"\naddress = "/h"\n', tags)
+    assert error.startswith(
+        "2: [[osc.send]] #1, key 'value': unknown tag 'Hapy' (did you mean 'Happy' or 'happy'?)"
+    )
+    assert "the model's 43 tags are the keys of a mood message's" in error and "tag 39" not in error
 
 
 def test_unreadable_and_non_utf8_files(tmp_path):
