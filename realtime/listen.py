@@ -150,8 +150,11 @@ class LiveLine:
     failing, and a source that is lost and back, get a line of their own.
     """
 
-    def __init__(self, stream=sys.stderr):
+    def __init__(self, stream=sys.stderr, live: bool = True):
         self.stream = stream
+        # A file read as fast as it goes (no --realtime) has no lag to show: its windows wait in
+        # the ring behind the audio read ahead, seconds that say nothing about the analyzer.
+        self.live = live
         self.tty = stream.isatty()
         self.outputs = None  # an Outputs hub, whose failing outputs the line reports
         self._states: dict[int, str] = {}
@@ -219,7 +222,9 @@ class LiveLine:
         events, failing = self._events()
         flags = [self._trouble] if self._trouble else []
         flags += [" ".join(failing) + " failing"] if failing else []
-        line = f"{'! ' + '; '.join(flags) + '  ' if flags else ''}{m['t_stream']:6.1f}s {m['latency_ms']:4.0f} ms"
+        line = f"{'! ' + '; '.join(flags) + '  ' if flags else ''}{m['t_stream']:6.1f}s"
+        if self.live:
+            line += f" {m['latency_ms']:4.0f} ms"
         if m["state"]:
             line += f"  {m['state']}"
         if m["valence"] is not None:
@@ -262,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         primary = members[0].model
         if source is None:
             source = make_source(args, primary.frontend.sample_rate_hz)
-        view = None if args.quiet else LiveLine()
+        view = None if args.quiet else LiveLine(live=source.live)
         session = open_session(
             args, members, windowing, compute, source, publisher, on_mood=view, on_status=view and view.status
         )

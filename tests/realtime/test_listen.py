@@ -457,6 +457,10 @@ def test_the_live_line_fits_80_columns_and_flags_trouble():
     )
     assert lines[4] == "moodstream: device running again"
     assert all(len(text) <= 79 for text in lines[:3])
+    # A file read as fast as it goes: its windows wait behind the audio read ahead; no latency shown.
+    out = io.StringIO()
+    LiveLine(out, live=False)(mood)
+    assert out.getvalue() == "  12.0s  energetic-happy  V +0.50 A +0.70  Joyous, Energetic, Exuberant\n"
 
 
 def test_the_light_option_names_agree_with_their_owners():
