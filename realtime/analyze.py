@@ -3,8 +3,9 @@
 The same session as ``listen`` (source, pipeline, engine, the feed's smoothing, thresholds and
 silence), on the file read as fast as possible and without a feed: one line per window, or with
 --json each window's mood message, exactly as ``listen --file FILE`` publishes it (same keys;
-``valence``/``arousal`` null in silence).  Smoothing is off unless --smooth is given, so
-windows can be averaged.
+``valence``/``arousal`` null in silence).  By default a window every second and no smoothing,
+so windows can be averaged; --reaction (listen's is balanced) sets the hop, smoothing and dwell
+as it does for listen, to see what the feed would have said.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--json", action="store_true", help="each window's mood message, one JSON object per line"
     )
     parser.add_argument("--top", type=int, default=5, metavar="N", help="tags per line without --json (5)")
-    add_model_options(parser, smooth_default=0.0)
+    add_model_options(parser, smooth_default=0.0, reactions=True, reaction_default=None)
     args = parser.parse_args(argv)
     check_model_options(parser, args)
     return args

@@ -109,22 +109,26 @@ def add_model_options(
     reactions: bool = False,
     threads: tuple[int, str] | None = None,
     several_models: bool = False,
+    reaction_default: str | None = DEFAULT_REACTION,
 ) -> None:
-    """``reactions``: --reaction presets set the hop, smoothing and dwell unless those are given
-    (listen); else --hop 1, --smooth ``smooth_default`` and --dwell 4 (analyze).  ``threads``:
-    --threads' default and why, for --help (None: the library's).  ``several_models``: --model
-    takes a comma-separated list (listen: one feed)."""
+    """``reactions``: --reaction presets set the hop, smoothing and dwell unless those are given;
+    without one (``reaction_default`` None: analyze's default) --hop 1, --smooth ``smooth_default``
+    and --dwell 4.  ``threads``: --threads' default and why, for --help (None: the library's).
+    ``several_models``: --model takes a comma-separated list (listen: one feed)."""
     g = parser.add_argument_group("model and windows")
+    # What --hop, --smooth and --dwell are without a preset (check_model_options fills them in).
+    parser.set_defaults(plain_windows=(1.0, smooth_default, DWELL_S))
     if reactions:
+        plain = f"none: --hop 1, --smooth {smooth_default:g}, --dwell {DWELL_S:g}"
         g.add_argument(
             "--reaction",
             choices=tuple(REACTIONS),
-            default=DEFAULT_REACTION,
+            default=reaction_default,
             help="how fast the mood follows the music against how steady it stays: sets --hop, --smooth "
             "and --dwell (each may still be given). balanced and fast: a quarter-second hop and a "
             "smoothing that follows a real change within a second but not jitter (fast: the state "
             "changes sooner, and flickers more); stable: hops of 1 s, plain smoothing (a third of "
-            f"the compute). Default {DEFAULT_REACTION}. "
+            f"the compute). Default {reaction_default or plain}. "
             "Measured (bench reaction): "
             + "; ".join(
                 f"{name} (hop {r.hop_s:g} s, smooth {r.smooth_s:g} s{', adaptive' if r.follow else ''}, "
@@ -132,7 +136,9 @@ def add_model_options(
                 for name, r in REACTIONS.items()
             ),
         )
-    preset = REACTIONS[DEFAULT_REACTION] if reactions else None
+    preset = REACTIONS[reaction_default] if reactions and reaction_default else None
+    # The help of --hop, --smooth and --dwell: the default preset's value, else the plain one.
+    given_by = "" if preset or not reactions else ", or the --reaction's"
     g.add_argument(
         "--model",
         default=DEFAULT_MODEL,
@@ -148,10 +154,10 @@ def add_model_options(
     g.add_argument(
         "--hop",
         type=number(*HOP_RANGE_S, what="the hop in seconds"),
-        default=None if reactions else 1.0,
+        default=None,
         metavar="S",
         help=f"seconds between analyses, {HOP_RANGE_S[0]:g}..{HOP_RANGE_S[1]:g} (default "
-        + (f"the --reaction's: {preset.hop_s:g})" if preset else "1.0)"),
+        + (f"the --reaction's: {preset.hop_s:g})" if preset else f"1.0{given_by})"),
     )
     g.add_argument(
         "--context",
@@ -163,10 +169,10 @@ def add_model_options(
     g.add_argument(
         "--smooth",
         type=number(0.0, 3600.0, what="the smoothing time constant in seconds"),
-        default=None if reactions else smooth_default,
+        default=None,
         metavar="S",
         help="smoothing time constant in seconds, 0 = none (default "
-        + (f"the --reaction's: {preset.smooth_s:g})" if preset else f"{smooth_default:g})"),
+        + (f"the --reaction's: {preset.smooth_s:g})" if preset else f"{smooth_default:g}{given_by})"),
     )
     g.add_argument(
         "--on",
@@ -183,11 +189,11 @@ def add_model_options(
     g.add_argument(
         "--dwell",
         type=number(0.0, 600.0, what="the dwell in seconds"),
-        default=None if reactions else DWELL_S,
+        default=None,
         metavar="S",
         help=f"the mood state ({', '.join(MOOD_STATES)}) changes "
         "only after another state has led for this long (default "
-        + (f"the --reaction's: {preset.dwell_s:g} s" if preset else f"{DWELL_S:g} s")
+        + (f"the --reaction's: {preset.dwell_s:g} s" if preset else f"{DWELL_S:g} s{given_by}")
         + "; 0: at once)",
     )
     g.add_argument(
@@ -233,8 +239,10 @@ def add_model_options(
 def check_model_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """The checks argparse cannot make alone; exits through ``parser.error``.  Fills in what the
     --reaction preset sets and was not given (follow and margin always come from it)."""
-    reaction = REACTIONS[getattr(args, "reaction", None) or "stable"]
-    for name, value in (("hop", reaction.hop_s), ("smooth", reaction.smooth_s), ("dwell", reaction.dwell_s)):
+    chosen = getattr(args, "reaction", None)
+    reaction = REACTIONS[chosen or "stable"]
+    values = (reaction.hop_s, reaction.smooth_s, reaction.dwell_s) if chosen else args.plain_windows
+    for name, value in zip(("hop", "smooth", "dwell"), values, strict=True):
         if getattr(args, name) is None:
             setattr(args, name, value)
     args.follow = reaction.follow if getattr(args, "reaction", None) else 0.0

@@ -215,3 +215,17 @@ def test_an_m4a_file_is_read_through_ffmpeg(shared_data, tmp_path, capsys):
         top_a = sorted(a["tags"], key=a["tags"].get)[-5:]
         top_b = sorted(b["tags"], key=b["tags"].get)[-5:]
         assert len(set(top_a) & set(top_b)) >= 4  # AAC at 128 kb/s: the same music
+
+
+def test_a_reaction_sets_what_it_sets_for_listen_and_none_keeps_analyzes_defaults():
+    from realtime.analyze import parse_args as analyze_args
+    from realtime.listen import parse_args as listen_args
+
+    plain = analyze_args(["clip.wav"])
+    assert (plain.hop, plain.smooth, plain.dwell, plain.follow) == (1.0, 0.0, 4.0, 0.0)
+    fields = ("hop", "smooth", "dwell", "follow", "state_margin")
+    for preset in ("fast", "balanced", "stable"):
+        offline, live = analyze_args(["clip.wav", "--reaction", preset]), listen_args(["--reaction", preset])
+        assert [getattr(offline, f) for f in fields] == [getattr(live, f) for f in fields], preset
+    given = analyze_args(["clip.wav", "--reaction", "balanced", "--smooth", "0"])
+    assert (given.hop, given.smooth) == (0.25, 0.0)
