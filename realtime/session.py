@@ -68,9 +68,11 @@ class Session:
                     f"gave {audio_s:.2f} s of audio, less than one {segment_s:.2f} s segment"
                 )
         if sanitizer.sanitized_samples:
-            lines.append(f"warning: {sanitizer.sanitized_samples} NaN/Inf samples were replaced by silence")
+            n = sanitizer.sanitized_samples
+            lines.append(f"warning: {n} NaN/Inf {_samples_were(n, 'replaced by silence')}")
         if sanitizer.clipped_samples:
-            lines.append(f"note: {sanitizer.clipped_samples} samples at or past full scale were clamped")
+            n = sanitizer.clipped_samples
+            lines.append(f"note: {n} {_samples_were(n, 'clamped', before='at or past full scale ')}")
         return lines
 
     def close(self) -> None:
@@ -115,3 +117,8 @@ def open_session(
             session.close()
             raise
     return session
+
+
+def _samples_were(n: int, what: str, before: str = "") -> str:
+    """ "samples were WHAT", or "sample was WHAT" for one."""
+    return f"sample{'' if n == 1 else 's'} {before}{'was' if n == 1 else 'were'} {what}"

@@ -224,9 +224,11 @@ def _receive(socket: zmq.Socket, count: int | None, timeout_s: float | None, as_
             print(f"subscribe: no message for {timeout_s:g} s; is the analyzer running?", file=sys.stderr)
             return 1
         if quiet_s >= QUIET_NOTE_S and not noted_quiet:
+            ends = (
+                "Ctrl-C stops, --timeout S gives up" if timeout_s is None else f"gives up at {timeout_s:g} s"
+            )
             print(
-                f"subscribe: nothing for {QUIET_NOTE_S:g} s; is the analyzer running? Waiting on "
-                "(Ctrl-C stops, --timeout S gives up).",
+                f"subscribe: nothing for {QUIET_NOTE_S:g} s; is the analyzer running? Waiting on ({ends}).",
                 file=sys.stderr,
                 flush=True,
             )

@@ -229,3 +229,14 @@ def test_a_reaction_sets_what_it_sets_for_listen_and_none_keeps_analyzes_default
         assert [getattr(offline, f) for f in fields] == [getattr(live, f) for f in fields], preset
     given = analyze_args(["clip.wav", "--reaction", "balanced", "--smooth", "0"])
     assert (given.hop, given.smooth) == (0.25, 0.0)
+
+
+def test_one_damaged_sample_is_said_in_the_singular():
+    from realtime.session import _samples_were
+
+    assert (
+        f"1 NaN/Inf {_samples_were(1, 'replaced by silence')}" == "1 NaN/Inf sample was replaced by silence"
+    )
+    assert _samples_were(2, "clamped", before="at or past full scale ") == (
+        "samples at or past full scale were clamped"
+    )

@@ -319,6 +319,17 @@ def test_a_quiet_feed_is_noted_once_and_its_return_too():
             proc.stderr.close()
 
 
+def test_the_quiet_note_says_when_the_timeout_gives_up(monkeypatch, capsys):
+    monkeypatch.setattr(subscribe, "QUIET_NOTE_S", 0.2)  # the note long before the timeout
+    with Publisher(EPHEMERAL) as pub:  # that publishes nothing
+        assert subscribe.main([pub.endpoint, "--timeout", "1"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "subscribe: nothing for 0.2 s; is the analyzer running? Waiting on (gives up at 1 s).",
+        "subscribe: no message for 1 s; is the analyzer running?",
+    ], err
+
+
 def test_count_must_be_positive(capsys):
     with pytest.raises(SystemExit) as caught:
         subscribe.main(["--count", "0"])
