@@ -245,7 +245,7 @@ def check_model_options(parser: argparse.ArgumentParser, args: argparse.Namespac
     for name, value in zip(("hop", "smooth", "dwell"), values, strict=True):
         if getattr(args, name) is None:
             setattr(args, name, value)
-    args.follow = reaction.follow if getattr(args, "reaction", None) else 0.0
+    args.follow = reaction.follow if chosen else 0.0
     args.state_margin = reaction.margin
     if not 0 <= args.off < args.on <= 1:
         parser.error("need 0 <= --off < --on <= 1")

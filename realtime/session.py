@@ -67,12 +67,12 @@ class Session:
                     f"warning: nothing was published: the {engine.source.kind} {engine.source.name!r} "
                     f"gave {audio_s:.2f} s of audio, less than one {segment_s:.2f} s segment"
                 )
-        if sanitizer.sanitized_samples:
-            n = sanitizer.sanitized_samples
-            lines.append(f"warning: {n} NaN/Inf {_samples_were(n, 'replaced by silence')}")
-        if sanitizer.clipped_samples:
-            n = sanitizer.clipped_samples
-            lines.append(f"note: {n} {_samples_were(n, 'clamped', before='at or past full scale ')}")
+        if n := sanitizer.sanitized_samples:
+            samples, were = _samples_were(n)
+            lines.append(f"warning: {n} NaN/Inf {samples} {were} replaced by silence")
+        if n := sanitizer.clipped_samples:
+            samples, were = _samples_were(n)
+            lines.append(f"note: {n} {samples} at or past full scale {were} clamped")
         return lines
 
     def close(self) -> None:
@@ -119,6 +119,5 @@ def open_session(
     return session
 
 
-def _samples_were(n: int, what: str, before: str = "") -> str:
-    """ "samples were WHAT", or "sample was WHAT" for one."""
-    return f"sample{'' if n == 1 else 's'} {before}{'was' if n == 1 else 'were'} {what}"
+def _samples_were(n: int) -> tuple[str, str]:
+    return ("sample", "was") if n == 1 else ("samples", "were")
