@@ -18,7 +18,7 @@ import zmq
 from realtime.feed import DEFAULT_ENDPOINT, MAX_MESSAGE_BYTES, TOPICS, FeedError, decode, endpoint
 from realtime.keys import CurveError, add_subscriber_options, secure_subscriber
 from realtime.options import Parser
-from realtime.outputs.values import MOOD_STATES
+from realtime.smoothing import MOOD_STATES
 
 TOP_TAGS = 3
 # Poll in slices so the --timeout deadline is checked even when nothing arrives.

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
                 worst[key] = float("inf")
             elif x[key] is not None:
                 worst[key] = max(worst[key], abs(x[key] - y[key]))
-        worst["tags"] = max(worst["tags"], *(abs(p - y["tags"][t]) for t, p in x["tags"].items()))
+        worst["tags"] = max([worst["tags"], *(abs(p - y["tags"][t]) for t, p in x["tags"].items())])
         states_differ += x.get("state") != y.get("state")
     ok = max(worst.values()) <= args.tolerance
     print(
