@@ -25,9 +25,9 @@ from realtime.options import Parser
 COMMANDS = (latency, e2e, scale, soak, reaction, edges)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m bench") -> int:
     parser = Parser(
-        prog="python -m bench",
+        prog=prog,
         description=__doc__.split("\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

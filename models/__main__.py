@@ -128,8 +128,8 @@ def _table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m models", description=__doc__.split("\n", 2)[0])
+def main(argv: list[str] | None = None, prog: str = "python -m models") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n", 2)[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_list = sub.add_parser("list", help="table of registered models (built, so counts are real)")
     p_list.add_argument("--json", action="store_true", help="a JSON list instead of the table")

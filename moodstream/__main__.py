@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"moodstream: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
-    code = module.main(args)
+    code = module.main(args, prog=f"moodstream {name}")  # its usage and errors say how it was run
     if name == "listen":
         # As `python -m realtime.listen` does: all is closed; skip Python's slow teardown of torch.
         sys.stdout.flush()

@@ -28,9 +28,9 @@ from realtime.options import (
 from realtime.sources import SourceError, open_file
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None, prog: str = "python -m realtime.analyze") -> argparse.Namespace:
     parser = Parser(
-        prog="python -m realtime.analyze",
+        prog=prog,
         description=__doc__.split("\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -71,8 +71,9 @@ class Lines:
         print(f"{m['t_stream']:7.2f}s  {'(silent) ' if m['silent'] else ''}{state}{va}{words or tags}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m realtime.analyze") -> int:
+    """``prog``: how the command was run, for its usage and error lines (``moodstream analyze``)."""
+    args = parse_args(argv, prog)
     try:
         source = open_file(args.file)  # checked before the model loads: the same errors as listen --file
     except SourceError as exc:

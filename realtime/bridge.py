@@ -37,9 +37,9 @@ from realtime.subscribe import FEED_QUIET_S, add_feed_options, open_feed
 _POLL_MS = 100
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None, prog: str = "python -m realtime.bridge") -> argparse.Namespace:
     parser = Parser(
-        prog="python -m realtime.bridge",
+        prog=prog,
         description=(
             "Subscribe to a moodstream feed (ZeroMQ) and send it on as OSC, Art-Net/sACN, OS2L and MIDI,\n"
             "exactly as `python -m realtime.listen` does with the same output flags."
@@ -105,8 +105,9 @@ class Bridge:
         self.outputs.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m realtime.bridge") -> int:
+    """``prog``: how the command was run, for its usage and error lines (``moodstream bridge``)."""
+    args = parse_args(argv, prog)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -112,9 +112,9 @@ def add_subscriber_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m realtime.keys") -> int:
     parser = Parser(
-        prog="python -m realtime.keys",
+        prog=prog,
         description=__doc__.split("\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

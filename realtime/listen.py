@@ -44,9 +44,9 @@ from realtime.sources import SourceError, list_devices, make_source
 from realtime.web import WebError, add_web_option
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None, prog: str = "python -m realtime.listen") -> argparse.Namespace:
     parser = Parser(
-        prog="python -m realtime.listen",
+        prog=prog,
         description=(
             "Listen to a sound card, a file, raw PCM on stdin or a stream URL, and publish mood tags\n"
             "and valence/arousal over ZeroMQ: topic 'mood' once per hop, topic 'status' once a second\n"
@@ -239,8 +239,9 @@ class LiveLine:
         self._write(events, f"{line}  {words}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m realtime.listen") -> int:
+    """``prog``: how the command was run, for its usage and error lines (``moodstream listen``)."""
+    args = parse_args(argv, prog)
     if args.list_devices:
         try:
             print(list_devices())

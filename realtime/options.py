@@ -68,12 +68,12 @@ def refuse(message: str) -> NoReturn:
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with ``refuse``'s one-line error: a mistyped option or value gets ``PROG: error:
-    ...`` and where the options are listed, not the whole usage first (listen's is 20 lines, with
-    the error after them)."""
+    """argparse with ``refuse``'s one-line error: a mistyped option or value gets ``error: ...``
+    like every other error, and how to list the options, not the whole usage first (listen's is
+    20 lines, with the error after them)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (--help lists the options)\n")
+        self.exit(2, f"error: {message} ({self.prog} --help lists the options)\n")
 
 
 def number(low: float | None = None, high: float | None = None, kind: type = float, what: str = ""):

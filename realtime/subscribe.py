@@ -151,9 +151,9 @@ def open_feed(
     return socket
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str) -> argparse.ArgumentParser:
     parser = Parser(
-        prog="python -m realtime.subscribe",
+        prog=prog,
         description="Print the moodstream feed: one line per message, or one JSON object per line.",
         epilog=_FEED_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -180,9 +180,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the subscriber; returns the exit status."""
-    parser = _parser()
+def main(argv: list[str] | None = None, prog: str = "python -m realtime.subscribe") -> int:
+    """Run the subscriber; returns the exit status (``prog``: how it was run, for its usage and error
+    lines)."""
+    parser = _parser(prog)
     args = parser.parse_args(argv)
     if args.count is not None and args.count <= 0:
         parser.error("--count must be positive")
@@ -193,12 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     context = zmq.Context()
     try:
         socket = open_feed(context, args.endpoint, args.server_key, args.client_key, topics)
-    except CurveError as e:
-        print(f"subscribe: error: {e}", file=sys.stderr)
-        context.term()
-        return 2
-    except FeedError as e:
-        print(f"subscribe: {e}", file=sys.stderr)
+    except (CurveError, FeedError) as e:
+        print(f"error: {e}", file=sys.stderr)
         context.term()
         return 2
     try:

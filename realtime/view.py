@@ -30,9 +30,9 @@ DEFAULT_PORT = 8080
 _POLL_MS = 100
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None, prog: str = "python -m realtime.view") -> argparse.Namespace:
     parser = Parser(
-        prog="python -m realtime.view",
+        prog=prog,
         description=(
             "Serve a live web view of a moodstream feed: the mood state, valence/arousal on a plane\n"
             "with a trail, the strongest tags, a five-minute timeline and the analyzer's status."
@@ -52,8 +52,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m realtime.view") -> int:
+    """``prog``: how the command was run, for its usage and error lines (``moodstream view``)."""
+    args = parse_args(argv, prog)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

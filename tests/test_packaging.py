@@ -106,3 +106,20 @@ def test_the_command_names_every_module_and_refuses_what_it_does_not_know():
     assert unknown.returncode == 2 and "unknown command 'lisen'" in unknown.stderr
     help_ = run("subscribe", "--help")
     assert help_.returncode == 0 and "--topic" in help_.stdout
+
+
+def test_each_command_names_itself_as_it_was_run(capsys):
+    """``moodstream listen --help`` shows ``usage: moodstream listen``, not the module's
+    ``python -m realtime.listen``, and so does a mistyped option's error."""
+    from moodstream.__main__ import COMMANDS, main
+
+    for command in COMMANDS:
+        with pytest.raises(SystemExit) as ended:
+            main([command, "--help"])
+        out = capsys.readouterr().out
+        assert ended.value.code == 0 and out.startswith(f"usage: moodstream {command} "), (command, out[:200])
+    with pytest.raises(SystemExit) as ended:
+        main(["listen", "--hop", "0"])
+    err = capsys.readouterr().err
+    assert ended.value.code == 2 and err.startswith("error: argument --hop: 0 is out of range"), err
+    assert err.endswith("(moodstream listen --help lists the options)\n"), err

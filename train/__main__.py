@@ -377,9 +377,9 @@ def cmd_export(args) -> int:
     return max(streaming, whole)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m train") -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m train",
+        prog=prog,
         description=__doc__.split("\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -6,6 +6,7 @@ import argparse
 import re
 import sys
 
+from realtime.options import refuse
 from realtime.outputs.base import Output, OutputError
 from realtime.outputs.dmx import ARTNET_PORT, SACN_PORT, ArtNetOutput, SacnOutput
 from realtime.outputs.hub import Outputs
@@ -137,7 +138,7 @@ def check_output_options(parser: argparse.ArgumentParser, args: argparse.Namespa
         check_dmx_start(args.dmx_start)
         args.map_file = MapFile(args.map) if args.map else None
     except MapError as exc:
-        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+        refuse(str(exc))
     used = {"osc": args.osc, "dmx": dmx, "os2l": args.os2l, "midi": args.midi}
     for kind in KINDS:
         if args.map_file and kind in args.map_file.data and not used[kind]:

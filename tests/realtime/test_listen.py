@@ -328,7 +328,9 @@ def test_unknown_model_and_bad_options(capsys):
     ):
         code, err = refused_here(capsys, "--stdin", "--rate", "16000", option, value)
         assert code == 2 and words in err and "Traceback" not in err, err
-        assert err.strip().count("\n") == 0 and err.endswith("(--help lists the options)\n"), err
+        assert err.strip().count("\n") == 0 and err.endswith(
+            "(python -m realtime.listen --help lists the options)\n"
+        ), err
 
 
 def test_a_source_that_yields_no_window_says_why_nothing_was_published(monkeypatch, capsys):
