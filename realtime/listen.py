@@ -32,7 +32,14 @@ import threading
 # Only what parsing, the source and the feed's port need: torch and the models load after them,
 # so a wrong --device, --file or port is said within a second.
 from realtime.feed import DEFAULT_ENDPOINT, endpoint
-from realtime.options import Parser, add_model_options, check_model_names, check_model_options, number
+from realtime.options import (
+    REACTIONS,
+    Parser,
+    add_model_options,
+    check_model_names,
+    check_model_options,
+    number,
+)
 
 # One thread: a live hop is many small calls that a second thread barely shortens; the lag came
 # out lower and steadier with one (bench/RESULTS.md, end to end), and the other cores stay free.
@@ -299,10 +306,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m realtime.listen")
 
         _, hop_s, _, context_s = effective_windows(primary, engine.windowing)
         feed = f"{session.publisher.endpoint}{' (CURVE)' if session.publisher.encrypted else ''}"
+        smoothing = f"{args.smooth:g} s{' adaptive' if args.follow else ''}" if args.smooth else "off"
         view.announced_rate_hz = source.sample_rate_hz
         for line in (
             f"{engine.model_name} on {source.kind} {source.name!r} ({source.sample_rate_hz} Hz, {source.channels} ch)",
             f"publishing on {feed}; hop {hop_s:.3g} s, context {context_s:.3g} s, {engine.windowing.resampler} resampler",
+            # The preset's name, so a user knows what to change; the values as given, overrides included.
+            f"reaction {args.reaction}: smoothing {smoothing}, dwell {args.dwell:g} s (--reaction {'|'.join(REACTIONS)})",
             f"listening... the first result after {primary.segment_seconds:.1f} s of audio; Ctrl-C stops",
         ):
             print(f"moodstream: {line}", file=sys.stderr)

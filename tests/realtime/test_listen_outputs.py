@@ -243,10 +243,15 @@ def test_dead_refusing_and_hanging_receivers_leave_the_feed_on_time(shared_data,
     assert refused["dropped"] > 0 and hung["dropped"] > 0
     # And on the terminal: a line when an output starts failing, a flag on the live line while it does.
     lines = terminal.splitlines()
-    # The banner: the source as opened, the feed, the wait for the first result.
+    # The banner: the source as opened, the feed, the reaction, the wait for the first result.
     assert lines[0] == f"moodstream: default on file {str(path)!r} ({rate} Hz, 1 ch)", lines[0]
     assert lines[1].startswith(f"moodstream: publishing on {endpoints[1]}; hop 0.2"), lines[1]
-    assert lines[2] == "moodstream: listening... the first result after 3.0 s of audio; Ctrl-C stops"
+    # The --reaction preset (balanced by default) and what it set.
+    assert (
+        lines[2]
+        == "moodstream: reaction balanced: smoothing 2 s adaptive, dwell 3 s (--reaction fast|balanced|stable)"
+    )
+    assert lines[3] == "moodstream: listening... the first result after 3.0 s of audio; Ctrl-C stops"
     assert f"moodstream: os2l 127.0.0.1:{hanging.port} retrying: timed out" in lines, terminal
     assert any(
         line.startswith("moodstream: osc ") and "retrying: Connection refused" in line for line in lines
