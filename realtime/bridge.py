@@ -32,7 +32,7 @@ from realtime.outputs import (
     build_outputs,
     check_output_options,
 )
-from realtime.subscribe import FEED_QUIET_S, add_feed_options, open_feed
+from realtime.subscribe import FEED_QUIET_S, FeedLink, add_feed_options, open_feed
 
 _POLL_MS = 100
 
@@ -64,9 +64,9 @@ class Bridge:
     the tags a map file names are checked against the first mood message's.
     """
 
-    def __init__(self, args: argparse.Namespace, endpoint: str):
+    def __init__(self, args: argparse.Namespace, link: FeedLink):
         self.args = args
-        self.endpoint = endpoint
+        self.link = link
         self.outputs: Outputs = build_outputs(args, tags=None)
         self.tags_checked = False
         self.last_message: float | None = None
@@ -88,9 +88,9 @@ class Bridge:
     def line(self) -> str:
         """The live line: the feed's state, then every output's."""
         if self.last_message is None:
-            feed = f"waiting for the feed at {self.endpoint}"
+            feed = f"waiting for the feed: {self.link.why_quiet()}"
         elif time.monotonic() - self.last_message > FEED_QUIET_S:
-            feed = f"no feed from {self.endpoint} for {time.monotonic() - self.last_message:.0f} s"
+            feed = f"no feed for {time.monotonic() - self.last_message:.0f} s: {self.link.why_quiet()}"
         else:
             source = self.last_status["source"] if self.last_status else None
             state = f", source {source['state']}" if source else ""
@@ -113,17 +113,17 @@ def main(argv: list[str] | None = None, prog: str = "python -m realtime.bridge")
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     context = zmq.Context()
     try:
-        sock = open_feed(context, args.endpoint, args.server_key, args.client_key)
+        link = open_feed(context, args.endpoint, args.server_key, args.client_key)
     except (CurveError, FeedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         context.term()
         return 2
     tty = sys.stderr.isatty()
     try:
-        bridge = Bridge(args, args.endpoint)
+        bridge = Bridge(args, link)
     except (OutputError, MapError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sock.close(linger=0)
+        link.close()
         context.term()
         return 2
     if not args.quiet:
@@ -133,8 +133,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m realtime.bridge")
     code = 0
     try:
         while not stop.is_set():
-            if sock.poll(_POLL_MS):
-                frames = sock.recv_multipart()
+            if link.socket.poll(_POLL_MS):
+                frames = link.socket.recv_multipart()
                 try:
                     topic, message = decode(frames)
                 except FeedError as exc:
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m realtime.bridge")
         code = 2
     finally:
         bridge.close()
-        sock.close(linger=0)
+        link.close()
         context.term()
     if tty and not args.quiet:
         sys.stderr.write("\n")

@@ -14,6 +14,7 @@ import sys
 import time
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from realtime.feed import DEFAULT_ENDPOINT, MAX_MESSAGE_BYTES, TOPICS, FeedError, decode, endpoint
 from realtime.keys import CurveError, add_subscriber_options, secure_subscriber
@@ -46,8 +47,10 @@ the feed:
           and p99 ms), outputs (OSC, DMX, OS2L, MIDI: kind, target, state, sent, dropped,
           error), uptime_s, t, seq, model, schema.
 
-Nothing for {QUIET_NOTE_S:g} s (the analyzer not started yet, stopped or stalled): a note on stderr,
-and another when messages come again; it waits on until Ctrl-C or --timeout.
+Nothing for {QUIET_NOTE_S:g} s: a note on stderr that says what the connection tells (nothing listens
+at the endpoint, or an analyzer is connected but sends nothing: starting or stalled), and another
+when messages come again; a CURVE key that does not fit the feed is said at once.  It waits on
+until Ctrl-C or --timeout.
 
 exit status: 0 after --count messages or Ctrl-C, 1 after --timeout without a message.
 """
@@ -122,16 +125,130 @@ def add_feed_options(parser: argparse.ArgumentParser) -> None:
     add_subscriber_options(parser)
 
 
+# How long handshakes must fail with no detail before a reader blames its --server-key (FeedLink);
+# a mechanism mismatch names itself within a few reconnections (~0.1 s apart).
+_VAGUE_S = 0.5
+# What libzmq's socket monitor says about the connection to the feed (FeedLink).
+_LINK_EVENTS = (
+    zmq.EVENT_CONNECTED
+    | zmq.EVENT_CONNECT_RETRIED
+    | zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_DISCONNECTED
+)
+
+
+class FeedLink:
+    """A SUB socket on the feed, and what its connection is doing (libzmq's socket monitor).
+
+    A SUB socket that hears nothing cannot tell why: nothing listens at the endpoint, the CURVE
+    keys do not match (the handshake fails and is retried, silently, for ever), or an analyzer is
+    there and sends nothing yet (loading its model) or any more (stalled).  The monitor's events
+    tell these apart, so a reader says which.  Open one with ``open_feed``.
+    """
+
+    def __init__(self, socket: zmq.Socket, endpoint: str, keyed: bool):
+        self.socket = socket
+        self.endpoint = endpoint
+        self.keyed = keyed  # --server-key given: the reader speaks CURVE
+        self.refused: str | None = None  # a handshake that failed, and why; until one succeeds
+        self.connected = False  # a handshake succeeded and the peer is still there
+        self.absent = False  # the last attempt to connect found nothing listening
+        self._reached = False  # a TCP connection since the last retry
+        self._vague_since: float | None = None  # handshakes have failed with no detail since then
+        # Attached before connect(): the first handshake's outcome is not missed.
+        self._monitor = socket.get_monitor_socket(_LINK_EVENTS)
+
+    def update(self) -> str | None:
+        """Read the monitor's events; a refused handshake's reason when it is new (a key that does
+        not fit: to be said at once, no message will come), else None.  Nothing listening is not
+        news: an analyzer started with its reader binds its port within a second or so."""
+        before = self.refused
+        while self._monitor.poll(0):
+            event = recv_monitor_message(self._monitor)
+            kind, value = event["event"], event["value"]
+            if kind == zmq.EVENT_CONNECTED:
+                self._reached, self.absent = True, False
+            elif kind == zmq.EVENT_CONNECT_RETRIED:
+                self.absent = not self._reached  # refused or unreachable, not a failed handshake
+                if self.absent:  # whatever refused the handshake is gone: what comes next may not
+                    self.refused, self._vague_since = None, None
+                self._reached = False
+            elif kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.connected, self.refused, self._vague_since = True, None, None
+            elif kind == zmq.EVENT_DISCONNECTED:
+                self.connected = False
+            else:
+                self.refused = self._handshake_failed(kind, value) or self.refused
+        if self._vague_since is not None and time.monotonic() - self._vague_since >= _VAGUE_S:
+            self.refused = self._vague_reason()
+        return self.refused if self.refused and self.refused != before else None
+
+    def _handshake_failed(self, kind: int, value: int) -> str | None:
+        """Why, for a user; None while libzmq gives no reason we can name.  A CURVE server key that
+        is not the feed's fails with no detail, every attempt; so can the first attempts of a
+        mechanism mismatch (the peer hangs up while we write) before one names it, and after the
+        one that names it libzmq stops retrying: update() says the vague reason after _VAGUE_S."""
+        feed = f"the feed at {self.endpoint}"
+        if kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+            if self._vague_since is None:
+                self._vague_since = time.monotonic()
+            return None
+        self._vague_since = None
+        if (
+            kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
+        ):
+            if self.keyed:
+                return f"{feed} is not encrypted, but --server-key was given: leave it out"
+            return f"{feed} is encrypted (CURVE): give the analyzer's public key with --server-key"
+        if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:  # its --curve-clients folder lacks our key
+            return (
+                f"the analyzer at {self.endpoint} does not let this reader in: give --client-key, "
+                "its public key (.key) in the analyzer's --curve-clients folder"
+            )
+        return None
+
+    def _vague_reason(self) -> str:
+        """Handshakes that only ever failed with no detail, for _VAGUE_S: a CURVE server key that
+        is not the feed's, or a mechanism mismatch whose attempts all lost the race to say so."""
+        if self.keyed:
+            return (
+                f"the feed at {self.endpoint} refused the CURVE handshake: --server-key is not its "
+                "public key (server.key), or the feed is not encrypted"
+            )
+        return f"the handshake with the feed at {self.endpoint} fails: if it is encrypted, give its public key with --server-key"
+
+    def why_quiet(self) -> str:
+        """Why nothing comes, as the monitor tells it: a clause for a line on the terminal."""
+        self.update()
+        if self.refused:
+            return self.refused
+        if self.connected:
+            return f"connected to the analyzer at {self.endpoint}, which sends nothing: starting, or stalled"
+        if self.absent:
+            return f"nothing listens at {self.endpoint}: is the analyzer running?"
+        return f"no analyzer at {self.endpoint} yet"
+
+    def close(self) -> None:
+        self.socket.disable_monitor()
+        self._monitor.close(linger=0)
+        self.socket.close(linger=0)
+
+
 def open_feed(
     context: zmq.Context,
     endpoint: str,
     server_key: str | None = None,
     client_key: str | None = None,
     topics: tuple[str, ...] = TOPICS,
-) -> zmq.Socket:
+) -> FeedLink:
     """A SUB socket on ``context``, connected to the feed at ``endpoint`` (CURVE with
-    ``server_key``), subscribed to ``topics``: what every reader of the feed opens (subscribe,
-    bridge, view).  Raises CurveError or FeedError, each with a one-line reason."""
+    ``server_key``), subscribed to ``topics``, with its connection watched: what every reader of
+    the feed opens (subscribe, bridge, view).  Raises CurveError or FeedError, each with a one-line
+    reason."""
     socket = context.socket(zmq.SUB)
     socket.setsockopt(zmq.LINGER, 0)
     # Frames far beyond the feed's limit cost memory before decode could refuse them:
@@ -141,14 +258,16 @@ def open_feed(
         socket.setsockopt(zmq.SUBSCRIBE, topic.encode("ascii"))
     try:
         secure_subscriber(socket, server_key, client_key)
-        socket.connect(endpoint)
-    except zmq.ZMQError as e:
-        socket.close(linger=0)
-        raise FeedError(f"cannot connect to {endpoint!r}: {zmq.strerror(e.errno)}") from None
     except CurveError:
         socket.close(linger=0)
         raise
-    return socket
+    link = FeedLink(socket, endpoint, keyed=server_key is not None)
+    try:
+        socket.connect(endpoint)
+    except zmq.ZMQError as e:
+        link.close()
+        raise FeedError(f"cannot connect to {endpoint!r}: {zmq.strerror(e.errno)}") from None
+    return link
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
@@ -161,9 +280,11 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "endpoint",
         nargs="?",
-        default=DEFAULT_ENDPOINT,
         type=endpoint,
-        help=f"ZeroMQ endpoint of the feed (default {DEFAULT_ENDPOINT})",
+        help=f"ZeroMQ endpoint of the feed (default {DEFAULT_ENDPOINT}); or --from ENDPOINT, as bridge and view take it",
+    )
+    parser.add_argument(
+        "--from", dest="from_endpoint", type=endpoint, metavar="ENDPOINT", help=argparse.SUPPRESS
     )
     parser.add_argument(
         "--topic", action="append", choices=TOPICS, help="topic to receive; repeatable (default: both)"
@@ -189,17 +310,25 @@ def main(argv: list[str] | None = None, prog: str = "python -m realtime.subscrib
         parser.error("--count must be positive")
     if args.timeout is not None and args.timeout <= 0:
         parser.error("--timeout must be positive")
+    if args.endpoint and args.from_endpoint:
+        parser.error("give the feed's endpoint once: as an argument or with --from")
     topics = tuple(dict.fromkeys(args.topic or TOPICS))  # keep order, drop repeats
 
     context = zmq.Context()
     try:
-        socket = open_feed(context, args.endpoint, args.server_key, args.client_key, topics)
+        link = open_feed(
+            context,
+            args.endpoint or args.from_endpoint or DEFAULT_ENDPOINT,
+            args.server_key,
+            args.client_key,
+            topics,
+        )
     except (CurveError, FeedError) as e:
         print(f"error: {e}", file=sys.stderr)
         context.term()
         return 2
     try:
-        return _receive(socket, args.count, args.timeout, args.json)
+        return _receive(link, args.count, args.timeout, args.json)
     except KeyboardInterrupt:
         return 0
     except BrokenPipeError:
@@ -207,32 +336,34 @@ def main(argv: list[str] | None = None, prog: str = "python -m realtime.subscrib
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     finally:
-        socket.close(linger=0)
+        link.close()
         context.term()
 
 
-def _receive(socket: zmq.Socket, count: int | None, timeout_s: float | None, as_json: bool) -> int:
+def _receive(link: FeedLink, count: int | None, timeout_s: float | None, as_json: bool) -> int:
     received = 0
     last_valid = time.monotonic()
     noted_quiet = False
+    ends = "Ctrl-C stops, --timeout S gives up" if timeout_s is None else f"gives up at {timeout_s:g} s"
     while count is None or received < count:
         quiet_s = time.monotonic() - last_valid
         if timeout_s is not None and quiet_s >= timeout_s:
-            print(f"subscribe: no message for {timeout_s:g} s; is the analyzer running?", file=sys.stderr)
+            print(f"subscribe: no message for {timeout_s:g} s ({link.why_quiet()}).", file=sys.stderr)
             return 1
-        if quiet_s >= QUIET_NOTE_S and not noted_quiet:
-            ends = (
-                "Ctrl-C stops, --timeout S gives up" if timeout_s is None else f"gives up at {timeout_s:g} s"
-            )
+        problem = link.update()
+        if problem:  # a key that does not fit: said at once, not after the quiet wait
+            print(f"subscribe: {problem}. Waiting on ({ends}).", file=sys.stderr, flush=True)
+            noted_quiet = True
+        elif quiet_s >= QUIET_NOTE_S and not noted_quiet:
             print(
-                f"subscribe: nothing for {QUIET_NOTE_S:g} s; is the analyzer running? Waiting on ({ends}).",
+                f"subscribe: nothing for {QUIET_NOTE_S:g} s ({link.why_quiet()}). Waiting on ({ends}).",
                 file=sys.stderr,
                 flush=True,
             )
             noted_quiet = True
-        if not socket.poll(_POLL_SLICE_MS):
+        if not link.socket.poll(_POLL_SLICE_MS):
             continue
-        frames = socket.recv_multipart()
+        frames = link.socket.recv_multipart()
         try:
             topic, message = decode(frames)
         except FeedError as e:

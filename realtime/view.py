@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m realtime.view") -
         return 2
     context = zmq.Context()
     try:
-        sock = open_feed(context, args.endpoint, args.server_key, args.client_key)
+        link = open_feed(context, args.endpoint, args.server_key, args.client_key)
     except (CurveError, FeedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         web.close()
@@ -77,9 +77,12 @@ def main(argv: list[str] | None = None, prog: str = "python -m realtime.view") -
     last_message, here = 0.0, False  # the feed's comings and goings are said once each
     try:
         while not stop.is_set():
-            if sock.poll(_POLL_MS):
+            problem = link.update()
+            if problem:  # a CURVE key that does not fit: no message will come until it does
+                print(f"moodstream view: {problem}", file=sys.stderr, flush=True)
+            if link.socket.poll(_POLL_MS):
                 try:
-                    topic, message = decode(sock.recv_multipart())
+                    topic, message = decode(link.socket.recv_multipart())
                 except FeedError as exc:
                     print(f"warning: skipped an invalid message: {exc}", file=sys.stderr, flush=True)
                     continue
@@ -91,14 +94,14 @@ def main(argv: list[str] | None = None, prog: str = "python -m realtime.view") -
                 web.publish(topic, message)
             elif here and time.monotonic() - last_message > FEED_QUIET_S:
                 print(
-                    f"moodstream view: no feed for {FEED_QUIET_S:g} s; waiting for it",
+                    f"moodstream view: no feed for {FEED_QUIET_S:g} s ({link.why_quiet()}); waiting for it",
                     file=sys.stderr,
                     flush=True,
                 )
                 here = False
     finally:
         web.close()
-        sock.close(linger=0)
+        link.close()
         context.term()
     print(f"moodstream view: {web.summary()}", file=sys.stderr)
     return 0

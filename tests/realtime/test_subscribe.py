@@ -238,7 +238,7 @@ def test_timeout_without_a_publisher_exits_1_with_a_message():
     elapsed_s = time.monotonic() - start
     assert proc.returncode == 1
     assert out == ""
-    assert "no message for 1 s" in err
+    assert "no message for 1 s" in err and "nothing listens at" in err, err
     assert 1.0 <= elapsed_s < 5.0
 
 
@@ -304,7 +304,11 @@ def test_a_quiet_feed_is_noted_once_and_its_return_too():
             assert not out.empty(), "the subscriber printed nothing"
             quiet_from = time.monotonic()
             note = _next_line(err, subscribe.QUIET_NOTE_S + 5)
-            assert note.startswith(f"subscribe: nothing for {subscribe.QUIET_NOTE_S:g} s;"), note
+            # The publisher is there and sends nothing (an analyzer loading its model, or stalled).
+            assert note.startswith(
+                f"subscribe: nothing for {subscribe.QUIET_NOTE_S:g} s (connected to the analyzer at {pub.endpoint}, "
+                "which sends nothing: starting, or stalled)."
+            ), note
             assert time.monotonic() - quiet_from >= subscribe.QUIET_NOTE_S - 0.5  # not at once
             assert _next_line(err, 1.0) == ""  # once, not every poll
             while not out.empty():  # what came before the quiet
@@ -324,10 +328,20 @@ def test_the_quiet_note_says_when_the_timeout_gives_up(monkeypatch, capsys):
     with Publisher(EPHEMERAL) as pub:  # that publishes nothing
         assert subscribe.main([pub.endpoint, "--timeout", "1"]) == 1
     err = capsys.readouterr().err.splitlines()
+    why = f"connected to the analyzer at {pub.endpoint}, which sends nothing: starting, or stalled"
     assert err == [
-        "subscribe: nothing for 0.2 s; is the analyzer running? Waiting on (gives up at 1 s).",
-        "subscribe: no message for 1 s; is the analyzer running?",
+        f"subscribe: nothing for 0.2 s ({why}). Waiting on (gives up at 1 s).",
+        f"subscribe: no message for 1 s ({why}).",
     ], err
+
+
+def test_the_endpoint_is_an_argument_or_from_as_bridge_and_view_take_it(capsys):
+    with Publisher(EPHEMERAL) as pub:
+        assert subscribe.main(["--from", pub.endpoint, "--timeout", "0.5"]) == 1
+        assert f"connected to the analyzer at {pub.endpoint}" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as ended:
+        subscribe.main(["tcp://127.0.0.1:5556", "--from", "tcp://127.0.0.1:5556"])
+    assert ended.value.code == 2 and "give the feed's endpoint once" in capsys.readouterr().err
 
 
 def test_count_must_be_positive(capsys):
