@@ -33,9 +33,19 @@ class FeedError(ValueError):
 
 
 def endpoint(text: str) -> str:
-    """An argparse type for a ZeroMQ endpoint: ``tcp://HOST:PORT`` (port 0..65535, or ``*``: the
+    """An argparse type for an endpoint to bind: ``tcp://HOST:PORT`` (port 0..65535, or ``*``: the
     system chooses), ``ipc://PATH`` or ``inproc://NAME``.  ZeroMQ itself takes a port past 65535
     modulo 2**16, so ``:99999`` would bind 34463: refused here instead."""
+    return _endpoint(text, bind=True)
+
+
+def feed_endpoint(text: str) -> str:
+    """An argparse type for the feed's endpoint to connect to: as ``endpoint``, but a port of
+    1..65535 and a host, which connecting needs (no ``*``, no port 0)."""
+    return _endpoint(text, bind=False)
+
+
+def _endpoint(text: str, bind: bool) -> str:
     transport, sep, address = text.partition("://")
     if not sep or transport not in ("tcp", "ipc", "inproc") or not address:
         raise argparse.ArgumentTypeError(f"{text!r} is not a ZeroMQ endpoint (e.g. {DEFAULT_ENDPOINT})")
@@ -43,9 +53,17 @@ def endpoint(text: str) -> str:
         host, colon, port = address.rpartition(":")
         if not colon or not host:
             raise argparse.ArgumentTypeError(f"{text!r} needs a host and a port (e.g. {DEFAULT_ENDPOINT})")
-        if port != "*" and not (port.isdigit() and 0 <= int(port) <= 65535):
+        if bind and port != "*" and not (port.isdigit() and 0 <= int(port) <= 65535):
             raise argparse.ArgumentTypeError(
                 f"port {port!r} of {text!r} is not in 1..65535 (0 or *: any free port)"
+            )
+        if not bind and not (port.isdigit() and 1 <= int(port) <= 65535):
+            raise argparse.ArgumentTypeError(
+                f"port {port!r} of {text!r} is not in 1..65535 (the analyzer's --pub port)"
+            )
+        if not bind and host == "*":
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: '*' binds every address; connect to the analyzer's host"
             )
     return text
 

@@ -16,7 +16,7 @@ import time
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from realtime.feed import DEFAULT_ENDPOINT, MAX_MESSAGE_BYTES, TOPICS, FeedError, decode, endpoint
+from realtime.feed import DEFAULT_ENDPOINT, MAX_MESSAGE_BYTES, TOPICS, FeedError, decode, feed_endpoint
 from realtime.keys import CurveError, add_subscriber_options, secure_subscriber
 from realtime.options import Parser
 from realtime.smoothing import MOOD_STATES
@@ -118,7 +118,7 @@ def add_feed_options(parser: argparse.ArgumentParser) -> None:
         "--from",
         dest="endpoint",
         default=DEFAULT_ENDPOINT,
-        type=endpoint,
+        type=feed_endpoint,
         metavar="ENDPOINT",
         help=f"the analyzer's feed (default {DEFAULT_ENDPOINT})",
     )
@@ -280,11 +280,11 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "endpoint",
         nargs="?",
-        type=endpoint,
+        type=feed_endpoint,
         help=f"ZeroMQ endpoint of the feed (default {DEFAULT_ENDPOINT}); or --from ENDPOINT, as bridge and view take it",
     )
     parser.add_argument(
-        "--from", dest="from_endpoint", type=endpoint, metavar="ENDPOINT", help=argparse.SUPPRESS
+        "--from", dest="from_endpoint", type=feed_endpoint, metavar="ENDPOINT", help=argparse.SUPPRESS
     )
     parser.add_argument(
         "--topic", action="append", choices=TOPICS, help="topic to receive; repeatable (default: both)"

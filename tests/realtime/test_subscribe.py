@@ -342,6 +342,19 @@ def test_the_endpoint_is_an_argument_or_from_as_bridge_and_view_take_it(capsys):
     with pytest.raises(SystemExit) as ended:
         subscribe.main(["tcp://127.0.0.1:5556", "--from", "tcp://127.0.0.1:5556"])
     assert ended.value.code == 2 and "give the feed's endpoint once" in capsys.readouterr().err
+    # What binds (listen --pub) may ask for any port or every address; what connects may not.
+    for bad, words in (
+        (
+            "tcp://127.0.0.1:0",
+            "port '0' of 'tcp://127.0.0.1:0' is not in 1..65535 (the analyzer's --pub port)",
+        ),
+        ("tcp://*:5556", "'tcp://*:5556': '*' binds every address; connect to the analyzer's host"),
+    ):
+        for argv in ([bad], ["--from", bad]):
+            with pytest.raises(SystemExit) as ended:
+                subscribe.main(argv)
+            err = capsys.readouterr().err
+            assert ended.value.code == 2 and words in err and err.count("\n") == 1, err
 
 
 def test_count_must_be_positive(capsys):
