@@ -75,7 +75,9 @@ def format_mood(message: dict) -> str:
     """One human line for a ``mood`` message."""
     tags = message["tags"]
     top = sorted(tags.items(), key=lambda item: item[1], reverse=True)[:TOP_TAGS]
-    active = ", ".join(_printable(name) for name in message["active"]) or "-"
+    # Strongest first, as listen's line and the feed's moods/emotions/descriptors list them.
+    strongest = sorted(message["active"], key=lambda name: -tags.get(name, 0.0))
+    active = ", ".join(_printable(name) for name in strongest) or "-"
     top_text = ", ".join(f"{_printable(name)} {p:.2f}" for name, p in top) or "-"
     silent = "  silent" if message["silent"] else ""
     state = f"{message['state']}  " if message["state"] else ""

@@ -184,6 +184,11 @@ def test_default_prints_one_human_line_per_message():
     assert "osc 127.0.0.1:7700: ok  os2l 192.168.1.30:9996: retrying (Connection refused)" in status
 
 
+def test_active_tags_print_strongest_first_as_listen_shows_them():
+    message = valid_mood(0) | {"active": ["pop", "rock"]}  # the feed lists them in the model's order
+    assert "active: rock, pop | top:" in subscribe.format_mood(message)
+
+
 def test_topic_filter():
     with Publisher(EPHEMERAL) as pub:
         proc = start_subscriber(pub.endpoint, "--topic", "status", "--count", "2")
