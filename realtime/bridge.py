@@ -133,6 +133,12 @@ def main(argv: list[str] | None = None, prog: str = "python -m realtime.bridge")
     code = 0
     try:
         while not stop.is_set():
+            problem = link.update()
+            if problem:  # a CURVE key that does not fit: said at once, on a line of its own, even --quiet
+                print(
+                    f"{chr(10) if tty and not args.quiet else ''}moodstream bridge: {problem}",
+                    file=sys.stderr,
+                )
             if link.socket.poll(_POLL_MS):
                 frames = link.socket.recv_multipart()
                 try:

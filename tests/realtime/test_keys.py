@@ -6,6 +6,7 @@ read by ``realtime.subscribe`` (the command a user runs) and by plain SUB socket
 
 from __future__ import annotations
 
+import signal
 import stat
 import subprocess
 import sys
@@ -174,3 +175,21 @@ def test_a_key_that_does_not_fit_is_said_at_once(keys, capsys):
             ]
             assert said and len(announced) == len(said), said
             assert gave_up == f"subscribe: no message for 1 s ({announced[-1]}).", gave_up
+
+
+def test_the_bridge_says_it_too_even_quiet(keys):
+    endpoint = free_endpoint()
+    with Publisher(endpoint, curve_key=str(keys / "server.key_secret")):
+        bridge = subprocess.Popen(
+            [sys.executable, "-m", "realtime.bridge", "--from", endpoint, "--osc", "127.0.0.1:9", "--quiet"],
+            cwd=REPO, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        time.sleep(3)  # started, connected, refused (within ~0.5 s of the connection)
+        bridge.send_signal(signal.SIGINT)
+        _, err = bridge.communicate(timeout=10)
+    line = err.splitlines()[0] if err else ""
+    why = f"the feed at {endpoint} is encrypted (CURVE): give the analyzer's public key with --server-key"
+    vague = f"the handshake with the feed at {endpoint} fails: if it is encrypted, give its public key with --server-key"
+    assert bridge.returncode == 0 and line in (f"moodstream bridge: {why}", f"moodstream bridge: {vague}"), (
+        err
+    )
