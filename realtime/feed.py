@@ -57,13 +57,13 @@ def _endpoint(text: str, bind: bool) -> str:
             raise argparse.ArgumentTypeError(
                 f"port {port!r} of {text!r} is not in 1..65535 (0 or *: any free port)"
             )
-        if not bind and not (port.isdigit() and 1 <= int(port) <= 65535):
-            raise argparse.ArgumentTypeError(
-                f"port {port!r} of {text!r} is not in 1..65535 (the analyzer's --pub port)"
-            )
         if not bind and host == "*":
             raise argparse.ArgumentTypeError(
                 f"{text!r}: '*' binds every address; connect to the analyzer's host"
+            )
+        if not bind and not (port.isdigit() and 1 <= int(port) <= 65535):
+            raise argparse.ArgumentTypeError(
+                f"port {port!r} of {text!r} is not in 1..65535 (the analyzer's --pub port)"
             )
     return text
 

@@ -182,23 +182,21 @@ class FeedLink:
                 self.connected, self.refused, self._vague_since = True, None, None
             elif kind == zmq.EVENT_DISCONNECTED:
                 self.connected = False
+            elif kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:  # named after _VAGUE_S, below
+                self._vague_since = self._vague_since or time.monotonic()
             else:
-                self.refused = self._handshake_failed(kind, value) or self.refused
+                self._vague_since = None
+                self.refused = self._named_failure(kind, value) or self.refused
         if self._vague_since is not None and time.monotonic() - self._vague_since >= _VAGUE_S:
             self.refused = self._vague_reason()
         return self.refused if self.refused and self.refused != before else None
 
-    def _handshake_failed(self, kind: int, value: int) -> str | None:
-        """Why, for a user; None while libzmq gives no reason we can name.  A CURVE server key that
-        is not the feed's fails with no detail, every attempt; so can the first attempts of a
-        mechanism mismatch (the peer hangs up while we write) before one names it, and after the
-        one that names it libzmq stops retrying: update() says the vague reason after _VAGUE_S."""
+    def _named_failure(self, kind: int, value: int) -> str | None:
+        """A failed handshake whose reason libzmq names, for a user; None for one we cannot name.
+        (A CURVE server key that is not the feed's fails with no detail, every attempt; so can the
+        first attempts of a mechanism mismatch, the peer hanging up while we write, before one
+        names it, and after that one libzmq stops retrying: update() says the vague reason.)"""
         feed = f"the feed at {self.endpoint}"
-        if kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
-            if self._vague_since is None:
-                self._vague_since = time.monotonic()
-            return None
-        self._vague_since = None
         if (
             kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
             and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
