@@ -13,13 +13,13 @@ from tests.realtime.outputs.receivers import OscServer, f32
 TAGS = [f"tag{i}" for i in range(150)]
 
 
-def mood(t_stream: float, valence: float, seq: int = 0) -> dict:
+def mood(t_stream: float, valence: float, seq: int = 0, tags: list[str] = TAGS) -> dict:
     return {
         "seq": seq,
         "t_stream": t_stream,
         "smooth_s": 2.0,
         "silent": False,
-        "tags": {name: 0.5 for name in TAGS},
+        "tags": {name: 0.5 for name in tags},
         "active": [],
         "valence": valence,
         "arousal": 0.0,
@@ -34,11 +34,15 @@ def wait_for(predicate, timeout_s: float) -> None:
 
 def test_output_rate_glides_from_each_message_toward_the_estimate_behind_it():
     server = OscServer()
-    hub = Outputs([OscOutput("127.0.0.1", server.port, default_routes("osc"))], rate_hz=50, tags=TAGS)
+    # A few tags: each tick sends every tag, and 50 ticks a second of 150 tags (~8,500 datagrams,
+    # each ~0.1 ms in the Python receiver) fell behind on a loaded 2-core CI machine; the glide is
+    # the same with four.
+    tags = TAGS[:4]
+    hub = Outputs([OscOutput("127.0.0.1", server.port, default_routes("osc"))], rate_hz=50, tags=tags)
     try:
-        hub.publish("mood", mood(3.0, 0.0))
+        hub.publish("mood", mood(3.0, 0.0, tags=tags))
         time.sleep(0.5)
-        hub.publish("mood", mood(4.0, 0.4))  # the feed moved 0.4 in one hop with tau 2 s
+        hub.publish("mood", mood(4.0, 0.4, tags=tags))  # the feed moved 0.4 in one hop with tau 2 s
         sent_at = time.monotonic()
         wait_for(lambda: time.monotonic() - sent_at > 1.0, 2.0)
     finally:
