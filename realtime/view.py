@@ -74,7 +74,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m realtime.view") -
         context.term()
         return 2
     print(f"moodstream view: from {args.endpoint}; open {web.url}  Ctrl-C stops", file=sys.stderr, flush=True)
-    last_message, here = 0.0, False  # the feed's comings and goings are said once each
+    # The feed's comings and goings are said once each; here is None until one was said, so a
+    # feed that never comes (a wrong port or host, no analyzer yet) is said too.
+    last_message, here = time.monotonic(), None
     try:
         while not stop.is_set():
             problem = link.update()
@@ -86,13 +88,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m realtime.view") -
                 except FeedError as exc:
                     print(f"warning: skipped an invalid message: {exc}", file=sys.stderr, flush=True)
                     continue
-                if not here:
+                if here is not True:
                     print(
                         f"moodstream view: the feed from {args.endpoint} is here", file=sys.stderr, flush=True
                     )
                 last_message, here = time.monotonic(), True
                 web.publish(topic, message)
-            elif here and time.monotonic() - last_message > FEED_QUIET_S:
+            elif here is not False and time.monotonic() - last_message > FEED_QUIET_S:
                 print(
                     f"moodstream view: no feed for {FEED_QUIET_S:g} s ({link.why_quiet()}); waiting for it",
                     file=sys.stderr,

@@ -137,7 +137,22 @@ def test_the_page_shows_the_feed_a_stall_and_a_lost_feed(shared_data, tmp_path):
     assert lines[0] == f"moodstream view: from {feed}; open http://127.0.0.1:{port}/  Ctrl-C stops", lines
     assert f"moodstream view: the feed from {feed} is here" in lines
     # Why the feed stopped, as the connection tells it: the analyzer is gone (or going).
-    gone_line = next(line for line in lines if line.startswith("moodstream view: no feed for 3 s ("))
+    gone_line = [line for line in lines if line.startswith("moodstream view: no feed for 3 s (")][-1]
     assert gone_line.endswith("); waiting for it") and (
         f"nothing listens at {feed}" in gone_line or f"connected to the analyzer at {feed}" in gone_line
     ), lines
+
+
+def test_a_feed_that_never_comes_is_said_too():
+    """A view pointed at a wrong port (or started long before its analyzer) says so on its
+    terminal, as it does when a feed it had stops: its page alone would look healthy."""
+    feed = free_endpoint()  # nothing publishes there
+    viewer = start("view", "--from", feed, "--web", str(free_port()), quiet=False)
+    time.sleep(5)
+    viewer.send_signal(signal.SIGINT)
+    code, err = finish(viewer, 30)
+    assert code == 0, err
+    assert (
+        f"moodstream view: no feed for 3 s (nothing listens at {feed}: is the analyzer running?); waiting for it"
+        in err.splitlines()
+    ), err
