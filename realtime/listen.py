@@ -185,7 +185,8 @@ class LiveLine:
     def _write(self, events: list[str], line: str | None = None) -> None:
         if self.tty:
             width = max(20, min(WIDTH, shutil.get_terminal_size().columns - 1))
-            text = "".join("\r" + event[:width].ljust(width) + "\n" for event in events)
+            # An event is a line of its own: whole (the terminal wraps it), only the live line is cut.
+            text = "".join("\r" + event.ljust(width) + "\n" for event in events)
             text += "" if line is None else "\r" + line[:width].ljust(width)
         else:
             text = "".join(event + "\n" for event in events) + ("" if line is None else line[:WIDTH] + "\n")

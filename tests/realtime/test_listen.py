@@ -465,6 +465,28 @@ def test_the_live_line_fits_80_columns_and_flags_trouble():
     assert out.getvalue() == "  12.0s  energetic-happy  V +0.50 A +0.70  Joyous, Energetic, Exuberant\n"
 
 
+def test_on_a_terminal_an_event_line_is_whole_and_only_the_live_line_is_cut(monkeypatch):
+    from realtime.listen import LiveLine
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setenv("COLUMNS", "80")
+    out = Terminal()
+    line = LiveLine(out)
+    away = {"reason": "no audio from input device 'USB Audio CODEC: Line In (hw:2,0)' for 2 s", "attempt": 1}
+    status = {
+        "source": {"kind": "device", "state": "running", "reconnect": None},
+        "dropped_samples": 0,
+        "overflows": 0,
+    }
+    line.status(status)
+    line.status({**status, "source": {"kind": "device", "state": "reconnecting", "reconnect": away}})
+    event = f"moodstream: device lost, reconnecting (attempt 1): {away['reason']}"
+    assert len(event) > 80 and out.getvalue() == "\r" + event + "\n", out.getvalue()
+
+
 def test_the_light_option_names_agree_with_their_owners():
     import models
     from models.runners import BACKENDS
