@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import socket as net
 import sys
 import time
 
@@ -130,6 +132,9 @@ def add_feed_options(parser: argparse.ArgumentParser) -> None:
 # How long handshakes must fail with no detail before a reader blames its --server-key (FeedLink);
 # a mechanism mismatch names itself within a few reconnections (~0.1 s apart).
 _VAGUE_S = 0.5
+# A running analyzer sends a status every second: connected for less than this, silence is news
+# to nobody (FeedLink.why_quiet).
+_JUST_CONNECTED_S = 2.0
 # What libzmq's socket monitor says about the connection to the feed (FeedLink).
 _LINK_EVENTS = (
     zmq.EVENT_CONNECTED
@@ -151,12 +156,14 @@ class FeedLink:
     tell these apart, so a reader says which.  Open one with ``open_feed``.
     """
 
-    def __init__(self, socket: zmq.Socket, endpoint: str, keyed: bool):
+    def __init__(self, socket: zmq.Socket, endpoint: str, keyed: bool, client_keyed: bool = False):
         self.socket = socket
         self.endpoint = endpoint
         self.keyed = keyed  # --server-key given: the reader speaks CURVE
+        self.client_keyed = client_keyed  # --client-key given (else a throwaway key pair)
         self.refused: str | None = None  # a handshake that failed, and why; until one succeeds
         self.connected = False  # a handshake succeeded and the peer is still there
+        self.connected_at = 0.0  # when (time.monotonic())
         self.absent = False  # the last attempt to connect found nothing listening
         self._reached = False  # a TCP connection since the last retry
         self._vague_since: float | None = None  # handshakes have failed with no detail since then
@@ -180,6 +187,7 @@ class FeedLink:
                 self._reached = False
             elif kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self.connected, self.refused, self._vague_since = True, None, None
+                self.connected_at = time.monotonic()
             elif kind == zmq.EVENT_DISCONNECTED:
                 self.connected = False
             elif kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:  # named after _VAGUE_S, below
@@ -204,6 +212,11 @@ class FeedLink:
             if self.keyed:
                 return f"{feed} is not encrypted, but --server-key was given: leave it out"
             return f"{feed} is encrypted (CURVE): give the analyzer's public key with --server-key"
+        if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH and self.client_keyed:
+            return (
+                f"the analyzer at {self.endpoint} does not let this reader in: the public key of "
+                "--client-key (its .key file) is not in the analyzer's --curve-clients folder"
+            )
         if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:  # its --curve-clients folder lacks our key
             return (
                 f"the analyzer at {self.endpoint} does not let this reader in: give --client-key, "
@@ -226,16 +239,31 @@ class FeedLink:
         self.update()
         if self.refused:
             return self.refused
+        if self.connected and time.monotonic() - self.connected_at < _JUST_CONNECTED_S:
+            return f"connected to the analyzer at {self.endpoint}"  # its next message is on its way
         if self.connected:
             return f"connected to the analyzer at {self.endpoint}, which sends nothing: starting, or stalled"
         if self.absent:
             return f"nothing listens at {self.endpoint}: is the analyzer running?"
-        return f"no analyzer at {self.endpoint} yet"
+        return f"connecting to {self.endpoint}"
 
     def close(self) -> None:
         self.socket.disable_monitor()
         self._monitor.close(linger=0)
         self.socket.close(linger=0)
+
+
+def _check_host(endpoint: str) -> None:
+    """FeedError when a tcp endpoint's host name does not resolve: libzmq would retry it for ever,
+    silently, and a reader would say that nothing listens there (the analyzer blamed for a typo)."""
+    transport, _, address = endpoint.partition("://")
+    if transport != "tcp":
+        return
+    host = address.rpartition(":")[0].strip("[]")
+    try:
+        net.getaddrinfo(host, None, type=net.SOCK_STREAM)
+    except net.gaierror as exc:
+        raise FeedError(f"cannot resolve {host!r} in {endpoint}: {exc.strerror}") from None
 
 
 def open_feed(
@@ -249,6 +277,7 @@ def open_feed(
     ``server_key``), subscribed to ``topics``, with its connection watched: what every reader of
     the feed opens (subscribe, bridge, view).  Raises CurveError or FeedError, each with a one-line
     reason."""
+    _check_host(endpoint)
     socket = context.socket(zmq.SUB)
     socket.setsockopt(zmq.LINGER, 0)
     # Frames far beyond the feed's limit cost memory before decode could refuse them:
@@ -261,7 +290,7 @@ def open_feed(
     except CurveError:
         socket.close(linger=0)
         raise
-    link = FeedLink(socket, endpoint, keyed=server_key is not None)
+    link = FeedLink(socket, endpoint, keyed=server_key is not None, client_keyed=client_key is not None)
     try:
         socket.connect(endpoint)
     except zmq.ZMQError as e:
@@ -327,6 +356,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m realtime.subscrib
         print(f"error: {e}", file=sys.stderr)
         context.term()
         return 2
+    # SIGTERM (a supervisor, kill) is a stop asked for, as Ctrl-C is: exit 0, as every command does.
+    terminated = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return _receive(link, args.count, args.timeout, args.json)
     except KeyboardInterrupt:
@@ -336,8 +367,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m realtime.subscrib
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     finally:
+        signal.signal(signal.SIGTERM, terminated)
         link.close()
         context.term()
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _receive(link: FeedLink, count: int | None, timeout_s: float | None, as_json: bool) -> int:
@@ -375,7 +411,7 @@ def _receive(link: FeedLink, count: int | None, timeout_s: float | None, as_json
         else:
             line = format_mood(message) if topic == "mood" else format_status(message)
         if noted_quiet:
-            print("subscribe: messages again.", file=sys.stderr, flush=True)
+            print(f"subscribe: messages {'again' if received else 'arriving'}.", file=sys.stderr, flush=True)
             noted_quiet = False
         print(line, flush=True)
         received += 1

@@ -252,7 +252,9 @@ def _lines(stream, into: queue.Queue) -> None:
         into.put(line)
 
 
-def test_sigint_exits_0_quietly_within_a_second():
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_asked_for_exits_0_quietly_within_a_second(stop):
+    """Ctrl-C, or SIGTERM from a supervisor or kill: a stop asked for, exit 0 as every command."""
     with Publisher(EPHEMERAL) as pub:
         proc = start_subscriber(pub.endpoint)
         lines: queue.Queue[str] = queue.Queue()
@@ -269,7 +271,7 @@ def test_sigint_exits_0_quietly_within_a_second():
             assert not lines.empty(), "the subscriber printed nothing"
 
             start = time.monotonic()
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(stop)
             returncode = proc.wait(timeout=5)
             elapsed_s = time.monotonic() - start
         finally:
@@ -333,11 +335,36 @@ def test_the_quiet_note_says_when_the_timeout_gives_up(monkeypatch, capsys):
     with Publisher(EPHEMERAL) as pub:  # that publishes nothing
         assert subscribe.main([pub.endpoint, "--timeout", "1"]) == 1
     err = capsys.readouterr().err.splitlines()
-    why = f"connected to the analyzer at {pub.endpoint}, which sends nothing: starting, or stalled"
+    why = (
+        f"connected to the analyzer at {pub.endpoint}"  # less than 2 s ago: its next status may be on its way
+    )
     assert err == [
         f"subscribe: nothing for 0.2 s ({why}). Waiting on (gives up at 1 s).",
         f"subscribe: no message for 1 s ({why}).",
     ], err
+
+
+def test_the_first_messages_after_a_quiet_note_are_arriving_not_back(monkeypatch, capsys):
+    monkeypatch.setattr(subscribe, "QUIET_NOTE_S", 0.2)
+    with Publisher(EPHEMERAL) as pub:
+        sender = threading.Timer(1.0, lambda: [pub.send("status", valid_status(i)) for i in range(3)])
+        sender.start()
+        try:
+            assert subscribe.main([pub.endpoint, "--count", "1", "--timeout", "10"]) == 0
+        finally:
+            sender.join()
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == "subscribe: messages arriving.", err
+
+
+def test_a_host_that_does_not_resolve_is_an_error_not_a_wait(capsys):
+    """libzmq would retry the name for ever and the reader say that nothing listens there."""
+    assert subscribe.main(["tcp://no-such-host.invalid:5556", "--timeout", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "error: cannot resolve 'no-such-host.invalid' in tcp://no-such-host.invalid:5556: "
+    ), err
+    assert err.count("\n") == 1, err
 
 
 def test_the_endpoint_is_an_argument_or_from_as_bridge_and_view_take_it(capsys):
