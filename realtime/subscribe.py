@@ -212,16 +212,13 @@ class FeedLink:
             if self.keyed:
                 return f"{feed} is not encrypted, but --server-key was given: leave it out"
             return f"{feed} is encrypted (CURVE): give the analyzer's public key with --server-key"
-        if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH and self.client_keyed:
-            return (
-                f"the analyzer at {self.endpoint} does not let this reader in: the public key of "
-                "--client-key (its .key file) is not in the analyzer's --curve-clients folder"
-            )
         if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:  # its --curve-clients folder lacks our key
-            return (
-                f"the analyzer at {self.endpoint} does not let this reader in: give --client-key, "
-                "its public key (.key) in the analyzer's --curve-clients folder"
+            fix = (
+                "the public key of --client-key (its .key file) is not in"
+                if self.client_keyed
+                else "give --client-key, its public key (.key) in"
             )
+            return f"the analyzer at {self.endpoint} does not let this reader in: {fix} the analyzer's --curve-clients folder"
         return None
 
     def _vague_reason(self) -> str:
