@@ -189,3 +189,17 @@ def test_machine_reports_the_cores_not_torchs_thread_count():
     finally:
         torch.set_num_threads(threads)
     assert info["cores"] == len(os.sched_getaffinity(0)) and info["torch_threads"] == 1
+
+
+def test_cpu_name_tells_two_hosts_of_one_name_apart():
+    """A VM may show only "AMD EPYC": the family, model and vector unit say which host a figure is from."""
+    from bench.report import cpu_name
+
+    zen5 = "processor\t: 0\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx avx2 avx512f\n\nprocessor\t: 1\n"
+    zen2 = (
+        "processor\t: 0\ncpu family\t: 23\nmodel\t\t: 49\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx avx2\n"
+    )
+    assert cpu_name(zen5) == "AMD EPYC (family 26 model 2, AVX-512)"
+    assert cpu_name(zen2) == "AMD EPYC (family 23 model 49, AVX2)"
+    assert cpu_name("model name\t: Some CPU\n") == "Some CPU"
+    assert cpu_name().strip()  # this machine's, whatever it is
