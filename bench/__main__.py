@@ -19,7 +19,7 @@ import argparse
 import sys
 
 from bench import e2e, edges, latency, reaction, scale, soak
-from realtime.options import Parser
+from moodstream.cli import Parser
 
 # Each module owns its subcommand: add_parser(subparsers) registers it and sets `func`.
 COMMANDS = (latency, e2e, scale, soak, reaction, edges)

@@ -16,6 +16,7 @@ import models
 from models.artifact import ArtifactError
 from models.export import export_command
 from models.weights import WeightsError
+from moodstream.cli import Parser
 
 
 def _built_without_weights(name: str) -> models.SegmentModel:
@@ -129,7 +130,7 @@ def _table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m models") -> int:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n", 2)[0])
+    parser = Parser(prog=prog, description=__doc__.split("\n", 2)[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_list = sub.add_parser("list", help="table of registered models (built, so counts are real)")
     p_list.add_argument("--json", action="store_true", help="a JSON list instead of the table")

@@ -16,8 +16,8 @@ import sys
 import threading
 import time
 
+from moodstream.cli import Parser
 from realtime.options import (
-    Parser,
     add_model_options,
     build_model,
     build_runner,

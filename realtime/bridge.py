@@ -21,9 +21,9 @@ import time
 
 import zmq
 
+from moodstream.cli import Parser
 from realtime.feed import FeedError, decode
 from realtime.keys import CurveError
-from realtime.options import Parser
 from realtime.outputs import (
     MapError,
     OutputError,

@@ -27,7 +27,7 @@ from pathlib import Path
 import zmq
 import zmq.auth
 
-from realtime.options import Parser
+from moodstream.cli import Parser
 
 
 class CurveError(ValueError):

@@ -29,12 +29,13 @@ import signal
 import sys
 import threading
 
+from moodstream.cli import Parser
+
 # Only what parsing, the source and the feed's port need: torch and the models load after them,
 # so a wrong --device, --file or port is said within a second.
 from realtime.feed import DEFAULT_ENDPOINT, endpoint
 from realtime.options import (
     REACTIONS,
-    Parser,
     add_model_options,
     check_model_names,
     check_model_options,

@@ -67,32 +67,6 @@ def refuse(message: str) -> NoReturn:
     raise SystemExit(2)
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse with ``refuse``'s one-line error: a mistyped option or value gets ``error: ...``
-    like every other error, and how to list the options, not the whole usage first (listen's is
-    20 lines, with the error after them)."""
-
-    def parse_known_args(self, args=None, namespace=None):
-        self._argv = list(sys.argv[1:] if args is None else args)  # for error(), below
-        return super().parse_known_args(args, namespace)
-
-    def error(self, message: str) -> NoReturn:
-        # argparse reports a missing argument before an option it does not know (`keys --bogus`:
-        # "DIR is required"); the mistyped option is what the user needs to hear.
-        if message.startswith("the following arguments are required"):
-            unknown = [a for a in getattr(self, "_argv", []) if a.startswith("-") and not self._knows(a)]
-            if unknown:
-                message = f"unrecognized arguments: {' '.join(unknown)}"
-        self.exit(2, f"error: {message} ({self.prog} --help lists the options)\n")
-
-    def _knows(self, arg: str) -> bool:
-        """An option of this parser, as argparse takes it: --name=value, or a prefix of one (abbreviated)."""
-        name = arg.split("=", 1)[0]
-        if name in ("-", "--") or name[1:2].isdigit():  # stdin's '-', the end of options, a negative number
-            return True
-        return any(option.startswith(name) for option in self._option_string_actions)
-
-
 def number(low: float | None = None, high: float | None = None, kind: type = float, what: str = ""):
     """An argparse type: a finite ``kind`` within [low, high], else a one-line error."""
 

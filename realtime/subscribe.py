@@ -18,9 +18,9 @@ import time
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from moodstream.cli import Parser
 from realtime.feed import DEFAULT_ENDPOINT, MAX_MESSAGE_BYTES, TOPICS, FeedError, decode, feed_endpoint
 from realtime.keys import CurveError, add_subscriber_options, secure_subscriber
-from realtime.options import Parser
 from realtime.smoothing import MOOD_STATES
 
 TOP_TAGS = 3

@@ -20,9 +20,9 @@ import time
 
 import zmq
 
+from moodstream.cli import Parser
 from realtime.feed import FeedError, decode
 from realtime.keys import CurveError
-from realtime.options import Parser
 from realtime.subscribe import FEED_QUIET_S, add_feed_options, open_feed
 from realtime.web import DEFAULT_HOST, WebError, web_address
 

@@ -31,6 +31,7 @@ import models
 from models.artifact import ArtifactError, load
 from models.export import export_command
 from models.weights import WeightsError, cache_dir
+from moodstream.cli import Parser
 from train import datasets
 from train.features import FeatureCache
 from train.fit import Data, cross_validate, evaluate, examples, fit, stack_targets, validate
@@ -378,7 +379,7 @@ def cmd_export(args) -> int:
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m train") -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=prog,
         description=__doc__.split("\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -477,7 +478,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m train") -> int:
     if argv and argv[0] == "score":
         from train.score import main as score_main
 
-        return score_main(argv[1:])
+        return score_main(argv[1:], prog=f"{prog} score")
     args = parser.parse_args(argv)
     try:
         commands = {"fit": cmd_fit, "evaluate": cmd_evaluate, "export": cmd_export, "probe": cmd_probe}

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from moodstream.cli import Parser
 from train import metrics
 
 
@@ -157,10 +158,8 @@ def _print_report(report: dict, per_tag: bool) -> None:
             print(line)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m train score", description="MTG-Jamendo/MediaEval metrics of tag predictions."
-    )
+def build_parser(prog: str = "python -m train score") -> argparse.ArgumentParser:
+    parser = Parser(prog=prog, description="MTG-Jamendo/MediaEval metrics of tag predictions.")
     parser.add_argument("--predictions", type=Path, required=True, help="(n_tracks, n_tags) scores, .npy")
     parser.add_argument(
         "--groundtruth", type=Path, required=True, help="(n_tracks, n_tags) 0/1 or bool, .npy"
@@ -178,9 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Exit status: 0 scored, 1 invalid input (message on stderr); bad options exit 2 via argparse."""
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m train score") -> int:
+    """Exit status: 0 scored, 1 invalid input (message on stderr); bad options exit 2 (one line)."""
+    args = build_parser(prog).parse_args(argv)
     try:
         inputs = _load_inputs(args)
         report = metrics.tag_report(
@@ -193,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     except (
         ValueError
     ) as e:  # ScoreInputError, or a metric undefined here (e.g. a ground truth with no positive)
-        print(f"train score: error: {e}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 1
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")

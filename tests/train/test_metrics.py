@@ -353,7 +353,7 @@ def test_score_cli_rejects_bad_inputs(small_files, capsys, mutate, message):
     np.save(paths["scores"], scores)
     assert _run(paths) == 1
     err = capsys.readouterr().err
-    assert err.startswith("train score: error:") and message in err
+    assert err.startswith("error:") and message in err
 
 
 def test_score_cli_missing_files_and_inconsistent_options(small_files, capsys):
