@@ -46,8 +46,8 @@ class Session:
     publisher: Publisher | None
 
     def summary(self, stopped: bool = False) -> list[str]:
-        """What the user should hear about the audio once the run is over: why nothing was
-        published (audio shorter than one segment, or ``stopped`` by the user before the first
+        """What the user should hear about the audio once the run is over: why there was no
+        result (audio shorter than one segment, or ``stopped`` by the user before the first
         result), samples sanitised or clamped."""
         engine = self.engine
         lines = []
@@ -64,7 +64,7 @@ class Session:
                 )
             else:
                 lines.append(
-                    f"warning: nothing was published: the {engine.source.kind} {engine.source.name!r} "
+                    f"warning: no result: the {engine.source.kind} {engine.source.name!r} "
                     f"gave {audio_s:.2f} s of audio, less than one {segment_s:.2f} s segment"
                 )
         if n := sanitizer.sanitized_samples:
