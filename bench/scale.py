@@ -3,7 +3,8 @@
 For N = 1, 2, 4, 8... (then bisecting between the last N that held and the first that did
 not; or the N of ``--streams``), N listen processes run at once, each on its own loopback
 port, and one subscriber times them all.  Once every
-stream's engine runs (its first status) and after ``--settle`` seconds, ``--seconds`` of
+stream's engine runs (its first status), after ``--settle`` seconds and once every stream
+keeps up (its newest window within a hop of its capture; at most 60 s more), ``--seconds`` of
 feed are measured per N (the windows captured in that span):
 
 - lag at the subscriber (receipt - t_capture), pooled over the streams, and its drift;
@@ -37,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.e2e import lag_figures
-from bench.harness import START_TIMEOUT_S, ListenProcess, Subscriber, make_clip
+from bench.harness import START_TIMEOUT_S, Feed, ListenProcess, Subscriber, make_clip
 from bench.report import (
     check_list,
     check_models,
@@ -53,6 +54,10 @@ from realtime.options import REACTIONS
 LAYOUTS = ("processes", "threads")
 SETTLE_S = 5.0  # default --settle: after the last stream started, before measuring (backlogs drain)
 CATCH_UP_S = 10.0  # how long after the span a lagging stream may take to deliver its windows
+# After --settle, how much longer the measurement may wait for every stream to have worked off
+# the backlog of its start (N processes loading the model at once keep every core busy): 16
+# streams that had not, 30 s after the last one started, read as not sustained.
+DRAIN_MAX_S = 60.0
 START_PER_STREAM_S = 10.0  # extra start-up allowance per stream (N processes load the model at once)
 STOP_GRACE_S = 10.0  # after SIGTERM, how long the streams get to stop cleanly...
 STOP_PER_STREAM_S = 1.0  # ...plus this per stream (N overloaded processes drain at once)
@@ -137,7 +142,13 @@ def measure(
                 started = sum(bool(sub.feeds[e].statuses) for e in endpoints)
                 raise RuntimeError(f"only {started} of {n} streams started within the start-up allowance")
             sub.poll(0.1)
-        begin = time.time() + settle_s
+        settled = time.time() + settle_s
+        while time.time() < settled or (
+            not all(drained(sub.feeds[e]) for e in endpoints) and time.time() < settled + DRAIN_MAX_S
+        ):
+            sub.poll(0.05)
+        begin = time.time()
+        waited_s = begin - settled + settle_s
         end = begin + seconds
         next_sample = begin
         cpu = {}  # "begin"/"end": (time.time(), each process's CPU seconds)
@@ -170,11 +181,20 @@ def measure(
         raise RuntimeError(f"a listen process exited with an error: {bad.error()}")
     per_stream = [lag_figures(sub.feeds[e], lambda r, m: begin <= m["t_capture"] <= end) for e in endpoints]
     figures = summarize(per_stream, samples, n)
+    figures["waited_s"] = round(waited_s, 1)  # from the last start to the measurement
     if len(cpu) == 2 and all(c is not None for mark in cpu.values() for c in mark[1]):
         (t0, before), (t1, after) = cpu["begin"], cpu["end"]
         cores = (sum(after) - sum(before)) / (t1 - t0)  # CPU seconds per second, all processes
         figures["cpu"] = {"cores_total": round(cores, 3), "per_stream_pct": round(100.0 * cores / n, 1)}
     return Step(n, listen.get("threads"), layout, figures)
+
+
+def drained(feed: Feed) -> bool:
+    """Whether a stream keeps up now: its newest window arrived within a hop of its capture."""
+    if not feed.moods:
+        return False
+    received, message = feed.moods[-1]
+    return received - message["t_capture"] < message["hop_s"]
 
 
 def summarize(per_stream: list[dict], samples: list[list[dict]], n: int) -> dict:
@@ -455,7 +475,8 @@ def add_parser(sub) -> None:
         type=float,
         metavar="S",
         default=SETTLE_S,
-        help=f"seconds between the last stream's start and the measurement ({SETTLE_S:g})",
+        help=f"seconds between the last stream's start and the measurement, at least ({SETTLE_S:g}); "
+        f"then it waits until every stream keeps up, at most {DRAIN_MAX_S:g} s more",
     )
     p.add_argument(
         "--threads",
@@ -513,7 +534,15 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             parser.error("--compute cuda, but no CUDA device is available")
     # The streams are stopped after start-up + settling + --seconds; the clip outlasts that.
     longest = fixed[-1] if fixed else args.max_streams
-    clip_s = args.seconds + args.settle + CATCH_UP_S + START_TIMEOUT_S + START_PER_STREAM_S * longest + 10.0
+    clip_s = (
+        args.seconds
+        + args.settle
+        + DRAIN_MAX_S
+        + CATCH_UP_S
+        + START_TIMEOUT_S
+        + START_PER_STREAM_S * longest
+        + 10.0
+    )
     series: dict[str, list[Step]] = {}
     with tempfile.TemporaryDirectory(prefix="moodstream-scale-") as tmp:
         folder = Path(tmp)
@@ -541,7 +570,8 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                     )  # fmt: skip
                     measured.append(step)
                     verdict = "sustained" if step.sustained else ", ".join(step.figures["why_not"])
-                    print(f"  -> {verdict}", file=sys.stderr)
+                    waited = f"measured {step.figures['waited_s']:g} s after the last start"
+                    print(f"  -> {verdict} ({waited})", file=sys.stderr)
                     return step
 
                 try:

@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.scale import Step, memory_shortfall, schedule
+from bench.harness import Feed
+from bench.scale import Step, drained, memory_shortfall, schedule
 from tests.bench.refused import refused
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,6 +35,7 @@ def check_step(r: dict, layout: str, streams: int) -> None:
     # CPU over the measured span from /proc: a paced stream at one torch thread uses some, at most a
     # core and its helper threads' share.
     assert 0 < r["cpu"]["per_stream_pct"] <= 150 and r["cpu"]["cores_total"] > 0
+    assert r["waited_s"] >= 1.0  # --settle 1, then until every stream kept up
 
 
 def test_processes_write_table_json_and_png(tmp_path, shared_data):
@@ -106,3 +108,13 @@ def test_no_step_is_started_without_the_memory_it_needs():
     assert memory_shortfall(4, []) is None and memory_shortfall(4, [small]) is None
     huge = Step(3, 1, "processes", {"sustained": True, "memory": {"pss_total_mib": 1e9}})
     assert "not run: 4 streams would need about" in memory_shortfall(4, [small, huge])
+
+
+def test_the_measurement_waits_for_every_stream_to_keep_up():
+    """A stream is drained once its newest window arrives within a hop of its capture: the
+    backlog of N processes starting at once is not measured as the machine's limit."""
+    behind = Feed(
+        moods=[(100.0, {"t_capture": 99.0, "hop_s": 0.256}), (100.1, {"t_capture": 99.5, "hop_s": 0.256})]
+    )
+    caught_up = Feed(moods=[*behind.moods, (100.2, {"t_capture": 100.0, "hop_s": 0.256})])
+    assert not drained(Feed()) and not drained(behind) and drained(caught_up)
