@@ -56,7 +56,8 @@ def cpu_name(cpuinfo: str | None = None) -> str:
         (v for f, v in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX")) if f in flags), None
     )
     details = [f"family {fields['cpu family']} model {fields['model']}"] if "cpu family" in fields else []
-    return f"{name} ({', '.join(details + ([vector] if vector else []))})" if details or vector else name
+    details += [vector] if vector else []
+    return f"{name} ({', '.join(details)})" if details else name
 
 
 def command_line() -> str:

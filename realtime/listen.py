@@ -29,10 +29,9 @@ import signal
 import sys
 import threading
 
-from moodstream.cli import Parser
-
 # Only what parsing, the source and the feed's port need: torch and the models load after them,
 # so a wrong --device, --file or port is said within a second.
+from moodstream.cli import Parser
 from realtime.feed import DEFAULT_ENDPOINT, endpoint
 from realtime.options import (
     REACTIONS,
