@@ -98,7 +98,7 @@ class Bridge:
         parts = [feed]
         for output in self.outputs.outputs:
             error = f" ({output.error})" if output.state != "ok" and output.error else ""
-            parts.append(f"{output}: {output.state}, sent {output.sent}, dropped {output.dropped}{error}")
+            parts.append(f"{output}: {output.state}, {output.counts()}{error}")
         return " | ".join(parts)
 
     def close(self) -> None:

@@ -42,9 +42,11 @@ def glides(value: str) -> bool:
 
 
 class Output:
-    """Base class: subclasses set ``kind`` (the ``--KIND`` flag) and implement ``emit``."""
+    """Base class: subclasses set ``kind`` (the ``--KIND`` flag) and ``unit`` (what ``sent`` and
+    ``dropped`` count, for the lines people read) and implement ``emit``."""
 
     kind: ClassVar[str] = ""
+    unit: ClassVar[str] = "messages"
     registry: ClassVar[dict[str, type[Output]]] = {}
 
     def __init_subclass__(cls, **kwargs):
@@ -118,6 +120,11 @@ class Output:
             "dropped": self.dropped,
             "error": self.error,
         }
+
+    def counts(self) -> str:
+        """``sent`` and ``dropped`` in words: "sent 120 packets, dropped 0"."""
+        unit = self.unit[:-1] if self.sent == 1 else self.unit  # units are plurals in -s
+        return f"sent {self.sent} {unit}, dropped {self.dropped}"
 
     def __repr__(self) -> str:
         return f"{self.kind} {self.target}"

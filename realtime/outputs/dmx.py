@@ -36,6 +36,8 @@ SACN_TERMINATE = 0x40  # options bit 6: stream terminated
 class DmxOutput(Output):
     """One universe, as levels; subclasses wrap it in their protocol's packet."""
 
+    unit = "DMX packets"  # one universe's 512 levels each
+
     def __init__(self, target: str, host: str, port: int, universe: int, routes: list[Route], **udp):
         super().__init__(target, routes)
         self.universe = universe

@@ -90,6 +90,7 @@ def open_virtual_port(port_name: str):
 
 class MidiOutput(QueuedOutput):
     kind = "midi"
+    unit = "MIDI messages"
 
     def __init__(self, port_name: str, routes: list[Route]):
         super().__init__(port_name, routes)

@@ -69,6 +69,7 @@ def browse(name_part: str = "", timeout_s: float = BROWSE_S) -> tuple[str, int, 
 
 class Os2lOutput(QueuedOutput):
     kind = "os2l"
+    unit = "OS2L messages"
     MIN_GAP_S = 0.010
 
     def __init__(self, host: str | None, port: int | None, routes: list[Route], browse_name: str = ""):

@@ -38,6 +38,7 @@ def osc_message(address: str, value: float | str) -> bytes:
 
 class OscOutput(Output):
     kind = "osc"
+    unit = "OSC messages"  # one datagram each
 
     def __init__(self, host: str, port: int, routes: list[Route]):
         super().__init__(f"{host}:{port}", routes)

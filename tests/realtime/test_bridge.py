@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 
 import pytest
@@ -35,6 +36,7 @@ def test_bridge_drives_every_output_from_a_running_analyzers_feed(clip, jack_ser
         "--os2l", f"127.0.0.1:{os2l.port}",
         "--midi", "bridged",
         env={**os.environ, **jack_server.env},
+        quiet=False,  # its line, once a second (stderr is not a terminal here), is checked below
     )  # fmt: skip
     try:
         midi.connect("moodstream:bridged")  # the bridge opens its port at once, before any music
@@ -44,8 +46,8 @@ def test_bridge_drives_every_output_from_a_running_analyzers_feed(clip, jack_ser
         assert code == 0, err
         sub.drain()
         bridge.send_signal(signal.SIGTERM)
-        code, err = finish(bridge, 10)
-        assert code == 0, err
+        code, bridge_err = finish(bridge, 10)
+        assert code == 0, bridge_err
     finally:
         bridge.kill()
         sub.close()
@@ -59,6 +61,17 @@ def test_bridge_drives_every_output_from_a_running_analyzers_feed(clip, jack_ser
     expect_dmx(moods, sacn.packets, universe=1, start=1)
     expect_os2l(moods, os2l.messages)
     expect_midi(moods, events)
+    # Its last line says what each count counts.
+    last = [line for line in bridge_err.splitlines() if f"osc 127.0.0.1:{osc.port}: " in line][-1]
+    for output, unit, received in (
+        (f"osc 127.0.0.1:{osc.port}", "OSC messages", len(osc.messages)),
+        (f"artnet 127.0.0.1:{artnet.port} universe 0", "DMX packets", len(artnet.packets)),
+        (f"sacn 127.0.0.1:{sacn.port} universe 1", "DMX packets", len(sacn.packets)),
+        (f"os2l 127.0.0.1:{os2l.port}", "OS2L messages", len(os2l.messages)),
+        ("midi bridged (JACK)", "MIDI messages", len(events)),
+    ):
+        sent = re.search(rf"{re.escape(output)}: ok, sent (\d+) {unit}, dropped 0", last)
+        assert sent and 0 < int(sent[1]) <= received, (output, unit, received, last)
 
 
 def test_bridge_refuses_bad_targets_and_maps_in_one_line(tmp_path):
