@@ -28,6 +28,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 
 # Only what parsing, the source and the feed's port need: torch and the models load after them,
 # so a wrong --device, --file or port is said within a second.
@@ -144,6 +145,7 @@ def parse_args(argv: list[str] | None, prog: str = "python -m realtime.listen") 
     return args
 
 
+SAME_STOP_S = 0.5  # signals this close to the first stop are that stop, not a second Ctrl-C
 WIDTH = 79  # the live line fits an 80-column terminal (a wider one shows no more)
 
 
@@ -292,11 +294,16 @@ def main(argv: list[str] | None = None, prog: str = "python -m realtime.listen")
     if web:
         engine.watchers.append(web)
     stop = threading.Event()
+    stop_asked_at: list[float] = []
 
     def on_signal(signum, frame):
-        if stop.is_set():  # a second Ctrl-C: the user really wants out
+        # A second Ctrl-C: the user really wants out.  One stop can arrive twice at once (`timeout`
+        # and process-group kills signal the process and then its group): that is still one stop.
+        if not stop_asked_at:
+            stop_asked_at.append(time.monotonic())
+            stop.set()
+        elif time.monotonic() - stop_asked_at[0] > SAME_STOP_S:
             raise KeyboardInterrupt
-        stop.set()
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
@@ -323,17 +330,24 @@ def main(argv: list[str] | None = None, prog: str = "python -m realtime.listen")
             print(f"moodstream: sending to {targets} ({rate})", file=sys.stderr)
     if web:  # said even with --quiet: the URL is the way in
         print(f"moodstream: web view at {web.url}", file=sys.stderr)
-    failed_to_start = None
+    failed_to_start, forced = None, False
     try:
         code = engine.run(stop)
     except SourceError as exc:  # the source would not start: nothing ran
         failed_to_start, code = str(exc), 2
+    except KeyboardInterrupt:  # the second Ctrl-C: out at once (the ports still closed), no summary
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a third is not a traceback from the closing
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        forced = True
     finally:
         session.close()
         if web:
             web.close()
     if view and view.tty:
         sys.stderr.write("\n")
+    if forced:
+        print("moodstream: stopped at once (a second Ctrl-C)", file=sys.stderr)
+        return 130
     if failed_to_start or source.error:
         print(f"error: {failed_to_start or source.error}", file=sys.stderr)
     for line in session.summary(stopped=stop.is_set()):
