@@ -63,13 +63,19 @@ def _sync(device: str) -> None:
 
 
 def encoder_gflop(model) -> float:
-    """GFLOP of one segment's ``encode`` (PyTorch's FLOP counter).  Counted with autograd on: the
-    inference path of musicnn runs its front end in oneDNN calls the counter does not see."""
+    """GFLOP of one segment's ``encode`` (PyTorch's FLOP counter).  Counted with oneDNN off: the
+    inference path of musicnn runs its front end in oneDNN calls the counter does not see (a
+    frozen encoder, as the default model's, runs that path even with autograd on)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     patch = torch.zeros(1, model.frontend.n_mels, model.segment_frames)
-    with FlopCounterMode(display=False) as counter:
-        model.eval().encode(patch)
+    onednn = torch.backends.mkldnn.enabled  # (its flags() context warns about TF32 on every call)
+    torch.backends.mkldnn.enabled = False
+    try:
+        with FlopCounterMode(display=False) as counter:
+            model.eval().encode(patch)
+    finally:
+        torch.backends.mkldnn.enabled = onednn
     return counter.get_total_flops() / 1e9
 
 
