@@ -294,15 +294,16 @@ def main(argv: list[str] | None = None, prog: str = "python -m realtime.listen")
     if web:
         engine.watchers.append(web)
     stop = threading.Event()
-    stop_asked_at: list[float] = []
+    stop_asked_at: float | None = None
 
     def on_signal(signum, frame):
         # A second Ctrl-C: the user really wants out.  One stop can arrive twice at once (`timeout`
         # and process-group kills signal the process and then its group): that is still one stop.
-        if not stop_asked_at:
-            stop_asked_at.append(time.monotonic())
+        nonlocal stop_asked_at
+        if stop_asked_at is None:
+            stop_asked_at = time.monotonic()
             stop.set()
-        elif time.monotonic() - stop_asked_at[0] > SAME_STOP_S:
+        elif time.monotonic() - stop_asked_at > SAME_STOP_S:
             raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, on_signal)

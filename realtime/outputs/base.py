@@ -122,7 +122,7 @@ class Output:
         }
 
     def counts(self) -> str:
-        """``sent`` and ``dropped`` in words: "sent 120 packets, dropped 0"."""
+        """``sent`` and ``dropped`` in words: "sent 120 DMX packets, dropped 0"."""
         unit = self.unit[:-1] if self.sent == 1 else self.unit  # units are plurals in -s
         return f"sent {self.sent} {unit}, dropped {self.dropped}"
 
