@@ -331,24 +331,22 @@ def main(argv: list[str] | None = None, prog: str = "python -m realtime.listen")
             print(f"moodstream: sending to {targets} ({rate})", file=sys.stderr)
     if web:  # said even with --quiet: the URL is the way in
         print(f"moodstream: web view at {web.url}", file=sys.stderr)
-    failed_to_start, forced = None, False
+    failed_to_start = None
     try:
-        code = engine.run(stop)
-    except SourceError as exc:  # the source would not start: nothing ran
-        failed_to_start, code = str(exc), 2
-    except KeyboardInterrupt:  # the second Ctrl-C: out at once (the ports still closed), no summary
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a third is not a traceback from the closing
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        forced = True
-    finally:
-        session.close()
-        if web:
-            web.close()
+        try:
+            code = engine.run(stop)
+        except SourceError as exc:  # the source would not start: nothing ran
+            failed_to_start, code = str(exc), 2
+        finally:
+            session.close()  # after a second Ctrl-C too; a third leaves it unfinished
+            if web:
+                web.close()
+    except KeyboardInterrupt:  # a second Ctrl-C, while running or closing: out now, no summary
+        newline = "\n" if view and view.tty else ""
+        print(f"{newline}moodstream: stopped at once (a second Ctrl-C)", file=sys.stderr)
+        return 130
     if view and view.tty:
         sys.stderr.write("\n")
-    if forced:
-        print("moodstream: stopped at once (a second Ctrl-C)", file=sys.stderr)
-        return 130
     if failed_to_start or source.error:
         print(f"error: {failed_to_start or source.error}", file=sys.stderr)
     for line in session.summary(stopped=stop.is_set()):
