@@ -44,6 +44,7 @@ from bench.report import (
     check_models,
     command_line,
     machine,
+    machine_line,
     percentiles,
     pyplot,
     save_figure,
@@ -371,9 +372,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         "parts_table": parts_table(runs),
     }
     m = report["machine"]
-    print(
-        f"{m['cpu']}, {m['cores']} threads, torch {m['torch']}, onnxruntime {m['onnxruntime']}, GPU {m['gpu']}"
-    )
+    print(machine_line(m))
     print(f"{described}; compute {args.compute}, listen --threads {args.threads or 'default'}")
     print("lag at the subscriber, ms (receipt time - t_capture of the window's last sample)")
     print(report["table"])

@@ -25,14 +25,17 @@ import torch
 import models
 import models as models_module  # run()'s parameter is called models
 from bench import alternatives
-from bench.report import machine, percentiles, pyplot, save_figure, to_json
+from bench.report import machine, machine_line, percentiles, pyplot, save_figure, to_json
 from models.runners import BACKENDS, make_runner
 from realtime.analyzer import Member, Windowing, effective_windows
-from realtime.engine import Engine, FeedConfig
+from realtime.engine import EARLY_TAKE_S, Engine, FeedConfig
 from realtime.options import HOP_RANGE_S, number
 from realtime.publisher import Publisher
 
 STAGES = ("mel", "encoder", "pool_heads", "publish")  # the engine's own stages (a file at the model's rate)
+# With --early-take, a hop is two calls as a live source's loop makes them: "early" is the first
+# (its mel and the encoder's ``prepare``), the stages above the second, after the window's last frame.
+EARLY = "early"
 
 
 def _reason(exc: BaseException) -> str:
@@ -53,7 +56,7 @@ class StageTimes:
 
     def percentiles(self) -> dict[str, dict[str, float]]:
         out = {stage: percentiles(values) for stage, values in self.samples_ms.items()}
-        out["hop"] = percentiles(np.sum([self.samples_ms[s] for s in STAGES], axis=0))
+        out["hop"] = percentiles(np.sum(list(self.samples_ms.values()), axis=0))
         return out
 
 
@@ -80,7 +83,14 @@ def encoder_gflop(model) -> float:
 
 
 def measure(
-    name: str, backend: str, device: str, hops: int, warmup: int, publisher: Publisher, hop_s: float = 1.0
+    name: str,
+    backend: str,
+    device: str,
+    hops: int,
+    warmup: int,
+    publisher: Publisher,
+    hop_s: float = 1.0,
+    early_take: bool = False,
 ) -> StageTimes:
     """Time ``hops`` hops of the real engine (its pipeline and publish step) for one model and backend.
 
@@ -88,6 +98,9 @@ def measure(
     the same stages, the same code as ``listen``'s status reports; but its publish stage stops at
     the message's stamp (a subscriber's transport starts there), so here "publish" is the rest of
     the hop, the message's encoding and send included: the stages add up to the whole call.
+
+    ``early_take``: each hop in two calls, as ``Engine.run`` takes a live source's audio: up to
+    ``EARLY_TAKE_S`` before the window's last sample (timed whole as "early"), then the rest.
     """
     model = models.resolve(name).eval()
     fe = model.frontend
@@ -107,10 +120,22 @@ def measure(
     # The first window and K segments first, as a running stream has them.
     fill = (model.segment_frames + 2) * fe.hop_length + (k - 1) * hop_samples
     engine.process(0.1 * rng.standard_normal(fill).astype(np.float32))
-    samples = {stage: [] for stage in STAGES}
+    samples = {stage: [] for stage in ((EARLY,) if early_take else ()) + STAGES}
+    early_samples = int(EARLY_TAKE_S * fe.sample_rate_hz)
     for i in range(warmup + hops):
         seq = engine.mood_seq
-        audio = 0.1 * rng.standard_normal(hop_samples).astype(np.float32)
+        if early_take:
+            wanted = engine.pipeline.samples_wanted()  # the rest of the next window, as run() waits for
+            first = max(0, wanted - early_samples)
+            t0 = time.perf_counter()
+            engine.process(0.1 * rng.standard_normal(first).astype(np.float32))
+            _sync(device)
+            early_ms = (time.perf_counter() - t0) * 1000.0
+            if engine.mood_seq != seq:
+                raise RuntimeError(f"{name}: the early take completed a window")
+            audio = 0.1 * rng.standard_normal(wanted - first).astype(np.float32)
+        else:
+            audio = 0.1 * rng.standard_normal(hop_samples).astype(np.float32)
         t0 = time.perf_counter()
         engine.process(audio)
         hop_ms = (time.perf_counter() - t0) * 1000.0
@@ -118,6 +143,8 @@ def measure(
         if engine.mood_seq != seq + 1:
             raise RuntimeError(f"{name}: a hop of audio gave {engine.mood_seq - seq} windows, not one")
         if i >= warmup:
+            if early_take:
+                samples[EARLY].append(early_ms)
             stages = engine.last_stages
             for stage in STAGES[:-1]:
                 samples[stage].append(stages[stage])
@@ -154,8 +181,9 @@ def profile(name: str, backend: str, hop_s: float, hops: int = 40, rows: int = 1
 
 
 def table(results: list[StageTimes]) -> str:
+    columns = (*((EARLY,) if any(EARLY in r.samples_ms for r in results) else ()), *STAGES, "hop")
     header = f"{'model':<20} {'backend':<7} {'device':<6} " + " ".join(
-        f"{s + ' p50/p99':>19}" for s in (*STAGES, "hop")
+        f"{s + ' p50/p99':>19}" for s in columns
     )
     lines = [header, "-" * len(header)]
     for r in results:
@@ -163,7 +191,9 @@ def table(results: list[StageTimes]) -> str:
             lines.append(f"{r.model:<20} {r.backend:<7} {r.device:<6} skipped: {r.skipped}")
             continue
         p = r.percentiles()
-        cells = " ".join(f"{p[s]['p50']:>9.2f}/{p[s]['p99']:<9.2f}" for s in (*STAGES, "hop"))
+        cells = " ".join(
+            f"{p[s]['p50']:>9.2f}/{p[s]['p99']:<9.2f}" if s in p else f"{'-':^19}" for s in columns
+        )
         lines.append(f"{r.model:<20} {r.backend:<7} {r.device:<6} {cells}")
     return "\n".join(lines)
 
@@ -182,8 +212,10 @@ def plot(results: list[StageTimes], path: str, alternatives_report: dict | None 
     else:
         fig, ax = plt.subplots(figsize=(width, 4))
     bottom = np.zeros(len(results))
-    for stage in STAGES:
-        values = np.array([r.percentiles()[stage]["p50"] for r in results])
+    for stage in (EARLY, *STAGES):
+        if not any(stage in r.samples_ms for r in results):
+            continue
+        values = np.array([r.percentiles().get(stage, {"p50": 0.0})["p50"] for r in results])
         ax.bar(labels, values, bottom=bottom, label=stage)
         bottom += values
     ax.scatter(
@@ -208,13 +240,14 @@ def run(
     warmup: int,
     alternatives_model: str | None = None,
     hop_s: float = 1.0,
+    early_take: bool = False,
 ) -> dict:
     results = []
     hops = max(3, int(seconds / hop_s))
     with Publisher("tcp://127.0.0.1:0") as publisher:
         for name in models:
             for backend in backends:
-                results.append(measure(name, backend, device, hops, warmup, publisher, hop_s))
+                results.append(measure(name, backend, device, hops, warmup, publisher, hop_s, early_take))
     extra = {}
     if alternatives_model:
         extra["alternatives"] = alternatives.measure(alternatives_model, device, hops, warmup)
@@ -223,6 +256,7 @@ def run(
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "hop_s": hop_s,
+        "early_take_s": EARLY_TAKE_S if early_take else None,
         "encoder_gflop_per_segment": {
             name: round(encoder_gflop(models_module.resolve(name)), 3) for name in models
         },
@@ -272,6 +306,13 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--warmup", type=int, default=5, help="hops before measuring (5)")
     p.add_argument(
+        "--early-take",
+        action="store_true",
+        help=f"each hop in two calls, as listen takes a live source's audio: {EARLY_TAKE_S * 1000:g} ms before "
+        "the window's end (the 'early' column: mel so far and the encoder's work done ahead), then the rest "
+        "(the other columns: what a window's lag holds); 'hop' is both",
+    )
+    p.add_argument(
         "--alternatives",
         default="default",
         metavar="MODEL",
@@ -305,17 +346,25 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         torch.set_num_threads(args.threads)
     try:
         alternatives_model = None if args.alternatives == "none" else args.alternatives
-        report = run(names, backends, args.device, args.seconds, args.warmup, alternatives_model, args.hop)
+        report = run(
+            names,
+            backends,
+            args.device,
+            args.seconds,
+            args.warmup,
+            alternatives_model,
+            args.hop,
+            args.early_take,
+        )
     except (models.UnknownModelError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     m = report["machine"]
-    print(
-        f"{m['cpu']}, {m['cores']} threads, torch {m['torch']}, onnxruntime {m['onnxruntime']}, GPU {m['gpu']}"
-    )
+    print(f"{machine_line(m)}; torch threads {m['torch_threads']}")
     flops = ", ".join(f"{name} {g:.2f}" for name, g in report["encoder_gflop_per_segment"].items())
     print(f"encoder GFLOP per segment (whole window): {flops}")
-    print(f"milliseconds per hop of {report['hop_s']:g} s (p50/p99)")
+    early = f", taken {EARLY_TAKE_S * 1000:g} ms early and then whole" if args.early_take else ""
+    print(f"milliseconds per hop of {report['hop_s']:g} s{early} (p50/p99)")
     print(report["table"])
     if "alternatives" in report:
         a = report["alternatives"]

@@ -32,6 +32,13 @@ def machine() -> dict:
     }
 
 
+def machine_line(m: dict) -> str:
+    """``machine()`` as the first line of a bench command's output."""
+    return (
+        f"{m['cpu']}, {m['cores']} cores, torch {m['torch']}, onnxruntime {m['onnxruntime']}, GPU {m['gpu']}"
+    )
+
+
 def cpu_name(cpuinfo: str | None = None) -> str:
     """The CPU as /proc/cpuinfo names it, with its family, model and widest vector unit.
 

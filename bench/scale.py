@@ -44,6 +44,7 @@ from bench.report import (
     check_models,
     command_line,
     machine,
+    machine_line,
     percentiles,
     pyplot,
     save_figure,
@@ -613,9 +614,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         "table": table(series),
     }
     m = report["machine"]
-    print(
-        f"{m['cpu']}, {m['cores']} threads, torch {m['torch']}, onnxruntime {m['onnxruntime']}, GPU {m['gpu']}"
-    )
+    print(machine_line(m))
     print(f"{args.model} {args.backend} on {args.compute}; {args.seconds:g} s measured per N; {described}")
     print(
         "per N concurrent streams: lag (receipt - t_capture) and processing per hop, ms; memory, MiB;"

@@ -90,6 +90,30 @@ def test_latency_command_writes_table_json_and_png(tmp_path):
     assert "skipped: torchaudio" in proc.stdout or "skipped" not in ta
 
 
+def test_early_take_times_the_hop_in_listens_two_calls(monkeypatch):
+    """--early-take: each hop taken as a live source's loop takes it, the encoder's ``prepare`` at the
+    first call with the window's last few frames missing, the window at the second."""
+    from bench.latency import EARLY, STAGES, measure, table
+    from models.musicnn import TAIL_MISSING_MAX, StreamingEncoder
+    from realtime.publisher import Publisher
+
+    missing = []
+    prepare = StreamingEncoder.prepare
+
+    def counted(self, frames, start, end):
+        missing.append(end - start - frames.shape[-1])
+        prepare(self, frames, start, end)
+
+    monkeypatch.setattr(StreamingEncoder, "prepare", counted)
+    with Publisher("tcp://127.0.0.1:0") as publisher:
+        times = measure("musicnn-msd", "torch", "cpu", 6, 1, publisher, hop_s=0.25, early_take=True)
+    assert set(times.samples_ms) == {EARLY, *STAGES} and all(len(v) == 6 for v in times.samples_ms.values())
+    assert len(missing) >= 7 and all(0 < m <= TAIL_MISSING_MAX for m in missing[-7:])
+    p = times.percentiles()
+    assert p["hop"]["p50"] >= p[EARLY]["p50"] > 0
+    assert "early p50/p99" in table([times]).splitlines()[0]
+
+
 def test_compile_backend_runs_or_says_why(tmp_path):
     """torch.compile'd encoder: timed after its compilation, or a row that says why it cannot run."""
     out = tmp_path / "lat.json"
@@ -188,7 +212,7 @@ def test_verdict_says_why_the_target_is_missed():
 
 def test_machine_reports_the_cores_not_torchs_thread_count():
     """Results files name the machine: its cores stay its cores when torch runs on fewer threads."""
-    from bench.report import machine
+    from bench.report import machine, machine_line
 
     threads = torch.get_num_threads()
     try:
@@ -197,6 +221,7 @@ def test_machine_reports_the_cores_not_torchs_thread_count():
     finally:
         torch.set_num_threads(threads)
     assert info["cores"] == len(os.sched_getaffinity(0)) and info["torch_threads"] == 1
+    assert f", {info['cores']} cores, torch " in machine_line(info)
 
 
 def test_cpu_name_tells_two_hosts_of_one_name_apart():
