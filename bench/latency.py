@@ -121,21 +121,17 @@ def measure(
     fill = (model.segment_frames + 2) * fe.hop_length + (k - 1) * hop_samples
     engine.process(0.1 * rng.standard_normal(fill).astype(np.float32))
     samples = {stage: [] for stage in ((EARLY,) if early_take else ()) + STAGES}
-    early_samples = int(EARLY_TAKE_S * fe.sample_rate_hz)
     for i in range(warmup + hops):
         seq = engine.mood_seq
-        if early_take:
-            wanted = engine.pipeline.samples_wanted()  # the rest of the next window, as run() waits for
-            first = max(0, wanted - early_samples)
+        *early, last = _hop_takes(engine, hop_samples, early_take)
+        if early:
             t0 = time.perf_counter()
-            engine.process(0.1 * rng.standard_normal(first).astype(np.float32))
+            engine.process(0.1 * rng.standard_normal(early[0]).astype(np.float32))
             _sync(device)
             early_ms = (time.perf_counter() - t0) * 1000.0
             if engine.mood_seq != seq:
                 raise RuntimeError(f"{name}: the early take completed a window")
-            audio = 0.1 * rng.standard_normal(wanted - first).astype(np.float32)
-        else:
-            audio = 0.1 * rng.standard_normal(hop_samples).astype(np.float32)
+        audio = 0.1 * rng.standard_normal(last).astype(np.float32)
         t0 = time.perf_counter()
         engine.process(audio)
         hop_ms = (time.perf_counter() - t0) * 1000.0
@@ -152,7 +148,19 @@ def measure(
     return StageTimes(name, backend, device, samples, setup_s=round(setup_s, 2))
 
 
-def profile(name: str, backend: str, hop_s: float, hops: int = 40, rows: int = 12) -> str:
+def _hop_takes(engine: Engine, hop_samples: int, early_take: bool) -> list[int]:
+    """The samples of each call that brings the next window: one hop, or as ``Engine.run`` takes a
+    live source's, what comes up to ``EARLY_TAKE_S`` before the window's last sample, then the rest."""
+    if not early_take:
+        return [hop_samples]
+    wanted = engine.pipeline.samples_wanted()  # the rest of the next window, as run() waits for it
+    first = max(0, wanted - int(EARLY_TAKE_S * engine.pipeline.input_rate_hz))
+    return [first, wanted - first]
+
+
+def profile(
+    name: str, backend: str, hop_s: float, hops: int = 40, rows: int = 12, early_take: bool = False
+) -> str:
     """Where one hop's time goes, by operator and input shape (torch.profiler; eager backends)."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
@@ -169,10 +177,12 @@ def profile(name: str, backend: str, hop_s: float, hops: int = 40, rows: int = 1
     engine.process(noise((model.segment_frames + 2) * fe.hop_length + (k + 5) * hop * fe.hop_length))
     with torch_profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         for _ in range(hops):
-            engine.process(noise(hop * fe.hop_length))
+            for samples in _hop_takes(engine, hop * fe.hop_length, early_take):
+                engine.process(noise(samples))
     events = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: -e.self_cpu_time_total)
     total_ms = sum(e.self_cpu_time_total for e in events) / 1000 / hops
-    lines = [f"{name}, {backend}, hop {hop / fe.frame_rate_hz:.3g} s: {total_ms:.2f} ms of operators per hop",
+    taken = f", taken {EARLY_TAKE_S * 1000:g} ms early and then whole" if early_take else ""
+    lines = [f"{name}, {backend}, hop {hop / fe.frame_rate_hz:.3g} s{taken}: {total_ms:.2f} ms of operators per hop",
              f"{'ms per hop':>10} {'calls':>6}  operator, input shapes"]  # fmt: skip
     for e in events[:rows]:
         shapes = ", ".join(str(tuple(s)) for s in e.input_shapes if s)[:80]
@@ -377,7 +387,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.profile:
         eager = [b for b in backends if b in ("torch", "torch-whole")]
         for name in names if eager else []:
-            print("\n" + profile(name, eager[0], args.hop))
+            print("\n" + profile(name, eager[0], args.hop, early_take=args.early_take))
     if args.json:
         with open(args.json, "w") as f:
             f.write(to_json(report) + "\n")
