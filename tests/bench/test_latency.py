@@ -93,7 +93,7 @@ def test_latency_command_writes_table_json_and_png(tmp_path):
 def test_early_take_times_the_hop_in_listens_two_calls(monkeypatch):
     """--early-take: each hop taken as a live source's loop takes it, the encoder's ``prepare`` at the
     first call with the window's last few frames missing, the window at the second."""
-    from bench.latency import EARLY, STAGES, measure, table
+    from bench.latency import EARLY, STAGES, measure, profile, table
     from models.musicnn import TAIL_MISSING_MAX, StreamingEncoder
     from realtime.publisher import Publisher
 
@@ -112,6 +112,11 @@ def test_early_take_times_the_hop_in_listens_two_calls(monkeypatch):
     p = times.percentiles()
     assert p["hop"]["p50"] >= p[EARLY]["p50"] > 0
     assert "early p50/p99" in table([times]).splitlines()[0]
+    # --profile --early-take: the operators of both takes, the tails' sums among them.
+    missing.clear()
+    lines = profile("musicnn-msd", "torch", 0.25, hops=3, early_take=True).splitlines()
+    assert lines[0].startswith("musicnn-msd, torch, hop 0.256 s, taken 40 ms early and then whole: ")
+    assert len(missing) == 3 and "aten::" in lines[2]
 
 
 def test_compile_backend_runs_or_says_why(tmp_path):
