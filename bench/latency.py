@@ -266,6 +266,11 @@ def run(
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "hop_s": hop_s,
+        # The hop each model ran at: --hop in its whole frames (musicnn's 0.25 s is 16 frames, 0.256 s).
+        "model_hop_s": {
+            name: round(effective_windows(models_module.resolve(name), Windowing(hop_s=hop_s))[1], 4)
+            for name in models
+        },
         "early_take_s": EARLY_TAKE_S if early_take else None,
         "encoder_gflop_per_segment": {
             name: round(encoder_gflop(models_module.resolve(name)), 3) for name in models
@@ -303,7 +308,8 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--backends",
         default="torch,onnx",
-        help="comma-separated: torch, onnx, compile (torch.compile'd encoder; slow to start) (torch,onnx)",
+        help="comma-separated: torch (musicnn's streaming encoder where the model has one), torch-whole "
+        "(every window encoded whole), onnx, compile (torch.compile'd encoder; slow to start) (torch,onnx)",
     )
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--seconds", type=float, default=60, help="seconds of audio per model (60)")
@@ -327,7 +333,7 @@ def add_parser(sub) -> None:
         default="default",
         metavar="MODEL",
         help="also time, in the same run, the hand-rolled librosa / torchaudio pipelines and ours for "
-        "this model, as ratios to ours; 'none' to skip (default)",
+        "this model, as ratios to ours (default: the default model); 'none' to skip them",
     )
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument(
@@ -374,7 +380,9 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     flops = ", ".join(f"{name} {g:.2f}" for name, g in report["encoder_gflop_per_segment"].items())
     print(f"encoder GFLOP per segment (whole window): {flops}")
     early = f", taken {EARLY_TAKE_S * 1000:g} ms early and then whole" if args.early_take else ""
-    print(f"milliseconds per hop of {report['hop_s']:g} s{early} (p50/p99)")
+    hops = sorted(set(report["model_hop_s"].values()))
+    in_frames = f" ({' / '.join(f'{h:g}' for h in hops)} s in whole frames)" if hops != [args.hop] else ""
+    print(f"milliseconds per hop of {report['hop_s']:g} s{in_frames}{early} (p50/p99)")
     print(report["table"])
     if "alternatives" in report:
         a = report["alternatives"]

@@ -51,6 +51,9 @@ def test_latency_command_writes_table_json_and_png(tmp_path):
     # A musicnn segment is 2.8 GFLOP (the counter sees the layer-order path); hops of 16 frames.
     assert report["hop_s"] == 0.25 and 2.7 < report["encoder_gflop_per_segment"]["musicnn-msd"] < 2.9
     assert "encoder GFLOP per segment (whole window): musicnn-msd 2.80" in proc.stdout
+    # The hop it ran at, in whole frames: 16 of 16 ms, not the 0.25 s asked for.
+    assert report["model_hop_s"] == {"musicnn-msd": 0.256}
+    assert "milliseconds per hop of 0.25 s (0.256 s in whole frames) (p50/p99)" in proc.stdout
     # --profile: where a hop goes, by operator; musicnn's front end runs in oneDNN convolutions.
     assert "musicnn-msd, torch, hop 0.256 s: " in proc.stdout and "ms per hop" in proc.stdout
     assert "aten::mkldnn_convolution" in proc.stdout
