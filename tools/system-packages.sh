@@ -8,7 +8,9 @@
 set -euo pipefail
 need=()
 have_command() { command -v "$1" >/dev/null 2>&1; }
-have_library() { ldconfig -p 2>/dev/null | grep -q "$1"; }
+# Not `grep -q`: it stops at the first match, ldconfig then dies of SIGPIPE, and pipefail reads
+# the library as missing (17 runs of 200 with both cores busy), so a second `make` installed again.
+have_library() { ldconfig -p 2>/dev/null | grep -F "$1" >/dev/null; }
 have_library libportaudio.so.2 || need+=(libportaudio2)
 have_command ffmpeg || need+=(ffmpeg)
 if [ "${1:-run}" = test ]; then
