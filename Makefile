@@ -70,12 +70,13 @@ $(VENV)/.torch-$(TORCH_VERSION): | $(PY)
 
 # musicnn's published weights come in the musicnn package, whose own pins cannot be met
 # (--no-deps; nothing of its code runs); they are converted to safetensors once, here.
+# (--no-warn-conflicts: once it is in, every later install would print an ERROR line about them.)
 $(VENV)/.moodstream: pyproject.toml $(VENV)/.torch-$(TORCH_VERSION)
-	$(PIP) install -q -e .
+	$(PIP) install -q --no-warn-conflicts -e .
 	$(PIP) install -q --no-deps $(MUSICNN)
 	$(PY) -c "import models; models.build('musicnn-msd')"
 	@touch $@
 
 $(VENV)/.moodstream-dev: pyproject.toml $(VENV)/.moodstream
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q --no-warn-conflicts -e ".[dev]"
 	@touch $@
