@@ -220,8 +220,12 @@ class Consumer:
             windows = self._run(ends)
         else:
             windows = []
-            if new_frames.shape[1] and self._stream is not None:
-                # The next window is not complete: do what of it the frames allow now (a live
+            if (
+                new_frames.shape[1]
+                and self._stream is not None
+                and self._next_end - available_end <= PREPARE_MISSING_MAX
+            ):
+                # The next window is nearly complete: do what of it the frames allow now (a live
                 # loop's early take), so that its lag holds only the rest.
                 t0 = time.perf_counter()
                 with torch.inference_mode():
@@ -287,6 +291,18 @@ STAGES = ("resample", "mel", "encoder", "pool_heads")  # what the pipeline times
 # costs ~1 ms whatever it computes, and a live source's 10 ms blocks complete a frame or none.
 MEL_BATCH_FRAMES = 8
 
+# The encoder prepares the next window (``StreamingEncoder.prepare``) only once at most this many of
+# its frames are missing (the early take leaves ~3; a resampler's delay a few more): prepared at
+# every quarter-second read of a 1 s hop instead, each call with its own reach and fixed cost,
+# the hop cost ~2.5x the CPU of one call.
+PREPARE_MISSING_MAX = 8
+
+# A live source's audio is taken twice per window: this long before the window's audio is all
+# in (the resampling and mel of what came so far, and the encoder's work those frames allow,
+# ``StreamingEncoder.prepare``: most of the window's, off the lag's path) and when it is
+# (``Engine.run``'s reads; the mel's batches leave the early take's frames to it).
+EARLY_TAKE_S = 0.04
+
 
 class Pipeline:
     """Audio frames in, every model's windows out: one sanitiser, one resampler per model sample
@@ -345,9 +361,7 @@ class Pipeline:
         frames = {
             key: front.flush()
             if flush
-            else front.push(
-                by_rate[front.config.sample_rate_hz], min(self._frames_wanted(front), MEL_BATCH_FRAMES)
-            )
+            else front.push(by_rate[front.config.sample_rate_hz], self._batch(front))
             for key, front in self.fronts.items()
         }
         self.spent_ms["mel"] += (time.perf_counter() - t0) * 1000.0
@@ -356,6 +370,16 @@ class Pipeline:
             out.extend((i, w) for w in consumer.take(frames[consumer.model.frontend]))
         out.sort(key=lambda iw: (iw[1].t_stream, iw[0] == 0))
         return out
+
+    def _batch(self, front: Front) -> int:
+        """Frames the mel waits for before it runs: ``MEL_BATCH_FRAMES``, or what the next window
+        still needs; and never so many that the early take's read (``EARLY_TAKE_S`` before the
+        window's end) leaves its frames uncomputed: at a 1 s hop that read brought 7 of a batch
+        of 8, so the encoder prepared nothing then and ~10 frames were left for after the end."""
+        wanted = self._frames_wanted(front)
+        # What the early take leaves missing, and one more for a frame's edge and a resampler's delay.
+        left = math.ceil(EARLY_TAKE_S * front.config.sample_rate_hz / front.config.hop_length) + 1
+        return min(wanted, MEL_BATCH_FRAMES, wanted - left) if wanted > left else wanted
 
     def _frames_wanted(self, front: Front) -> int:
         """Frames its earliest next window still needs: the front computes them at once."""

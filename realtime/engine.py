@@ -21,7 +21,7 @@ import numpy as np
 
 from models import SegmentModel
 from models.vocab import VOCABULARIES
-from realtime.analyzer import STAGES, Member, Pipeline, TagMerger, Window, Windowing
+from realtime.analyzer import EARLY_TAKE_S, STAGES, Member, Pipeline, TagMerger, Window, Windowing
 from realtime.feed import SCHEMA_VERSION, stamp
 from realtime.options import DWELL_S
 from realtime.outputs import Outputs
@@ -51,10 +51,22 @@ class FeedConfig:
     )
 
 
-# A live source's audio is taken twice per window: this long before the window's audio is all
-# in (the resampling and mel of what came so far, and the encoder's work those frames allow,
-# ``StreamingEncoder.prepare``: most of the window's, off the lag's path) and when it is.
-EARLY_TAKE_S = 0.04
+# Read at most this much per turn from a live source, so a backlog (a burst from the device, a slow
+# first hop) never keeps the loop from seeing a stop request or a status time; and the first
+# window's 3 s, or a 1 s hop, come a quarter second at a time, so their resampling and mel are
+# done as the audio comes, not all after its end.
+LIVE_READ_S = 0.25
+
+
+def live_read_wanted(pipeline: Pipeline) -> int:
+    """Samples a live source's loop waits for before its next read (``Engine.run``, which then
+    reads what is there, up to ``LIVE_READ_S``): the next window's, less its last ``EARLY_TAKE_S``
+    when there are more (the early take), at most a read's worth."""
+    rate_hz = pipeline.input_rate_hz
+    wanted = min(pipeline.samples_wanted(), max(1, int(rate_hz * LIVE_READ_S)))
+    early = int(EARLY_TAKE_S * rate_hz)
+    return wanted - early if wanted > early else wanted
+
 
 # The stages ``process_ms`` reports, in the order a window's audio goes through them: pickup
 # (from the ring write that delivered it to the engine taking it), the pipeline's stages, and
@@ -235,21 +247,12 @@ class Engine:
             # The device may have opened at a fallback rate: only now is the input rate known.
             self.open(self.source.sample_rate_hz)
             next_status = time.monotonic()
-            # Read at most a quarter second per turn from a live source, so a backlog (a burst from
-            # the device, a slow first hop) never keeps the loop from seeing a stop request or a
-            # status time; a file read as fast as it goes comes in seconds at a time (fewer calls).
-            read_s = 0.25 if self.source.live else 4.0
+            # A file read as fast as it goes comes in seconds at a time (fewer calls).
+            read_s = LIVE_READ_S if self.source.live else 4.0
             max_frames = max(1, int(self.source.sample_rate_hz * read_s))
-            early_frames = int(EARLY_TAKE_S * self.source.sample_rate_hz)
             while not stop.is_set():
-                # A live source's audio is taken once the next window's is in, and once shortly
-                # before (EARLY_TAKE_S): see the wait below.  Never more than a read's worth at a
-                # time: the first window's 3 s, or a 1 s hop, come a quarter second at a time, so
-                # their resampling and mel are done as the audio comes, not all after its end.
                 live = self.source.live and not self.source.finished
-                wanted = min(self.pipeline.samples_wanted(), max_frames) if live else 1
-                if wanted > early_frames:
-                    wanted -= early_frames
+                wanted = live_read_wanted(self.pipeline) if live else 1
                 frames, _ = ring.read(max_frames if ring.available() >= wanted else 0)
                 if len(frames):
                     self.clock.mark(*ring.last_capture, ring.dropped_frames)

@@ -50,3 +50,48 @@ def test_a_paced_source_wakes_the_engine_per_window_not_per_block(music_clip):
     assert len(moods) >= 4, f"{len(moods)} windows in {elapsed_s:.1f} s"  # the first ends at 3 s
     blocks = elapsed_s / 0.01
     assert len(reads) < blocks / 5, f"{len(reads)} reads of the {blocks:.0f} blocks written"
+
+
+def test_at_a_one_second_hop_the_encoder_prepares_each_window_once_at_the_early_take(music_clip, monkeypatch):
+    """A 1 s hop comes in quarter-second reads: the encoder prepares the next window once, at the
+    read that leaves EARLY_TAKE_S of it (3 frames) missing, not at every read (each with its own
+    reach and fixed cost: ~2.5x the CPU of one call); the mel computes that read's frames although
+    they are fewer than a batch (7 of 8 at this hop's phase: none were prepared then)."""
+    from models.musicnn import StreamingEncoder
+    from realtime.analyzer import PREPARE_MISSING_MAX
+
+    model = models.build("musicnn-msd")
+    prepared: list[tuple[int, int]] = []  # (window end, frames missing)
+    prepare = StreamingEncoder.prepare
+
+    def spied(self, frames, start, end):
+        prepared.append((end, end - start - frames.shape[-1]))
+        prepare(self, frames, start, end)
+
+    monkeypatch.setattr(StreamingEncoder, "prepare", spied)
+    moods: list[dict] = []
+    stop = threading.Event()
+
+    def on_mood(mood: dict) -> None:
+        moods.append(mood)
+        if len(moods) >= 4:
+            stop.set()
+
+    engine = Engine(
+        FileSource(music_clip, realtime=True),
+        [Member("msd", model, TorchRunner(model))],
+        Windowing(hop_s=1.0, context_s=3.0),
+        publisher=None,
+        on_mood=on_mood,
+    )
+    deadline = threading.Timer(60.0, stop.set)
+    deadline.start()
+    try:
+        assert engine.run(stop) == 0
+    finally:
+        deadline.cancel()
+    ends = [end for end, _ in prepared]
+    assert len(ends) == len(set(ends)), prepared  # once per window
+    assert all(0 < missing <= PREPARE_MISSING_MAX for _, missing in prepared), prepared
+    # At the early take (a loaded machine may read late, and then there is nothing to prepare).
+    assert any(missing == 3 for _, missing in prepared), prepared
