@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,13 +29,14 @@ from bench import alternatives
 from bench.report import machine, machine_line, percentiles, pyplot, save_figure, to_json
 from models.runners import BACKENDS, make_runner
 from realtime.analyzer import Member, Windowing, effective_windows
-from realtime.engine import EARLY_TAKE_S, Engine, FeedConfig
+from realtime.engine import EARLY_TAKE_S, LIVE_READ_S, Engine, FeedConfig, live_read_wanted
 from realtime.options import HOP_RANGE_S, number
 from realtime.publisher import Publisher
+from realtime.sources import FileSource
 
 STAGES = ("mel", "encoder", "pool_heads", "publish")  # the engine's own stages (a file at the model's rate)
-# With --early-take, a hop is two calls as a live source's loop makes them: "early" is the first
-# (its mel and the encoder's ``prepare``), the stages above the second, after the window's last frame.
+# With --early-take, a hop is the reads a live source's loop makes: "early" is those before the
+# window's last EARLY_TAKE_S (their mel and the encoder's ``prepare``), the stages above the last.
 EARLY = "early"
 
 
@@ -99,8 +101,8 @@ def measure(
     the message's stamp (a subscriber's transport starts there), so here "publish" is the rest of
     the hop, the message's encoding and send included: the stages add up to the whole call.
 
-    ``early_take``: each hop in two calls, as ``Engine.run`` takes a live source's audio: up to
-    ``EARLY_TAKE_S`` before the window's last sample (timed whole as "early"), then the rest.
+    ``early_take``: each hop in the calls ``Engine.run`` makes for a paced file that it keeps up
+    with (``_reads``): those before the window's last audio summed as "early", then the rest.
     """
     model = models.resolve(name).eval()
     fe = model.frontend
@@ -123,19 +125,15 @@ def measure(
     samples = {stage: [] for stage in ((EARLY,) if early_take else ()) + STAGES}
     for i in range(warmup + hops):
         seq = engine.mood_seq
-        *early, last = _hop_takes(engine, hop_samples, early_take)
-        if early:
+        early_ms = 0.0
+        for n in _reads(engine, hop_samples, early_take):
+            audio = 0.1 * rng.standard_normal(n).astype(np.float32)
             t0 = time.perf_counter()
-            engine.process(0.1 * rng.standard_normal(early[0]).astype(np.float32))
+            engine.process(audio)
             _sync(device)
-            early_ms = (time.perf_counter() - t0) * 1000.0
-            if engine.mood_seq != seq:
-                raise RuntimeError(f"{name}: the early take completed a window")
-        audio = 0.1 * rng.standard_normal(last).astype(np.float32)
-        t0 = time.perf_counter()
-        engine.process(audio)
-        hop_ms = (time.perf_counter() - t0) * 1000.0
-        _sync(device)
+            hop_ms = (time.perf_counter() - t0) * 1000.0
+            if engine.mood_seq == seq:
+                early_ms += hop_ms
         if engine.mood_seq != seq + 1:
             raise RuntimeError(f"{name}: a hop of audio gave {engine.mood_seq - seq} windows, not one")
         if i >= warmup:
@@ -148,14 +146,19 @@ def measure(
     return StageTimes(name, backend, device, samples, setup_s=round(setup_s, 2))
 
 
-def _hop_takes(engine: Engine, hop_samples: int, early_take: bool) -> list[int]:
-    """The samples of each call that brings the next window: one hop, or as ``Engine.run`` takes a
-    live source's, what comes up to ``EARLY_TAKE_S`` before the window's last sample, then the rest."""
+def _reads(engine: Engine, hop_samples: int, early_take: bool) -> Iterator[int]:
+    """The samples of each call up to the one that completes the next window, processed by the
+    caller between them: one hop; or with ``early_take`` the reads ``Engine.run`` makes of a paced
+    file it keeps up with: woken when ``live_read_wanted`` samples are in, it takes what has come,
+    whole blocks of the file source's (10 ms), at most ``LIVE_READ_S``."""
     if not early_take:
-        return [hop_samples]
-    wanted = engine.pipeline.samples_wanted()  # the rest of the next window, as run() waits for it
-    first = max(0, wanted - int(EARLY_TAKE_S * engine.pipeline.input_rate_hz))
-    return [first, wanted - first]
+        yield hop_samples
+        return
+    rate_hz = engine.pipeline.input_rate_hz
+    block, most = FileSource.paced_blocksize(rate_hz), int(rate_hz * LIVE_READ_S)
+    seq = engine.mood_seq
+    while engine.mood_seq == seq:
+        yield min(most, -(-live_read_wanted(engine.pipeline) // block) * block)
 
 
 def profile(
@@ -177,11 +180,13 @@ def profile(
     engine.process(noise((model.segment_frames + 2) * fe.hop_length + (k + 5) * hop * fe.hop_length))
     with torch_profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         for _ in range(hops):
-            for samples in _hop_takes(engine, hop * fe.hop_length, early_take):
+            for samples in _reads(engine, hop * fe.hop_length, early_take):
                 engine.process(noise(samples))
     events = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: -e.self_cpu_time_total)
     total_ms = sum(e.self_cpu_time_total for e in events) / 1000 / hops
-    taken = f", taken {EARLY_TAKE_S * 1000:g} ms early and then whole" if early_take else ""
+    taken = (
+        f", read as listen reads a paced file (early take {EARLY_TAKE_S * 1000:g} ms)" if early_take else ""
+    )
     lines = [f"{name}, {backend}, hop {hop / fe.frame_rate_hz:.3g} s{taken}: {total_ms:.2f} ms of operators per hop",
              f"{'ms per hop':>10} {'calls':>6}  operator, input shapes"]  # fmt: skip
     for e in events[:rows]:
@@ -324,9 +329,10 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--early-take",
         action="store_true",
-        help=f"each hop in two calls, as listen takes a live source's audio: {EARLY_TAKE_S * 1000:g} ms before "
-        "the window's end (the 'early' column: mel so far and the encoder's work done ahead), then the rest "
-        "(the other columns: what a window's lag holds); 'hop' is both",
+        help="each hop in the reads listen makes of a paced file (10 ms blocks, at most 0.25 s a read): the "
+        f"'early' column sums those before the window's last {EARLY_TAKE_S * 1000:g} ms (their mel, and with the "
+        "torch backend the encoder's work done ahead), the other columns are the last read (what a window's "
+        "lag holds, the message's send included); 'hop' is their sum",
     )
     p.add_argument(
         "--alternatives",
@@ -379,7 +385,11 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     print(f"{machine_line(m)}; torch threads {m['torch_threads']}")
     flops = ", ".join(f"{name} {g:.2f}" for name, g in report["encoder_gflop_per_segment"].items())
     print(f"encoder GFLOP per segment (whole window): {flops}")
-    early = f", taken {EARLY_TAKE_S * 1000:g} ms early and then whole" if args.early_take else ""
+    early = (
+        f", read as listen reads a paced file (early take {EARLY_TAKE_S * 1000:g} ms)"
+        if args.early_take
+        else ""
+    )
     hops = sorted(set(report["model_hop_s"].values()))
     in_frames = f" ({' / '.join(f'{h:g}' for h in hops)} s in whole frames)" if hops != [args.hop] else ""
     print(f"milliseconds per hop of {report['hop_s']:g} s{in_frames}{early} (p50/p99)")
