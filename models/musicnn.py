@@ -187,7 +187,9 @@ class _FreqPooledConv(nn.Module):
     def raw(self, x: torch.Tensor) -> torch.Tensor:
         """``folded``'s convolution alone, before the max over frequency: (B, 1, F, T) -> (B, C, F', T')
         (no padding; its kernel's sign folded in, no bias).  Not in oneDNN's own layout: its
-        reorder back (``to_dense``) cost ~0.3 ms of a 128-frame block's tail on the Xeon."""
+        reorder back (``to_dense``) cost ~0.3 ms of a 128-frame block's tail on the Xeon.  (torch
+        2.13 runs this shape in its own im2col convolution, ``_slow_conv2d_forward``; another
+        torch may choose otherwise: ``bench latency --early-take`` shows it.)"""
         return F.conv2d(x, self._folded_parameters(_onednn_usable(x))[0])
 
     def _finish(self, peak: torch.Tensor, parameters: tuple[torch.Tensor, ...]) -> torch.Tensor:
