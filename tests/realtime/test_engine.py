@@ -12,15 +12,10 @@ from realtime.engine import Engine
 from realtime.sources import FileSource
 
 
-def test_a_paced_source_wakes_the_engine_per_window_not_per_block(music_clip):
-    """A paced file writes a 10 ms block a hundred times a second; the engine takes the audio
-    when the next window's is in and once shortly before (two reads a hop, and the status
-    ticks; fewer still when it falls behind on a loaded machine).  It runs until four windows are
-    out, however long a loaded machine takes, and the reads are counted against the blocks
-    written meanwhile.  That the write which brings the audio wakes it is ``RingBuffer.wait``'s
-    own test."""
+def _run_paced(music_clip, hop_s: float, before_run=None) -> tuple[list[dict], float]:
+    """musicnn-msd's engine on the paced clip, run until four windows are out, however long a
+    loaded machine takes (60 s at most): the moods, and the seconds it ran."""
     model = models.build("musicnn-msd")
-    source = FileSource(music_clip, realtime=True)
     moods: list[dict] = []
     stop = threading.Event()
 
@@ -30,15 +25,14 @@ def test_a_paced_source_wakes_the_engine_per_window_not_per_block(music_clip):
             stop.set()
 
     engine = Engine(
-        source,
+        FileSource(music_clip, realtime=True),
         [Member("msd", model, TorchRunner(model))],
-        Windowing(hop_s=0.25, context_s=3.0),
+        Windowing(hop_s=hop_s, context_s=3.0),
         publisher=None,
         on_mood=on_mood,
     )
-    reads = []
-    process = engine.process
-    engine.process = lambda frames, pickup_ms=0.0: (reads.append(len(frames)), process(frames, pickup_ms))
+    if before_run is not None:
+        before_run(engine)
     deadline = threading.Timer(60.0, stop.set)  # only if the engine never gets there
     deadline.start()
     started_s = time.monotonic()
@@ -46,7 +40,23 @@ def test_a_paced_source_wakes_the_engine_per_window_not_per_block(music_clip):
         assert engine.run(stop) == 0
     finally:
         deadline.cancel()
-    elapsed_s = time.monotonic() - started_s
+    return moods, time.monotonic() - started_s
+
+
+def test_a_paced_source_wakes_the_engine_per_window_not_per_block(music_clip):
+    """A paced file writes a 10 ms block a hundred times a second; the engine takes the audio
+    when the next window's is in and once shortly before (two reads a hop, and the status
+    ticks; fewer still when it falls behind on a loaded machine).  It runs until four windows are
+    out, however long a loaded machine takes, and the reads are counted against the blocks
+    written meanwhile.  That the write which brings the audio wakes it is ``RingBuffer.wait``'s
+    own test."""
+    reads = []
+
+    def count_reads(engine: Engine) -> None:
+        process = engine.process
+        engine.process = lambda frames, pickup_ms=0.0: (reads.append(len(frames)), process(frames, pickup_ms))
+
+    moods, elapsed_s = _run_paced(music_clip, 0.25, count_reads)
     assert len(moods) >= 4, f"{len(moods)} windows in {elapsed_s:.1f} s"  # the first ends at 3 s
     blocks = elapsed_s / 0.01
     assert len(reads) < blocks / 5, f"{len(reads)} reads of the {blocks:.0f} blocks written"
@@ -61,7 +71,6 @@ def test_at_a_one_second_hop_the_encoder_prepares_each_window_once_at_the_early_
     from models.musicnn import StreamingEncoder
     from realtime.analyzer import PREPARE_MISSING_MAX
 
-    model = models.build("musicnn-msd")
     prepared: list[tuple[int, int]] = []  # (window end, frames missing)
     prepare = StreamingEncoder.prepare
 
@@ -70,27 +79,8 @@ def test_at_a_one_second_hop_the_encoder_prepares_each_window_once_at_the_early_
         prepare(self, frames, start, end)
 
     monkeypatch.setattr(StreamingEncoder, "prepare", spied)
-    moods: list[dict] = []
-    stop = threading.Event()
-
-    def on_mood(mood: dict) -> None:
-        moods.append(mood)
-        if len(moods) >= 4:
-            stop.set()
-
-    engine = Engine(
-        FileSource(music_clip, realtime=True),
-        [Member("msd", model, TorchRunner(model))],
-        Windowing(hop_s=1.0, context_s=3.0),
-        publisher=None,
-        on_mood=on_mood,
-    )
-    deadline = threading.Timer(60.0, stop.set)
-    deadline.start()
-    try:
-        assert engine.run(stop) == 0
-    finally:
-        deadline.cancel()
+    moods, _ = _run_paced(music_clip, 1.0)
+    assert len(moods) >= 4
     ends = [end for end, _ in prepared]
     # At most twice: a read a block late on a loaded machine can come within 8 frames of the end too.
     assert max(ends.count(end) for end in ends) <= 2, prepared
