@@ -38,6 +38,7 @@ STAGES = ("mel", "encoder", "pool_heads", "publish")  # the engine's own stages 
 # With --early-take, a hop is the reads a live source's loop makes: "early" is those before the
 # window's last EARLY_TAKE_S (their mel and the encoder's ``prepare``), the stages above the last.
 EARLY = "early"
+EARLY_LABEL = f", read as listen reads a paced file (early take {EARLY_TAKE_S * 1000:g} ms)"  # in headers
 
 
 def _reason(exc: BaseException) -> str:
@@ -184,9 +185,7 @@ def profile(
                 engine.process(noise(samples))
     events = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: -e.self_cpu_time_total)
     total_ms = sum(e.self_cpu_time_total for e in events) / 1000 / hops
-    taken = (
-        f", read as listen reads a paced file (early take {EARLY_TAKE_S * 1000:g} ms)" if early_take else ""
-    )
+    taken = EARLY_LABEL if early_take else ""
     lines = [f"{name}, {backend}, hop {hop / fe.frame_rate_hz:.3g} s{taken}: {total_ms:.2f} ms of operators per hop",
              f"{'ms per hop':>10} {'calls':>6}  operator, input shapes"]  # fmt: skip
     for e in events[:rows]:
@@ -385,11 +384,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     print(f"{machine_line(m)}; torch threads {m['torch_threads']}")
     flops = ", ".join(f"{name} {g:.2f}" for name, g in report["encoder_gflop_per_segment"].items())
     print(f"encoder GFLOP per segment (whole window): {flops}")
-    early = (
-        f", read as listen reads a paced file (early take {EARLY_TAKE_S * 1000:g} ms)"
-        if args.early_take
-        else ""
-    )
+    early = EARLY_LABEL if args.early_take else ""
     hops = sorted(set(report["model_hop_s"].values()))
     in_frames = f" ({' / '.join(f'{h:g}' for h in hops)} s in whole frames)" if hops != [args.hop] else ""
     print(f"milliseconds per hop of {report['hop_s']:g} s{in_frames}{early} (p50/p99)")

@@ -227,7 +227,7 @@ class Consumer:
             windows = []
             if (
                 new_frames.shape[1]
-                and self._stream is not None
+                and self.streaming
                 and self._next_end - available_end <= PREPARE_MISSING_MAX
             ):
                 # The next window is nearly complete: do what of it the frames allow now (a live
