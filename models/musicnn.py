@@ -18,6 +18,7 @@ import importlib.util
 import os
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -142,6 +143,12 @@ MUSICNN_FRONTEND = FrontendConfig(
 SEGMENT_FRAMES = 187  # 3 s: librosa.time_to_frames(3, sr=16000, n_fft=512, hop_length=256) + 1
 TF_BN_EPS = 1e-3  # tf.compat.v1.layers.batch_normalization's default epsilon
 CHUNK_SEGMENTS = 3  # inference encodes bigger batches in chunks of this many segments (see encode)
+# A front-end filter moving its channel by at most this per unit of input is dead: its channel is
+# a constant, left out of the eval-mode front end (_FreqPooledConv._live_filters).
+DEAD_FILTER_BOUND = 1e-8
+# A temporal block convolves by one matrix product when its matrix has at most this many entries
+# (1 MB: it stays in the core's cache); beyond, oneDNN's convolution was as fast or faster.
+TOEPLITZ_MAX_ENTRIES = 1 << 18
 
 INSTALL_HINT = "pip install --no-deps musicnn==0.1.0"
 
@@ -150,6 +157,31 @@ def _bn_affine(bn: nn.BatchNorm1d | nn.BatchNorm2d) -> tuple[torch.Tensor, torch
     """(scale, shift) with bn(x) == scale * x + shift per channel, from the running statistics."""
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
     return scale, bn.bias - bn.running_mean * scale
+
+
+class _Folded(NamedTuple):
+    """``_FreqPooledConv.folded``'s parameters: the live filters' kernels, sign folded in, and
+    their bias and batch norm (each (live C, 1), to apply over time); the live filters' indices
+    (None when all are live); every channel's value when its filter is dead (C,)."""
+
+    kernel: torch.Tensor  # (live C, 1, kF, kT)
+    sign: torch.Tensor
+    bias: torch.Tensor
+    scale: torch.Tensor
+    shift: torch.Tensor
+    live: torch.Tensor | None
+    constant: torch.Tensor
+
+
+class _Live(NamedTuple):
+    """How the eval-mode mid and back end work on the front end's live channels alone
+    (``Musicnn._live_layout``)."""
+
+    channels: torch.Tensor  # (live C,): which of the front end's 561 channels are live
+    mid_weight: torch.Tensor  # (64, live C, 7): the first mid-end layer's kernel over them
+    mid_constant: torch.Tensor | None  # (64, 1, 7): its kernel over the dead ones times their values, summed
+    pooled: torch.Tensor  # (1506,): the pooled vector, the dead channels' max and mean in place
+    pooled_live: torch.Tensor | None  # where the live features' max and mean go in it; None: all are live
 
 
 class _FreqPooledConv(nn.Module):
@@ -175,45 +207,126 @@ class _FreqPooledConv(nn.Module):
         of the raw convolution and the bias, ReLU and batch norm applied to (B, C, T) instead of
         (B, C, F', T): the same numbers up to rounding, without three passes over the largest
         tensors of the model.  A channel whose batch-norm scale is negative needs the minimum,
-        taken as the max of the convolution with its kernel negated.  ``time_pad`` overrides the
-        layer's own (``StreamingEncoder`` asks for none: frames inside a window).
+        taken as the max of the convolution with its kernel negated.  Only the live filters are
+        convolved, and only their channels returned, (B, live C, T): a dead filter's channel is
+        a constant (``_live_filters``), which ``Musicnn._live_layout`` accounts for.  ``time_pad``
+        overrides the layer's own (``StreamingEncoder`` asks for none: frames inside a window).
         """
-        parameters = self._folded_parameters(_onednn_usable(x))
-        peak = _conv_max_over_freq(
-            F.pad(x, self.time_pad if time_pad is None else time_pad), parameters[0]
-        )  # (B, C, T)
+        cache = _onednn_usable(x)
+        parameters = self._folded_parameters(cache)
+        x = F.pad(x, self.time_pad if time_pad is None else time_pad)
+        toeplitz = self._toeplitz(parameters.kernel, x.shape[-1]) if cache else None
+        if toeplitz is None:
+            peak = _conv_max_over_freq(x, parameters.kernel)  # (B, live C, T)
+        else:  # a temporal block: one matrix product, (B * F, T_in) @ (T_in, T * live C)
+            batch, _, n_freq, n_in = x.shape
+            out = (x.reshape(-1, n_in) @ toeplitz).view(batch, n_freq, -1, len(parameters.kernel))
+            peak = out.amax(dim=1).transpose(1, 2)
         return self._finish(peak, parameters)
 
+    def _toeplitz(self, kernel: torch.Tensor, n_in: int) -> torch.Tensor | None:
+        """A temporal block's convolution of ``n_in`` frames as one matrix (n_in, T * live C):
+        the kernels' taps on each band's row of frames.  It does ``n_in / kT`` times the
+        multiply-adds of the convolution, but as one dense product: a quarter-second hop's
+        temporal edges and new frames ran 2-5x as fast as through oneDNN, whose convolution of
+        one input channel with a few long kernels is slow (the published MSD model keeps 3, 7
+        and 17 of these blocks' 51 filters).  None where the matrix is larger than
+        ``TOEPLITZ_MAX_ENTRIES`` or the block is timbral (its kernels span frequency too)."""
+        channels, _, k_freq, k_time = kernel.shape
+        n_out = n_in - k_time + 1
+        if k_freq != 1 or n_out < 1 or n_in * n_out * channels > TOEPLITZ_MAX_ENTRIES:
+            return None
+        kept_kernel, matrices = getattr(self, "_toeplitz_cache", (None, {}))
+        if kept_kernel is not kernel:  # new weights: the matrices of the old ones are no use
+            matrices = {}
+            self._toeplitz_cache = (kernel, matrices)
+        if n_in not in matrices:
+            tap = torch.arange(n_in, device=kernel.device)[:, None] - torch.arange(
+                n_out, device=kernel.device
+            )
+            taps = kernel[:, 0, 0][:, tap.clamp(0, k_time - 1)] * (
+                (tap >= 0) & (tap < k_time)
+            )  # (C, in, out)
+            matrices[n_in] = taps.permute(1, 2, 0).reshape(n_in, n_out * channels).contiguous()
+        return matrices[n_in]
+
     def raw(self, x: torch.Tensor) -> torch.Tensor:
-        """``folded``'s convolution alone, before the max over frequency: (B, 1, F, T) -> (B, C, F', T')
-        (no padding; its kernel's sign folded in, no bias).  Not in oneDNN's own layout: its
-        reorder back (``to_dense``) cost ~0.3 ms of a 128-frame block's tail on the Xeon.  (torch
-        2.13 runs this shape in its own im2col convolution, ``_slow_conv2d_forward``; another
-        torch may choose otherwise: ``bench latency --early-take`` shows it.)"""
-        return F.conv2d(x, self._folded_parameters(_onednn_usable(x))[0])
+        """``folded``'s convolution alone, before the max over frequency: (B, 1, F, T) -> (B, live
+        C, F', T') (no padding; its kernel's sign folded in, no bias; the live filters only).  Not
+        in oneDNN's own layout: its reorder back (``to_dense``) cost ~0.3 ms of a 128-frame
+        block's tail on the Xeon.  (torch 2.13 runs this shape in its own im2col convolution,
+        ``_slow_conv2d_forward``; another torch may choose otherwise: ``bench latency
+        --early-take`` shows it.)"""
+        return F.conv2d(x, self._folded_parameters(_onednn_usable(x)).kernel)
 
-    def _finish(self, peak: torch.Tensor, parameters: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """``folded``'s end: the convolution's max over frequency (..., C, T) -> the block's features."""
-        _, sign, scale, shift = parameters
-        x = F.relu(peak * sign[:, None] + self.conv.bias[:, None])
-        return x * scale[:, None] + shift[:, None]
+    def _finish(self, peak: torch.Tensor, parameters: _Folded) -> torch.Tensor:
+        """``folded``'s end: the live filters' convolution maxed over frequency (..., live C, T) ->
+        their features (bias, ReLU, batch norm)."""
+        p = parameters
+        return torch.addcmul(p.shift, torch.addcmul(p.bias, peak, p.sign).relu_(), p.scale)
 
-    def _folded_parameters(self, cache: bool) -> tuple[torch.Tensor, ...]:
-        """(kernel (C, 1, kF, kT), sign, scale, shift) of ``folded``; with ``cache`` (inference on
-        oneDNN), kept while the weights and statistics are the same tensors at the same version:
-        a streaming hop calls ``folded`` ten times on a few frames each, and rebuilding these
-        (the kernel's transposed copy above all) cost ~0.5 ms of the hop."""
-        tensors = (self.conv.weight, self.bn.weight, self.bn.bias, self.bn.running_mean, self.bn.running_var)
-        key = tuple((t.data_ptr(), t._version) for t in tensors)
+    def _tensors(self) -> tuple[torch.Tensor, ...]:
+        """The weights and statistics ``folded`` is made of."""
+        bn = self.bn
+        return (self.conv.weight, self.conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
+
+    def _key(self) -> tuple:
+        return _tensors_key(*self._tensors())
+
+    def _live_filters(self) -> torch.Tensor | None:
+        """The live filters' indices, None when all are live.  A dead filter's weights are so small that its
+        convolution moves its channel by at most ``DEAD_FILTER_BOUND`` per unit of input (the sum
+        of its |weights| times batch norm's |scale|); ``bn_input`` leaves musicnn's log-mel
+        within ±4, so such a channel is its constant, ``relu(bias) * scale + shift``, to float32's
+        rounding.  Training left most of the published MSD model's filters dead: 64 of its 561
+        front-end channels are live (MTT: 347), and skipping the rest is ~90 % of its front
+        end's multiply-adds.  Decided by value, so not in a graph being traced, exported or
+        compiled: those keep every filter."""
+        if _graph_capture():  # an exported or compiled graph keeps every filter: no decision by value
+            return None
+        key = self._key()
+        if getattr(self, "_live_cache", (None,))[0] != key:  # kept: deciding waits for a GPU
+            # a normal tensor, not an inference one: the same indices serve autograd's calls
+            with torch.inference_mode(False), torch.no_grad():
+                scale, _ = _bn_affine(self.bn)
+                live = self.conv.weight.flatten(1).abs().sum(1) * scale.abs() > DEAD_FILTER_BOUND
+                self._live_cache = (key, None if bool(live.all()) else live.nonzero()[:, 0])
+        return self._live_cache[1]
+
+    def _folded_parameters(self, cache: bool) -> _Folded:
+        """``folded``'s parameters; with ``cache`` (inference on oneDNN), kept while the weights and statistics are the same
+        tensors at the same version: a streaming hop calls ``folded`` ten times on a few frames
+        each, and rebuilding these (the kernel's transposed copy above all) cost ~0.5 ms of the
+        hop."""
+        key = self._key()
         if cache and getattr(self, "_folded_cache", (None,))[0] == key:
             return self._folded_cache[1]
         scale, shift = _bn_affine(self.bn)
+        constant = F.relu(self.conv.bias) * scale + shift  # a dead filter's channel
         sign = torch.where(scale < 0, -1.0, 1.0).to(scale)  # (C,)
         kernel = (self.conv.weight * sign[:, None, None, None]).transpose(2, 3)  # (C, 1, kF, kT)
-        parameters = (kernel.contiguous(), sign, scale, shift)
+        bias = self.conv.bias
+        live = self._live_filters()
+        if live is not None:
+            kernel, sign, bias, scale, shift = (t[live] for t in (kernel, sign, bias, scale, shift))
+        sign, bias, scale, shift = (t[:, None] for t in (sign, bias, scale, shift))  # over time
+        parameters = _Folded(kernel.contiguous(), sign, bias, scale, shift, live, constant)
         if cache:
             self._folded_cache = (key, parameters)
         return parameters
+
+
+def _tensors_key(*tensors: torch.Tensor) -> tuple:
+    """What identifies these weights and statistics: a value derived from them and kept stays
+    valid while this is the same (the same tensors at the same version; an in-place change,
+    such as a training step or a loaded state dict, bumps the version).  Listed by the caller:
+    walking a module's parameters cost ~0.8 ms of a hop."""
+    return tuple((t.data_ptr(), t._version) for t in tensors)
+
+
+def _graph_capture() -> bool:
+    """Whether the call is being traced, exported or compiled rather than run."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
 def _onednn_usable(x: torch.Tensor) -> bool:
@@ -257,9 +370,22 @@ class _MidConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn(F.relu(self.conv(x)))
 
-    def part(self, x: torch.Tensor, pad: tuple[int, int]) -> torch.Tensor:
-        """``forward`` of a piece of a window: zero padding ``pad`` (before, after) instead of 3 and 3."""
-        return self.bn(F.relu(F.conv1d(F.pad(x, pad), self.conv.weight, self.conv.bias)))
+    def part(self, x: torch.Tensor, pad: tuple[int, int], weight: torch.Tensor | None = None) -> torch.Tensor:
+        """``forward`` of a piece of a window: zero padding ``pad`` (before, after) instead of 3 and 3.
+        ``weight``: another kernel instead of the layer's (``Musicnn._mid_layer``)."""
+        return self.finish(
+            F.conv1d(F.pad(x, pad), self.conv.weight if weight is None else weight, self.conv.bias)
+        )
+
+    def finish(self, y: torch.Tensor) -> torch.Tensor:
+        """ReLU and batch norm of the convolution ``y`` (in eval mode without the module's own
+        checks, which cost more than its arithmetic on a streaming hop's few frames)."""
+        bn = self.bn
+        if self.training:
+            return bn(F.relu(y))
+        return F.batch_norm(
+            F.relu(y), bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps
+        )
 
 
 def _same_pad(kernel: int) -> tuple[int, int]:
@@ -322,24 +448,34 @@ class Musicnn(SegmentModel):
     def _encode(self, patch: torch.Tensor, folded: bool) -> torch.Tensor:
         if folded:
             x = self.bn_input(patch.unsqueeze(1))  # (B, 1, F, T)
-            front = torch.cat([block.folded(x) for block in self.front], dim=1)  # (B, 561, T)
-        else:
-            x = self.bn_input(patch.transpose(1, 2).unsqueeze(1))  # (B, 1, T, F)
-            front = torch.cat([block(x) for block in self.front], dim=1)  # (B, 561, T)
-        return self.back(front)
+            return self.back(torch.cat([block.folded(x) for block in self.front], dim=1))  # (B, live, T)
+        x = self.bn_input(patch.transpose(1, 2).unsqueeze(1))  # (B, 1, T, F)
+        front = torch.cat([block(x) for block in self.front], dim=1)  # (B, 561, T)
+        live = self._live_layout(front)
+        return self.back(front if live is None else front.index_select(1, live.channels))
 
-    def back(self, front: torch.Tensor) -> torch.Tensor:
-        """The mid and back end: the front end's (B, 561, T) features -> (B, 200)."""
-        return self.pool_features(self.mid_features(front))
+    def back(self, front: torch.Tensor, head: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """The mid and back end: the front end's (B, C, T) features -> (B, 200).  In eval mode C is
+        the live channels (``folded``'s, ``_live_layout``), in training all 561.  ``head``: as
+        ``mid_features`` takes it."""
+        live = self._live_layout(front)
+        return self._pool(self._mid(front, head, live), live)
 
     def mid_features(self, front: torch.Tensor, head: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """The mid end: the front end's (B, 561, T) features -> with the mid end's, (B, 753, T).
-        ``head``: ``mid_head``'s layers of the window's first frames, computed before the rest of
-        its front end was known; only the rest is computed."""
+        """The mid end: the front end's (B, C, T) features (``back``'s) -> with the mid end's, (B,
+        C + 192, T).  ``head``: ``mid_head``'s layers of the window's first frames, computed
+        before the rest of its front end was known; only the rest is computed."""
+        return self._mid(front, head, self._live_layout(front))
+
+    def _mid(self, front: torch.Tensor, head: list[torch.Tensor] | None, live: _Live | None) -> torch.Tensor:
         layers, x = [], front
-        for j, layer in enumerate(self.mid):
+        for j in range(len(self.mid)):
             done = 0 if head is None else head[j].shape[-1]
-            y = layer(x) if done == 0 else layer.part(x[..., done - 3 :], (0, 3))
+            y = (
+                self._mid_layer(j, x, (3, 3), live)
+                if done == 0
+                else self._mid_layer(j, x[..., done - 3 :], (0, 3), live)
+            )
             if j:  # residual
                 y = y + x[..., done:]
             x = y if done == 0 else torch.cat([head[j], y], dim=-1)
@@ -347,23 +483,83 @@ class Musicnn(SegmentModel):
         return torch.cat([front, *layers], dim=1)
 
     def mid_head(self, front: torch.Tensor, head: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
-        """The mid end's layers of a window's first frames, whose front end ``front`` (B, 561, n)
+        """The mid end's layers of a window's first frames, whose front end ``front`` (B, C, n)
         is known before the rest: each layer's outputs that need no later frame (3 fewer per
         layer: n - 3, n - 6, n - 9).  ``head``: those of fewer first frames, extended."""
-        layers, x = [], front
-        for j, layer in enumerate(self.mid):
+        live, layers, x = self._live_layout(front), [], front
+        for j in range(len(self.mid)):
             done = 0 if head is None else head[j].shape[-1]
-            y = layer.part(x[..., max(done - 3, 0) :], (3 if done == 0 else 0, 0))
+            y = self._mid_layer(j, x[..., max(done - 3, 0) :], (3 if done == 0 else 0, 0), live)
             if j:
                 y = y + x[..., done : done + y.shape[-1]]
             x = y if head is None else torch.cat([head[j], y], dim=-1)
             layers.append(x)
         return layers
 
+    def _mid_layer(self, j: int, x: torch.Tensor, pad: tuple[int, int], live: _Live | None) -> torch.Tensor:
+        """Mid-end layer ``j`` of ``x`` (B, C, n), zero-padded by ``pad`` ((3, 3): a whole window).
+        With ``live``, the first layer's input is the live front-end channels: the dead ones are
+        each a constant over the window, so their share is one kernel convolved with the window's
+        ones (zeros where the padding is)."""
+        layer = self.mid[j]
+        if j or live is None:
+            return layer.part(x, pad)
+        if live.mid_constant is None:
+            return layer.part(x, pad, live.mid_weight)
+        y = F.conv1d(F.pad(x, pad), live.mid_weight, layer.conv.bias)
+        return layer.finish(y + F.conv1d(F.pad(x.new_ones((1, 1, x.shape[-1])), pad), live.mid_constant))
+
+    def _live_layout(self, x: torch.Tensor) -> _Live | None:
+        """How the eval-mode mid and back end work on the front end's live channels alone (None
+        in training).  Most of the published MSD model's front-end filters are dead
+        (``_FreqPooledConv._live_filters``): carrying only its 64 live channels of 561 through a
+        window spares the copies of the rest and 9/10 of the first mid-end layer.  Kept while the
+        weights are the same, outside autograd (whose calls need it built from their tensors)."""
+        if self.training:
+            return None
+        mid = self.mid[0].conv.weight
+        cache = not torch.is_grad_enabled() and not _graph_capture()
+        key = _tensors_key(mid, *(t for block in self.front for t in block._tensors()))
+        kept = getattr(self, "_live_cache", None)
+        if cache and kept is not None and kept[0] == key:
+            return kept[1]
+        parameters = [block._folded_parameters(cache and _onednn_usable(x)) for block in self.front]
+        offsets = np.cumsum([0] + [block.conv.out_channels for block in self.front])
+        channels = torch.cat(
+            [
+                (torch.arange(len(p.constant), device=mid.device) if p.live is None else p.live) + offset
+                for p, offset in zip(parameters, offsets[:-1], strict=True)
+            ]
+        )
+        constant = torch.cat([p.constant for p in parameters])  # (561,): a dead channel's value
+        if len(channels) == len(constant):
+            live = _Live(channels, mid, None, constant.new_zeros(0), None)
+        else:
+            dead = torch.ones_like(constant, dtype=torch.bool).index_fill_(0, channels, False)
+            mid_constant = (mid[:, dead] * constant[dead][None, :, None]).sum(1, keepdim=True)
+            # TensorFlow's pooled vector interleaves each feature's max and mean; the mid end's
+            # 192 features follow the front end's 561.
+            features = torch.cat(
+                [channels, len(constant) + torch.arange(mid.shape[0] * len(self.mid), device=mid.device)]
+            )
+            pooled_live = torch.stack([2 * features, 2 * features + 1], dim=1).flatten()
+            pooled = F.pad(constant.repeat_interleave(2), (0, 2 * mid.shape[0] * len(self.mid)))
+            live = _Live(
+                channels, mid.index_select(1, channels).contiguous(), mid_constant, pooled, pooled_live
+            )
+        if cache:
+            self._live_cache = (key, live)
+        return live
+
     def pool_features(self, features: torch.Tensor) -> torch.Tensor:
-        """The back end: (B, 753, T) features pooled over time -> (B, 200)."""
+        """The back end: (B, C + 192, T) features (``mid_features``') pooled over time -> (B, 200)."""
+        return self._pool(features, self._live_layout(features))
+
+    def _pool(self, features: torch.Tensor, live: _Live | None) -> torch.Tensor:
         # TensorFlow flattens (features, [max, mean]), so the two statistics interleave.
         pooled = torch.stack([features.amax(dim=2), features.mean(dim=2)], dim=2).flatten(1)
+        if live is not None and live.pooled_live is not None:  # the dead channels' max and mean are known
+            pooled = live.pooled.expand(len(pooled), -1).clone().index_copy_(1, live.pooled_live, pooled)
         x = self.dropout(self.bn_pool(pooled))  # (B, 1506)
         return self.bn_dense(F.relu(self.dense(x)))  # (B, 200)
 
@@ -416,7 +612,7 @@ class StreamingEncoder:
         self._left: list[tuple[int | None, torch.Tensor | None]] = [(None, None)] * len(model.front)
         # (end, mid_head's layers) of the window ``prepare`` computed them for.
         self._head: tuple[int | None, list[torch.Tensor] | None] = (None, None)
-        # Per block: (end, frames available, raw sums (F', C, missing + pr)) of ``_prepare_tail``.
+        # Per block: (end, frames available, raw sums (F', live C, missing + pr)) of ``_prepare_tail``.
         self._tail: list[tuple[int | None, int | None, torch.Tensor | None]] = [(None, None, None)] * len(
             model.front
         )
@@ -427,14 +623,14 @@ class StreamingEncoder:
         if model.training:
             raise ValueError("the streaming encoder uses batch norm's running statistics: eval mode only")
         x = model.bn_input(frames[None, None])  # (1, 1, F, n): pointwise, so any slice of it is a window's
-        channels = [block.conv.out_channels for block in model.front]
+        channels = [self._channels(i) for i in range(len(model.front))]
         front = x.new_empty((len(ends), sum(channels), self.window))
         for i, out in enumerate(front.split(channels, dim=1)):
             self._block(i, x, start, ends, out)
         head_end, head = self._head
         if ends == [head_end]:  # prepared: the mid end of its first frames is done
-            return model.pool_features(model.mid_features(front, head))
-        return model.back(front)  # (B, 561, window) -> (B, 200)
+            return model.back(front, head)
+        return model.back(front)  # (B, live C, window) -> (B, 200)
 
     def prepare(self, frames: torch.Tensor, start: int, end: int) -> None:
         """Ahead of the window ending at ``end``, whose frames are not all in: what of it the
@@ -491,7 +687,7 @@ class StreamingEncoder:
         pl, pr = block.time_pad
         features, first = self._features[i], self._first[i]
         if features.shape[-1] == 0 or not first <= first_needed <= first + features.shape[-1]:
-            features, first = x.new_zeros((block.conv.out_channels, 0)), first_needed
+            features, first = x.new_zeros((self._channels(i), 0)), first_needed
         else:  # drop what no window from here on needs
             features, first = features[:, first_needed - first :], first_needed
         have_to = first + features.shape[-1]
@@ -518,7 +714,7 @@ class StreamingEncoder:
         # Kept frequency first, the layout of the missing share's matrix product: adding the two
         # after the last frame is then one contiguous pass (transposed, it cost ~0.7 ms there
         # for the 128-frame block's 330 k sums).
-        sums = self.model.front[i].raw(known)[0].transpose(0, 1).contiguous()  # (F', C, missing + pr)
+        sums = self.model.front[i].raw(known)[0].transpose(0, 1).contiguous()  # (F', live C, missing + pr)
         self._tail[i] = (end, available, sums)
 
     def _finish_tail(self, i: int, x: torch.Tensor, start: int, end: int, right_edge: torch.Tensor) -> bool:
@@ -533,7 +729,7 @@ class StreamingEncoder:
             return False
         missing = end - available
         parameters = block._folded_parameters(_onednn_usable(x))
-        kernel = parameters[0]  # (C, 1, kF, kT)
+        kernel = parameters.kernel  # (live C, 1, kF, kT)
         weights = self._missing_share_weights(i, missing, kernel)
         n_freq = known.shape[0]
         new = x[0, 0, :, available - start : end - start].unfold(0, kernel.shape[2], 1)  # (F', m, kF)
@@ -545,7 +741,7 @@ class StreamingEncoder:
         return True
 
     def _missing_share_weights(self, i: int, missing: int, kernel: torch.Tensor) -> torch.Tensor:
-        """(missing * kF, C * (missing + pr)): the kernel taps by which each of the last ``missing``
+        """(missing * kF, live C * (missing + pr)): the kernel taps by which each of the last ``missing``
         frames (and frequency offset) reaches each tail output; zero where it does not reach."""
         cached = self._tail_weights.get((i, missing))
         if cached is not None and cached[0] is kernel:
@@ -562,6 +758,12 @@ class StreamingEncoder:
         weights = taps.permute(2, 1, 0, 3).reshape(missing * k_freq, channels * (missing + pr)).contiguous()
         self._tail_weights[(i, missing)] = (kernel, weights)
         return weights
+
+    def _channels(self, i: int) -> int:
+        """How many channels block ``i``'s features have: its live filters (``folded``)."""
+        block = self.model.front[i]
+        live = block._live_filters()
+        return block.conv.out_channels if live is None else len(live)
 
     def _front_of(self, i: int, end: int, n: int) -> torch.Tensor:
         """Block ``i``'s prepared features of the first ``n`` frames of the window ending at ``end``."""

@@ -152,6 +152,34 @@ def test_the_folded_front_end_follows_weights_changed_in_place():
     check()
 
 
+def test_dead_filters_are_left_out_and_change_nothing():
+    """Most of the published MSD model's front-end filters are dead (weights ~1e-30): eval mode
+    convolves only the live ones and carries their channels alone, the rest as constants.  The
+    same numbers as the layers in TensorFlow's order, which convolve every filter; a dead filter
+    brought back to life in place is seen by the next call; a model with none dead (random
+    initial weights) takes the same path."""
+    model = models.build("musicnn-msd")
+    patch = 4.0 * torch.rand(2, 96, SEGMENT_FRAMES, generator=torch.Generator().manual_seed(3))
+
+    def check(live_per_block):
+        with torch.inference_mode():
+            x = model.bn_input(patch[:1].unsqueeze(1))
+            assert [block.folded(x).shape[1] for block in model.front] == live_per_block
+            np.testing.assert_allclose(
+                model.encode(patch).numpy(), model.encode(patch, folded=False).numpy(), atol=1e-5, rtol=1e-5
+            )
+
+    check([23, 14, 3, 7, 17])  # 64 of 561: the rest moves no channel by more than 1e-8 per unit of input
+    dead = int(model.front[2].conv.weight.flatten(1).abs().amax(1).argmin())
+    with torch.no_grad():
+        model.front[2].conv.weight[dead].copy_(
+            0.1 * torch.randn(128, 1, generator=torch.Generator().manual_seed(4))
+        )
+    check([23, 14, 4, 7, 17])
+    model = models.build("musicnn-msd", pretrained=False).eval()
+    check([204, 204, 51, 51, 51])
+
+
 @pytest.mark.parametrize(("hop", "onednn"), [(16, True), (62, True), (187, True), (250, True), (16, False)])
 def test_the_streaming_encoder_is_encode_of_each_window(shared_data, hop, onednn):
     """Windows cut from one real clip every ``hop`` frames (a quarter second, a second, one
