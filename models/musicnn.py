@@ -217,7 +217,9 @@ class _FreqPooledConv(nn.Module):
         """
         cache = _onednn_usable(x)
         parameters = self._folded_parameters(cache)
-        x = F.pad(x, self.time_pad if time_pad is None else time_pad)
+        time_pad = self.time_pad if time_pad is None else time_pad
+        if time_pad != (0, 0):  # (a pad of nothing still copies)
+            x = F.pad(x, time_pad)
         toeplitz = self._toeplitz(parameters.kernel, x.shape[-1]) if cache else None
         if toeplitz is None:
             peak = _conv_max_over_freq(x, parameters.kernel)  # (B, live C, T)
