@@ -174,6 +174,7 @@ class _Folded(NamedTuple):
     shift: torch.Tensor
     live: torch.Tensor | None
     constant: torch.Tensor
+    kept: bool  # kept between calls (inference on oneDNN): its Toeplitz matrices may be kept too
 
 
 class _Live(NamedTuple):
@@ -202,7 +203,7 @@ class _FreqPooledConv(nn.Module):
         return x.amax(dim=3)  # (B, C, T)
 
     def folded(
-        self, x: torch.Tensor, time_pad: tuple[int, int] | None = None
+        self, x: torch.Tensor, time_pad: tuple[int, int] | None = None, parameters: _Folded | None = None
     ) -> torch.Tensor:  # (B, 1, F, T)
         """``forward`` in eval mode (batch norm's running statistics), reordered to pool first.
 
@@ -214,15 +215,16 @@ class _FreqPooledConv(nn.Module):
         convolved, and only their channels returned, (B, live C, T): a dead filter's channel is
         a constant (``_live_filters``), which ``Musicnn._live_layout`` accounts for.  ``time_pad``
         overrides the layer's own (``StreamingEncoder`` asks for none: frames inside a window).
+        ``parameters``: ``_folded_parameters``' fetched by the caller, once for many calls.
         """
-        cache = _onednn_usable(x)
-        parameters = self._folded_parameters(cache)
+        if parameters is None:
+            parameters = self._folded_parameters(_onednn_usable(x))
         time_pad = self.time_pad if time_pad is None else time_pad
         if time_pad != (0, 0):  # (a pad of nothing still copies)
             x = F.pad(x, time_pad)
-        toeplitz = self._toeplitz(parameters.kernel, x.shape[-1]) if cache else None
+        toeplitz = self._toeplitz(parameters.kernel, x.shape[-1]) if parameters.kept else None
         if toeplitz is None:
-            peak = _conv_max_over_freq(x, parameters.kernel)  # (B, live C, T)
+            peak = _conv_max_over_freq(x, parameters.kernel, parameters.kept)  # (B, live C, T)
         else:  # a temporal block: one matrix product, (B * F, T_in) @ (T_in, T * live C)
             batch, _, n_freq, n_in = x.shape
             out = (x.reshape(-1, n_in) @ toeplitz).view(batch, n_freq, -1, len(parameters.kernel))
@@ -255,14 +257,14 @@ class _FreqPooledConv(nn.Module):
             matrices[n_in] = taps.permute(1, 2, 0).reshape(n_in, n_out * channels).contiguous()
         return matrices[n_in]
 
-    def raw(self, x: torch.Tensor) -> torch.Tensor:
+    def raw(self, x: torch.Tensor, parameters: _Folded | None = None) -> torch.Tensor:
         """``folded``'s convolution alone, before the max over frequency: (B, 1, F, T) -> (B, live
         C, F', T') (no padding; its kernel's sign folded in, no bias; the live filters only).  Not
         in oneDNN's own layout: its reorder back (``to_dense``) cost ~0.3 ms of a 128-frame
         block's tail on the Xeon.  (torch 2.13 runs this shape in its own im2col convolution,
         ``_slow_conv2d_forward``; another torch may choose otherwise: ``bench latency
         --early-take`` shows it.)"""
-        return F.conv2d(x, self._folded_parameters(_onednn_usable(x)).kernel)
+        return F.conv2d(x, (parameters or self._folded_parameters(_onednn_usable(x))).kernel)
 
     def _finish(self, peak: torch.Tensor, parameters: _Folded) -> torch.Tensor:
         """``folded``'s end: the live filters' convolution maxed over frequency (..., live C, T) ->
@@ -315,7 +317,7 @@ class _FreqPooledConv(nn.Module):
         if live is not None:
             kernel, sign, bias, scale, shift = (t[live] for t in (kernel, sign, bias, scale, shift))
         sign, bias, scale, shift = (t[:, None] for t in (sign, bias, scale, shift))  # over time
-        parameters = _Folded(kernel.contiguous(), sign, bias, scale, shift, live, constant)
+        parameters = _Folded(kernel.contiguous(), sign, bias, scale, shift, live, constant, cache)
         if cache:
             self._folded_cache = (key, parameters)
         return parameters
@@ -353,9 +355,10 @@ def _onednn_conv(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return torch.mkldnn_convolution(x.to_mkldnn(), kernel.contiguous(), None, [0, 0], [1, 1], [1, 1], 1)
 
 
-def _conv_max_over_freq(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """conv2d(x, kernel) (no bias or padding) maxed over frequency: (B, 1, F, T) -> (B, C, T)."""
-    if _onednn_usable(x) and x.shape[0] * x.shape[-1] > ONEDNN_MIN_FRAMES:
+def _conv_max_over_freq(x: torch.Tensor, kernel: torch.Tensor, onednn: bool) -> torch.Tensor:
+    """conv2d(x, kernel) (no bias or padding) maxed over frequency: (B, 1, F, T) -> (B, C, T);
+    ``onednn``: ``_onednn_usable(x)``."""
+    if onednn and x.shape[0] * x.shape[-1] > ONEDNN_MIN_FRAMES:
         # oneDNN convolves into a channel-blocked layout; pooling there skips reordering the whole
         # (B, C, F', T) output to PyTorch's layout, the largest copy in the model.
         y = _onednn_conv(x, kernel)
@@ -622,13 +625,15 @@ class StreamingEncoder:
             model.front
         )
         self._tail_weights: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._parameters: list[_Folded] = []  # each block's, for the call in progress
 
     def encode(self, frames: torch.Tensor, start: int, ends: list[int]) -> torch.Tensor:
         model = self.model
         if model.training:
             raise ValueError("the streaming encoder uses batch norm's running statistics: eval mode only")
         x = model.bn_input(frames[None, None])  # (1, 1, F, n): pointwise, so any slice of it is a window's
-        channels = [self._channels(i) for i in range(len(model.front))]
+        self._fetch_parameters(x)
+        channels = [len(p.kernel) for p in self._parameters]
         front = x.new_empty((len(ends), sum(channels), self.window))
         for i, out in enumerate(front.split(channels, dim=1)):
             self._block(i, x, start, ends, out)
@@ -650,13 +655,15 @@ class StreamingEncoder:
         if self.model.training:
             raise ValueError("the streaming encoder uses batch norm's running statistics: eval mode only")
         x = self.model.bn_input(frames[None, None])
+        self._fetch_parameters(x)
         available = start + frames.shape[-1]
         for i, block in enumerate(self.model.front):
             pl, pr = block.time_pad
             first_needed = end - self.window + pl
             self._interior(i, x, start, first_needed, min(end - pr, available - pr))
             if self._left[i][0] != end and available >= end - self.window + pl + pr:
-                self._left[i] = (end, block.folded(self._left_input(x, start, end, i), (0, 0))[0, :, :pl])
+                left = block.folded(self._left_input(x, start, end, i), (0, 0), self._parameters[i])
+                self._left[i] = (end, left[0, :, :pl])
             if self._left[i][0] == end:
                 self._prepare_tail(i, x, start, end, available)
         # The window's first frames whose front end is complete in every block (left edge and
@@ -692,13 +699,14 @@ class StreamingEncoder:
         pl, pr = block.time_pad
         features, first = self._features[i], self._first[i]
         if features.shape[-1] == 0 or not first <= first_needed <= first + features.shape[-1]:
-            features, first = x.new_zeros((self._channels(i), 0)), first_needed
+            features, first = x.new_zeros((len(self._parameters[i].kernel), 0)), first_needed
         else:  # drop what no window from here on needs
             features, first = features[:, first_needed - first :], first_needed
         have_to = first + features.shape[-1]
         if to > have_to:
             piece = x[..., have_to - pl - start : to + pr - start]
-            new = block.folded(piece if right_edge is None else F.pad(piece, (0, pr)), (0, 0))[0]
+            piece = piece if right_edge is None else F.pad(piece, (0, pr))
+            new = block.folded(piece, (0, 0), self._parameters[i])[0]
             if right_edge is not None:
                 right_edge.copy_(new[:, to - have_to :])
                 new = new[:, : to - have_to]
@@ -719,7 +727,8 @@ class StreamingEncoder:
         # Kept frequency first, the layout of the missing share's matrix product: adding the two
         # after the last frame is then one contiguous pass (transposed, it cost ~0.7 ms there
         # for the 128-frame block's 330 k sums).
-        sums = self.model.front[i].raw(known)[0].transpose(0, 1).contiguous()  # (F', live C, missing + pr)
+        sums = self.model.front[i].raw(known, self._parameters[i])[0]
+        sums = sums.transpose(0, 1).contiguous()  # (F', live C, missing + pr)
         self._tail[i] = (end, available, sums)
 
     def _finish_tail(self, i: int, x: torch.Tensor, start: int, end: int, right_edge: torch.Tensor) -> bool:
@@ -733,7 +742,7 @@ class StreamingEncoder:
         if tail_end != end or first + features.shape[-1] != available - pr:
             return False
         missing = end - available
-        parameters = block._folded_parameters(_onednn_usable(x))
+        parameters = self._parameters[i]
         kernel = parameters.kernel  # (live C, 1, kF, kT)
         weights = self._missing_share_weights(i, missing, kernel)
         n_freq = known.shape[0]
@@ -764,11 +773,11 @@ class StreamingEncoder:
         self._tail_weights[(i, missing)] = (kernel, weights)
         return weights
 
-    def _channels(self, i: int) -> int:
-        """How many channels block ``i``'s features have: its live filters (``folded``)."""
-        block = self.model.front[i]
-        live = block._live_filters()
-        return block.conv.out_channels if live is None else len(live)
+    def _fetch_parameters(self, x: torch.Tensor) -> None:
+        """Each block's ``folded`` parameters for this call, fetched once for its ten or so calls
+        (each fetch checks the weights: ~10 us)."""
+        cache = _onednn_usable(x)
+        self._parameters = [block._folded_parameters(cache) for block in self.model.front]
 
     def _front_of(self, i: int, end: int, n: int) -> torch.Tensor:
         """Block ``i``'s prepared features of the first ``n`` frames of the window ending at ``end``."""
@@ -811,7 +820,7 @@ class StreamingEncoder:
         todo = [e for e in ends if e != prepared_end]
         lefts = [self._left_input(x, start, e, i) for e in todo]
         rights = [F.pad(x[..., e - pl - pr - start : e - start], (0, pr)) for e in ends]
-        edges = block.folded(torch.cat(lefts + rights), (0, 0))  # (len(todo) + B, C, pr)
+        edges = block.folded(torch.cat(lefts + rights), (0, 0), self._parameters[i])  # (len(todo) + B, C, pr)
         for j, e in enumerate(ends):
             out[j, :, :pl] = prepared if e == prepared_end else edges[todo.index(e), :, :pl]
         out[:, :, window - pr :] = edges[len(todo) :]
