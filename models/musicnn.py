@@ -281,11 +281,11 @@ class _FreqPooledConv(nn.Module):
         return _tensors_key(*self._tensors())
 
     def _live_filters(self) -> torch.Tensor | None:
-        """The live filters' indices, None when all are live.  A dead filter's weights are so small that its
-        convolution moves its channel by at most ``DEAD_FILTER_BOUND`` per unit of input (the sum
-        of its |weights| times batch norm's |scale|); ``bn_input`` leaves musicnn's log-mel
-        within ±4, so such a channel is its constant, ``relu(bias) * scale + shift``, to float32's
-        rounding.  Training left most of the published MSD model's filters dead: 64 of its 561
+        """The live filters' indices, None when all are live.  A dead filter's weights are so small
+        that its convolution moves its channel by at most ``DEAD_FILTER_BOUND`` per unit of input
+        (the sum of its |weights| times batch norm's |scale|); ``bn_input`` leaves musicnn's
+        log-mel within ±4, so such a channel is its constant, ``relu(bias) * scale + shift``, to
+        float32's rounding.  Training left most of the published MSD model's filters dead: 64 of its 561
         front-end channels are live (MTT: 347), and skipping the rest is ~90 % of its front
         end's multiply-adds.  Decided by value, so not in a graph being traced, exported or
         compiled: those keep every filter."""
@@ -301,10 +301,9 @@ class _FreqPooledConv(nn.Module):
         return self._live_cache[1]
 
     def _folded_parameters(self, cache: bool) -> _Folded:
-        """``folded``'s parameters; with ``cache`` (inference on oneDNN), kept while the weights and statistics are the same
-        tensors at the same version: a streaming hop calls ``folded`` ten times on a few frames
-        each, and rebuilding these (the kernel's transposed copy above all) cost ~0.5 ms of the
-        hop."""
+        """``folded``'s parameters; with ``cache`` (inference on oneDNN), kept while the weights and
+        statistics are the same tensors at the same version: rebuilding them (the kernel's
+        transposed copy above all) cost ~0.5 ms of a streaming hop."""
         key = self._key()
         if cache and getattr(self, "_folded_cache", (None,))[0] == key:
             return self._folded_cache[1]
