@@ -149,6 +149,7 @@ DEAD_FILTER_BOUND = 1e-8
 # A temporal block convolves by one matrix product when its matrix has at most this many entries
 # (1 MB: it stays in the core's cache); beyond, oneDNN's convolution was as fast or faster.
 TOEPLITZ_MAX_ENTRIES = 1 << 18
+TOEPLITZ_KEPT = 16  # matrices kept per block, one per input length (at most 16 MB)
 # A convolution of at most this many frames (batch times time) is one matrix product of its
 # patches: a window's timbral edges (2 x 9 frames) ran ~1.5x as fast so, larger pieces slower.
 FEW_FRAMES = 18
@@ -174,7 +175,7 @@ class _Folded(NamedTuple):
     shift: torch.Tensor
     live: torch.Tensor | None
     constant: torch.Tensor
-    kept: bool  # kept between calls (inference on oneDNN): its Toeplitz matrices may be kept too
+    onednn: bool  # inference on oneDNN (_onednn_usable): kept between calls, its Toeplitz matrices too
 
 
 class _Live(NamedTuple):
@@ -184,7 +185,9 @@ class _Live(NamedTuple):
     channels: torch.Tensor  # (live C,): which of the front end's 561 channels are live
     mid_weight: torch.Tensor  # (64, live C, 7): the first mid-end layer's kernel over them
     mid_constant: torch.Tensor | None  # (64, 1, 7): its kernel over the dead ones times their values, summed
-    pooled: torch.Tensor  # (1506,): the pooled vector, the dead channels' max and mean in place
+    pooled: (
+        torch.Tensor
+    )  # (1506,): the pooled vector, the dead channels' max and mean in place (empty: none dead)
     pooled_live: torch.Tensor | None  # where the live features' max and mean go in it; None: all are live
 
 
@@ -222,9 +225,9 @@ class _FreqPooledConv(nn.Module):
         time_pad = self.time_pad if time_pad is None else time_pad
         if time_pad != (0, 0):  # (a pad of nothing still copies)
             x = F.pad(x, time_pad)
-        toeplitz = self._toeplitz(parameters.kernel, x.shape[-1]) if parameters.kept else None
+        toeplitz = self._toeplitz(parameters.kernel, x.shape[-1]) if parameters.onednn else None
         if toeplitz is None:
-            peak = _conv_max_over_freq(x, parameters.kernel, parameters.kept)  # (B, live C, T)
+            peak = _conv_max_over_freq(x, parameters.kernel, parameters.onednn)  # (B, live C, T)
         else:  # a temporal block: one matrix product, (B * F, T_in) @ (T_in, T * live C)
             batch, _, n_freq, n_in = x.shape
             out = (x.reshape(-1, n_in) @ toeplitz).view(batch, n_freq, -1, len(parameters.kernel))
@@ -237,8 +240,9 @@ class _FreqPooledConv(nn.Module):
         multiply-adds of the convolution, but as one dense product: a quarter-second hop's
         temporal edges and new frames ran 2-5x as fast as through oneDNN, whose convolution of
         one input channel with a few long kernels is slow (the published MSD model keeps 3, 7
-        and 17 of these blocks' 51 filters).  None where the matrix is larger than
-        ``TOEPLITZ_MAX_ENTRIES`` or the block is timbral (its kernels span frequency too)."""
+        and 17 of these blocks' 51 filters); a whole window's 128-frame block goes this way too.
+        None where the matrix is larger than ``TOEPLITZ_MAX_ENTRIES`` or the block is timbral
+        (its kernels span frequency too).  The last ``TOEPLITZ_KEPT`` lengths' matrices are kept."""
         channels, _, k_freq, k_time = kernel.shape
         n_out = n_in - k_time + 1
         if k_freq != 1 or n_out < 1 or n_in * n_out * channels > TOEPLITZ_MAX_ENTRIES:
@@ -248,6 +252,8 @@ class _FreqPooledConv(nn.Module):
             matrices = {}
             self._toeplitz_cache = (kernel, matrices)
         if n_in not in matrices:
+            if len(matrices) >= TOEPLITZ_KEPT:  # a live loop's reads vary in length: the oldest goes
+                del matrices[next(iter(matrices))]
             tap = torch.arange(n_in, device=kernel.device)[:, None] - torch.arange(
                 n_out, device=kernel.device
             )
@@ -285,14 +291,18 @@ class _FreqPooledConv(nn.Module):
         that its convolution moves its channel by at most ``DEAD_FILTER_BOUND`` per unit of input
         (the sum of its |weights| times batch norm's |scale|); ``bn_input`` leaves musicnn's
         log-mel within ±4, so such a channel is its constant, ``relu(bias) * scale + shift``, to
-        float32's rounding.  Training left most of the published MSD model's filters dead: 64 of its 561
-        front-end channels are live (MTT: 347), and skipping the rest is ~90 % of its front
-        end's multiply-adds.  Decided by value, so not in a graph being traced, exported or
-        compiled: those keep every filter."""
+        float32's rounding.  Training left most of the published MSD model's filters dead: 64 of
+        its 561 front-end channels are live, with a clean gap (the dead ones' weights at most
+        2e-7, the live ones' at least 9e-4), and skipping the rest is ~90 % of its front end's
+        multiply-adds.  MTT's weights tail off with no such gap: 347 live at this bound.  Decided
+        by value, so not in a graph being traced, exported or compiled: those keep every filter.
+        (Eval mode only, where the weights are frozen: a dead filter gets no gradient here.)"""
         if _graph_capture():  # an exported or compiled graph keeps every filter: no decision by value
             return None
         key = self._key()
-        if getattr(self, "_live_cache", (None,))[0] != key:  # kept: deciding waits for a GPU
+        if (
+            getattr(self, "_live_cache", (None,))[0] != key
+        ):  # kept: deciding reads the weights back from a GPU
             # a normal tensor, not an inference one: the same indices serve autograd's calls
             with torch.inference_mode(False), torch.no_grad():
                 scale, _ = _bn_affine(self.bn)
@@ -465,8 +475,7 @@ class Musicnn(SegmentModel):
             return self.back(torch.cat([block.folded(x) for block in self.front], dim=1))  # (B, live, T)
         x = self.bn_input(patch.transpose(1, 2).unsqueeze(1))  # (B, 1, T, F)
         front = torch.cat([block(x) for block in self.front], dim=1)  # (B, 561, T)
-        live = self._live_layout(front)
-        return self.back(front if live is None else front.index_select(1, live.channels))
+        return self._pool(self._mid(front, None, None), None)  # every channel: the plain function
 
     def back(self, front: torch.Tensor, head: list[torch.Tensor] | None = None) -> torch.Tensor:
         """The mid and back end: the front end's (B, C, T) features -> (B, 200).  In eval mode C is
@@ -534,7 +543,7 @@ class Musicnn(SegmentModel):
         mid = self.mid[0].conv.weight
         cache = not torch.is_grad_enabled() and not _graph_capture()
         key = _tensors_key(mid, *(t for block in self.front for t in block._tensors()))
-        kept = getattr(self, "_live_cache", None)
+        kept = getattr(self, "_layout_cache", None)
         if cache and kept is not None and kept[0] == key:
             return kept[1]
         parameters = [block._folded_parameters(cache and _onednn_usable(x)) for block in self.front]
@@ -562,7 +571,7 @@ class Musicnn(SegmentModel):
                 channels, mid.index_select(1, channels).contiguous(), mid_constant, pooled, pooled_live
             )
         if cache:
-            self._live_cache = (key, live)
+            self._layout_cache = (key, live)
         return live
 
     def pool_features(self, features: torch.Tensor) -> torch.Tensor:
@@ -619,10 +628,17 @@ class StreamingEncoder:
         for block in model.front:
             if sum(block.time_pad) >= self.window:
                 raise ValueError(f"a {block.time_pad} padded block leaves no window frame without an edge")
-        # Per block: features (C, n) of stream frames first .. first + n, and that first index.
+        self._parameters: list[_Folded] = []  # each block's, for the call in progress
+        self._weights: list | None = None  # what identifies the weights the kept state was computed with
+        self._reset()
+
+    def _reset(self) -> None:
+        """Forget every kept feature (a new stream's start, or new weights)."""
+        model = self.model
+        # Per block: features (live C, n) of stream frames first .. first + n, and that first index.
         self._features = [torch.zeros(0) for _ in model.front]
         self._first = [0] * len(model.front)
-        # Per block: (end, (C, pl) features) of the left edge ``prepare`` computed for a window.
+        # Per block: (end, (live C, pl) features) of the left edge ``prepare`` computed for a window.
         self._left: list[tuple[int | None, torch.Tensor | None]] = [(None, None)] * len(model.front)
         # (end, mid_head's layers) of the window ``prepare`` computed them for.
         self._head: tuple[int | None, list[torch.Tensor] | None] = (None, None)
@@ -631,7 +647,6 @@ class StreamingEncoder:
             model.front
         )
         self._tail_weights: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
-        self._parameters: list[_Folded] = []  # each block's, for the call in progress
 
     def encode(self, frames: torch.Tensor, start: int, ends: list[int]) -> torch.Tensor:
         model = self.model
@@ -780,10 +795,18 @@ class StreamingEncoder:
         return weights
 
     def _fetch_parameters(self, x: torch.Tensor) -> None:
-        """Each block's ``folded`` parameters for this call, fetched once for its ten or so calls
-        (each fetch checks the weights: ~10 us)."""
+        """Each block's ``folded`` parameters for this call, fetched once for its ~15 calls (each
+        fetch checks the weights: ~10 us).  New weights (a state dict loaded, a filter brought
+        back to life) make every kept feature stale: they are forgotten.  Kept parameters are the
+        same objects while the weights are; others (a GPU's) are compared by the weights' key."""
         cache = _onednn_usable(x)
         self._parameters = [block._folded_parameters(cache) for block in self.model.front]
+        weights = self._parameters if cache else [block._key() for block in self.model.front]
+        if self._weights is not None and not all(
+            a is b if cache else a == b for a, b in zip(weights, self._weights, strict=True)
+        ):
+            self._reset()
+        self._weights = weights
 
     def _front_of(self, i: int, end: int, n: int) -> torch.Tensor:
         """Block ``i``'s prepared features of the first ``n`` frames of the window ending at ``end``."""
@@ -802,7 +825,7 @@ class StreamingEncoder:
         return F.pad(x[..., first : first + pl + pr], (pl, pr - pl))
 
     def _block(self, i: int, x: torch.Tensor, start: int, ends: list[int], out: torch.Tensor) -> None:
-        """Front-end block ``i``'s features of the windows ending at ``ends`` into ``out`` (B, C, window)."""
+        """Front-end block ``i``'s features of the windows ending at ``ends`` into ``out`` (B, live C, window)."""
         block, window = self.model.front[i], self.window
         pl, pr = block.time_pad
         prepared_end, prepared = self._left[i]
@@ -826,7 +849,9 @@ class StreamingEncoder:
         todo = [e for e in ends if e != prepared_end]
         lefts = [self._left_input(x, start, e, i) for e in todo]
         rights = [F.pad(x[..., e - pl - pr - start : e - start], (0, pr)) for e in ends]
-        edges = block.folded(torch.cat(lefts + rights), (0, 0), self._parameters[i])  # (len(todo) + B, C, pr)
+        edges = block.folded(
+            torch.cat(lefts + rights), (0, 0), self._parameters[i]
+        )  # (len(todo) + B, live C, pr)
         for j, e in enumerate(ends):
             out[j, :, :pl] = prepared if e == prepared_end else edges[todo.index(e), :, :pl]
         out[:, :, window - pr :] = edges[len(todo) :]

@@ -200,6 +200,34 @@ def test_dead_filters_are_left_out_and_change_nothing():
     check([204, 204, 51, 51, 51])
 
 
+@pytest.mark.parametrize("onednn", [True, False])
+def test_the_streaming_encoder_forgets_its_features_when_the_weights_change(onednn):
+    """New weights between two windows of a stream (a dead filter brought back to life: another
+    live count; then a live filter changed in place): the next window is ``encode``'s with the
+    new weights, neither a crash nor the old features mixed in."""
+    model = models.build("musicnn-msd")
+    mel = 4.0 * torch.rand(96, 240, generator=torch.Generator().manual_seed(5))
+    stream = model.streaming_encoder()
+    dead = int(model.front[0].conv.weight.flatten(1).abs().amax(1).argmin())
+    changes = [
+        lambda: (
+            model.front[0].conv.weight[dead].normal_(0.0, 0.1, generator=torch.Generator().manual_seed(6))
+        ),
+        lambda: model.front[3].conv.weight.mul_(0.5),
+    ]
+    with torch.backends.mkldnn.flags(enabled=onednn):
+        with torch.inference_mode():
+            stream.encode(mel[:, :200], 0, [187, 200])
+        for end, change in zip((216, 232), changes, strict=True):
+            with torch.no_grad():
+                change()
+            with torch.inference_mode():
+                stream.prepare(mel[:, : end - 3], 0, end)  # as the live loop's early take does
+                got = stream.encode(mel[:, :end], 0, [end])
+                expected = model.encode(mel[None, :, end - SEGMENT_FRAMES : end])
+            np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=2e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize(("hop", "onednn"), [(16, True), (62, True), (187, True), (250, True), (16, False)])
 def test_the_streaming_encoder_is_encode_of_each_window(shared_data, hop, onednn):
     """Windows cut from one real clip every ``hop`` frames (a quarter second, a second, one
