@@ -268,18 +268,19 @@ def run(
     if alternatives_model:
         extra["alternatives"] = alternatives.measure(alternatives_model, device, hops, warmup)
         extra["alternatives_table"] = alternatives.table(extra["alternatives"])
+    resolved = {name: models_module.resolve(name) for name in models}  # loaded once for the report
     return {
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "hop_s": hop_s,
         # The hop each model ran at: --hop in its whole frames (musicnn's 0.25 s is 16 frames, 0.256 s).
         "model_hop_s": {
-            name: round(effective_windows(models_module.resolve(name), Windowing(hop_s=hop_s))[1], 4)
-            for name in models
+            name: round(effective_windows(model, Windowing(hop_s=hop_s))[1], 4)
+            for name, model in resolved.items()
         },
         "early_take_s": EARLY_TAKE_S if early_take else None,
         "encoder_gflop_per_segment": {
-            name: round(encoder_gflop(models_module.resolve(name)), 3) for name in models
+            name: round(encoder_gflop(model), 3) for name, model in resolved.items()
         },
         "results": [_result(r) for r in results],
         "table": table(results),

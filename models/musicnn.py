@@ -286,7 +286,7 @@ class _FreqPooledConv(nn.Module):
     def _key(self) -> tuple:
         return _tensors_key(*self._tensors())
 
-    def _live_filters(self) -> torch.Tensor | None:
+    def _live_filters(self, key: tuple | None = None) -> torch.Tensor | None:
         """The live filters' indices, None when all are live.  A dead filter's weights are so small
         that its convolution moves its channel by at most ``DEAD_FILTER_BOUND`` per unit of input
         (the sum of its |weights| times batch norm's |scale|); ``bn_input`` leaves musicnn's
@@ -296,10 +296,11 @@ class _FreqPooledConv(nn.Module):
         2e-7, the live ones' at least 9e-4), and skipping the rest is ~90 % of its front end's
         multiply-adds.  MTT's weights tail off with no such gap: 347 live at this bound.  Decided
         by value, so not in a graph being traced, exported or compiled: those keep every filter.
-        (Eval mode only, where the weights are frozen: a dead filter gets no gradient here.)"""
+        (Eval mode only, where the weights are frozen: a dead filter gets no gradient here.)
+        ``key``: ``_key()``, when the caller has it."""
         if _graph_capture():  # an exported or compiled graph keeps every filter: no decision by value
             return None
-        key = self._key()
+        key = self._key() if key is None else key
         if (
             getattr(self, "_live_cache", (None,))[0] != key
         ):  # kept: deciding reads the weights back from a GPU
@@ -322,7 +323,7 @@ class _FreqPooledConv(nn.Module):
         sign = torch.where(scale < 0, -1.0, 1.0).to(scale)  # (C,)
         kernel = (self.conv.weight * sign[:, None, None, None]).transpose(2, 3)  # (C, 1, kF, kT)
         bias = self.conv.bias
-        live = self._live_filters()
+        live = self._live_filters(key)
         if live is not None:
             kernel, sign, bias, scale, shift = (t[live] for t in (kernel, sign, bias, scale, shift))
         sign, bias, scale, shift = (t[:, None] for t in (sign, bias, scale, shift))  # over time
