@@ -228,10 +228,8 @@ class _FreqPooledConv(nn.Module):
         toeplitz = self._toeplitz(parameters.kernel, x.shape[-1]) if parameters.onednn else None
         if toeplitz is None:
             peak = _conv_max_over_freq(x, parameters.kernel, parameters.onednn)  # (B, live C, T)
-        else:  # a temporal block: one matrix product, (B * F, T_in) @ (T_in, T * live C)
-            batch, _, n_freq, n_in = x.shape
-            out = (x.reshape(-1, n_in) @ toeplitz).view(batch, n_freq, -1, len(parameters.kernel))
-            peak = out.amax(dim=1).transpose(1, 2)
+        else:  # a temporal block: one matrix product
+            peak = _toeplitz_product(x, toeplitz, len(parameters.kernel)).amax(dim=1).transpose(1, 2)
         return self._finish(peak, parameters)
 
     def _toeplitz(self, kernel: torch.Tensor, n_in: int) -> torch.Tensor | None:
@@ -265,12 +263,18 @@ class _FreqPooledConv(nn.Module):
 
     def raw(self, x: torch.Tensor, parameters: _Folded | None = None) -> torch.Tensor:
         """``folded``'s convolution alone, before the max over frequency: (B, 1, F, T) -> (B, live
-        C, F', T') (no padding; its kernel's sign folded in, no bias; the live filters only).  Not
-        in oneDNN's own layout: its reorder back (``to_dense``) cost ~0.3 ms of a 128-frame
-        block's tail on the Xeon.  (torch 2.13 runs this shape in its own im2col convolution,
-        ``_slow_conv2d_forward``; another torch may choose otherwise: ``bench latency
-        --early-take`` shows it.)"""
-        return F.conv2d(x, (parameters or self._folded_parameters(_onednn_usable(x))).kernel)
+        C, F', T') (no padding; its kernel's sign folded in, no bias; the live filters only).  A
+        temporal block's is ``folded``'s matrix product, returned as a view in that product's
+        (B, F, T', C) layout: torch 2.13 ran it as its own im2col convolution
+        (``_slow_conv2d_forward``), whose copy of 128 frames per output made the 128-frame
+        block's tail 2.1 ms of a quarter-second hop on the first EPYC (AVX2), ~0.2 ms this way.
+        Not in oneDNN's own layout either: its reorder back (``to_dense``) cost ~0.3 ms of that
+        tail on the Xeon."""
+        parameters = parameters or self._folded_parameters(_onednn_usable(x))
+        toeplitz = self._toeplitz(parameters.kernel, x.shape[-1]) if parameters.onednn else None
+        if toeplitz is None:
+            return F.conv2d(x, parameters.kernel)
+        return _toeplitz_product(x, toeplitz, len(parameters.kernel)).permute(0, 3, 1, 2)
 
     def _finish(self, peak: torch.Tensor, parameters: _Folded) -> torch.Tensor:
         """``folded``'s end: the live filters' convolution maxed over frequency (..., live C, T) ->
@@ -331,6 +335,14 @@ class _FreqPooledConv(nn.Module):
         if cache:
             self._folded_cache = (key, parameters)
         return parameters
+
+
+def _toeplitz_product(x: torch.Tensor, toeplitz: torch.Tensor, channels: int) -> torch.Tensor:
+    """A temporal block's convolution of ``x`` (B, 1, F, T_in) by its Toeplitz matrix (T_in, T *
+    ``channels``; ``_FreqPooledConv._toeplitz``): one product, (B * F, T_in) @ (T_in, T * C) ->
+    (B, F, T, C)."""
+    batch, _, n_freq, n_in = x.shape
+    return (x.reshape(-1, n_in) @ toeplitz).view(batch, n_freq, -1, channels)
 
 
 def _tensors_key(*tensors: torch.Tensor) -> tuple:

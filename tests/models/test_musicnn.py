@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import models
@@ -198,6 +199,24 @@ def test_dead_filters_are_left_out_and_change_nothing():
     check(None)
     model = models.build("musicnn-msd", pretrained=False).eval()
     check([204, 204, 51, 51, 51])
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+def test_raw_is_each_blocks_convolution(onednn):
+    """``raw`` (a streaming tail's convolution before the max over frequency) is the block's
+    convolution by its live, sign-folded kernels, on a tail's frames: a temporal block's by its
+    Toeplitz matrix on oneDNN's path, returned as a view in the product's layout."""
+    model = models.build("musicnn-msd")
+    with torch.backends.mkldnn.flags(enabled=onednn), torch.inference_mode():
+        for block in model.front:
+            pl, pr = block.time_pad
+            x = torch.rand(1, 1, 96, pl + 2 * pr + 3, generator=torch.Generator().manual_seed(pl))
+            kernel = block._folded_parameters(False).kernel
+            got = block.raw(x)
+            assert got.shape == (1, len(kernel), 96 - kernel.shape[2] + 1, pr + 3)
+            temporal = kernel.shape[2] == 1
+            assert got.is_contiguous() != (onednn and temporal)  # the product's (B, F, T, C) layout
+            np.testing.assert_allclose(got.numpy(), F.conv2d(x, kernel).numpy(), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("onednn", [True, False])
