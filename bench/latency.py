@@ -96,6 +96,7 @@ def measure(
     publisher: Publisher,
     hop_s: float = 1.0,
     early_take: bool = False,
+    paced: bool = False,
 ) -> StageTimes:
     """Time ``hops`` hops of the real engine (its pipeline and publish step) for one model and backend.
 
@@ -106,6 +107,10 @@ def measure(
 
     ``early_take``: each hop in the calls ``Engine.run`` makes for a paced file that it keeps up
     with (``_reads``): those before the window's last audio summed as "early", then the rest.
+
+    ``paced``: each call when its audio would be in from a live source, so the loop sleeps between
+    them as ``listen``'s does and each hop starts with the caches others' work left (a stream's CPU
+    in ``bench scale`` is this hop's, not the back-to-back one's).
     """
     model = models.resolve(name).eval()
     fe = model.frontend
@@ -126,11 +131,15 @@ def measure(
     fill = (model.segment_frames + 2) * fe.hop_length + (k - 1) * hop_samples
     engine.process(0.1 * rng.standard_normal(fill).astype(np.float32))
     samples = {stage: [] for stage in ((EARLY,) if early_take else ()) + STAGES}
+    begin, fed = time.perf_counter(), 0  # with ``paced``: when the audio fed so far was all in
     for i in range(warmup + hops):
         seq = engine.mood_seq
         early_ms = 0.0
         for n in _reads(engine, hop_samples, early_take):
             audio = 0.1 * rng.standard_normal(n).astype(np.float32)
+            fed += n
+            if paced:  # this read's last sample is in now (none sooner; behind, at once)
+                time.sleep(max(0.0, begin + fed / fe.sample_rate_hz - time.perf_counter()))
             t0 = time.perf_counter()
             engine.process(audio)
             _sync(device)
@@ -257,13 +266,16 @@ def run(
     alternatives_model: str | None = None,
     hop_s: float = 1.0,
     early_take: bool = False,
+    paced: bool = False,
 ) -> dict:
     results = []
     hops = max(3, int(seconds / hop_s))
     with Publisher("tcp://127.0.0.1:0") as publisher:
         for name in models:
             for backend in backends:
-                results.append(measure(name, backend, device, hops, warmup, publisher, hop_s, early_take))
+                results.append(
+                    measure(name, backend, device, hops, warmup, publisher, hop_s, early_take, paced)
+                )
     extra = {}
     if alternatives_model:
         extra["alternatives"] = alternatives.measure(alternatives_model, device, hops, warmup)
@@ -279,6 +291,7 @@ def run(
             for name, model in resolved.items()
         },
         "early_take_s": EARLY_TAKE_S if early_take else None,
+        "paced": paced,
         "encoder_gflop_per_segment": {
             name: round(encoder_gflop(model), 3) for name, model in resolved.items()
         },
@@ -337,6 +350,13 @@ def add_parser(sub) -> None:
         "lag holds, the message's send included); 'hop' is their sum",
     )
     p.add_argument(
+        "--paced",
+        action="store_true",
+        help="feed the audio in real time (--seconds of it take that long): the loop sleeps between reads "
+        "as listen's does, so each hop starts with cold caches, as a live stream's does; without it, "
+        "hops run back to back",
+    )
+    p.add_argument(
         "--alternatives",
         default="default",
         metavar="MODEL",
@@ -379,6 +399,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             alternatives_model,
             args.hop,
             args.early_take,
+            args.paced,
         )
     except (models.UnknownModelError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -387,7 +408,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     print(f"{machine_line(m)}; torch threads {m['torch_threads']}")
     flops = ", ".join(f"{name} {g:.2f}" for name, g in report["encoder_gflop_per_segment"].items())
     print(f"encoder GFLOP per segment (whole window): {flops}")
-    early = EARLY_LABEL if args.early_take else ""
+    early = (EARLY_LABEL if args.early_take else "") + (", paced in real time" if args.paced else "")
     hops = sorted(set(report["model_hop_s"].values()))
     in_frames = f" ({' / '.join(f'{h:g}' for h in hops)} s in whole frames)" if hops != [args.hop] else ""
     print(f"milliseconds per hop of {report['hop_s']:g} s{in_frames}{early} (p50/p99)")

@@ -138,6 +138,32 @@ def test_early_take_times_the_hop_in_listens_reads(monkeypatch):
     assert missing == [3] * 3 and "aten::" in lines[2]
 
 
+def test_paced_feeds_each_read_when_its_audio_would_be_in(monkeypatch):
+    """--paced: the engine gets each read when a live source would have delivered its last sample,
+    so consecutive hops start a hop apart (not back to back), and the hop is timed as before."""
+    import time
+
+    from bench.latency import STAGES, measure
+    from realtime.engine import Engine
+    from realtime.publisher import Publisher
+
+    calls = []
+    process = Engine.process
+
+    def stamped(self, audio, *args, **kwargs):
+        calls.append((time.perf_counter(), len(audio)))
+        return process(self, audio, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "process", stamped)
+    with Publisher("tcp://127.0.0.1:0") as publisher:
+        times = measure("musicnn-msd", "torch", "cpu", 3, 1, publisher, hop_s=0.25, paced=True)
+    assert all(len(times.samples_ms[s]) == 3 for s in STAGES)
+    hops = calls[1:]  # after the first window's fill
+    hop_s = hops[0][1] / MUSICNN_FRONTEND.sample_rate_hz  # 0.256 s: 16 frames
+    gaps = [b[0] - a[0] for a, b in zip(hops, hops[1:], strict=False)]
+    assert len(gaps) == 3 and all(0.9 * hop_s < gap < 2 * hop_s for gap in gaps), (hop_s, gaps)
+
+
 def test_compile_backend_runs_or_says_why(tmp_path):
     """torch.compile'd encoder: timed after its compilation, or a row that says why it cannot run."""
     out = tmp_path / "lat.json"
