@@ -185,10 +185,10 @@ class _Live(NamedTuple):
     channels: torch.Tensor  # (live C,): which of the front end's 561 channels are live
     mid_weight: torch.Tensor  # (64, live C, 7): the first mid-end layer's kernel over them
     mid_constant: torch.Tensor | None  # (64, 1, 7): its kernel over the dead ones times their values, summed
-    pooled: (
-        torch.Tensor
-    )  # (1506,): the pooled vector, the dead channels' max and mean in place (empty: none dead)
-    pooled_live: torch.Tensor | None  # where the live features' max and mean go in it; None: all are live
+    # The back end's batch norm and dense layer over the live features' max and mean alone (None:
+    # all are live): (200, 2 * (live C + 192)) and (200,), the dead channels' share in the bias.
+    dense_weight: torch.Tensor | None
+    dense_bias: torch.Tensor | None
 
 
 class _FreqPooledConv(nn.Module):
@@ -549,13 +549,17 @@ class Musicnn(SegmentModel):
         """How the eval-mode mid and back end work on the front end's live channels alone (None
         in training).  Most of the published MSD model's front-end filters are dead
         (``_FreqPooledConv._live_filters``): carrying only its 64 live channels of 561 through a
-        window spares the copies of the rest and 9/10 of the first mid-end layer.  Kept while the
-        weights are the same, outside autograd (whose calls need it built from their tensors)."""
+        window spares the copies of the rest and 9/10 of the first mid-end layer, and the back
+        end's dense layer reads 512 of its 1506 inputs' weights (1.2 MB a hop, read from memory
+        when a live stream's hop starts cold).  Kept while the weights are the same, outside
+        autograd (whose calls need it built from their tensors)."""
         if self.training:
             return None
         mid = self.mid[0].conv.weight
         cache = not torch.is_grad_enabled() and not _graph_capture()
-        key = _tensors_key(mid, *(t for block in self.front for t in block._tensors()))
+        bn = self.bn_pool
+        back = (self.dense.weight, self.dense.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
+        key = _tensors_key(mid, *back, *(t for block in self.front for t in block._tensors()))
         kept = getattr(self, "_layout_cache", None)
         if cache and kept is not None and kept[0] == key:
             return kept[1]
@@ -569,7 +573,7 @@ class Musicnn(SegmentModel):
         )
         constant = torch.cat([p.constant for p in parameters])  # (561,): a dead channel's value
         if len(channels) == len(constant):
-            live = _Live(channels, mid, None, constant.new_zeros(0), None)
+            live = _Live(channels, mid, None, None, None)
         else:
             dead = torch.ones_like(constant, dtype=torch.bool).index_fill_(0, channels, False)
             mid_constant = (mid[:, dead] * constant[dead][None, :, None]).sum(1, keepdim=True)
@@ -579,9 +583,19 @@ class Musicnn(SegmentModel):
                 [channels, len(constant) + torch.arange(mid.shape[0] * len(self.mid), device=mid.device)]
             )
             pooled_live = torch.stack([2 * features, 2 * features + 1], dim=1).flatten()
-            pooled = F.pad(constant.repeat_interleave(2), (0, 2 * mid.shape[0] * len(self.mid)))
+            # The pooled vector with the dead channels' max and mean (their value) in place and
+            # zeros at the live entries: batch norm is affine per entry, so the dense layer of
+            # the whole vector is its weights over the live entries, scaled, plus a constant.
+            known = F.pad(constant.repeat_interleave(2), (0, 2 * mid.shape[0] * len(self.mid)))
+            known = known.index_fill(0, pooled_live, 0.0)
+            scale, shift = _bn_affine(self.bn_pool)
+            dense = self.dense.weight
             live = _Live(
-                channels, mid.index_select(1, channels).contiguous(), mid_constant, pooled, pooled_live
+                channels,
+                mid.index_select(1, channels).contiguous(),
+                mid_constant,
+                (dense[:, pooled_live] * scale[pooled_live]).contiguous(),
+                torch.addmv(self.dense.bias, dense, scale * known + shift),
             )
         if cache:
             self._layout_cache = (key, live)
@@ -594,10 +608,11 @@ class Musicnn(SegmentModel):
     def _pool(self, features: torch.Tensor, live: _Live | None) -> torch.Tensor:
         # TensorFlow flattens (features, [max, mean]), so the two statistics interleave.
         pooled = torch.stack([features.amax(dim=2), features.mean(dim=2)], dim=2).flatten(1)
-        if live is not None and live.pooled_live is not None:  # the dead channels' max and mean are known
-            pooled = live.pooled.expand(len(pooled), -1).clone().index_copy_(1, live.pooled_live, pooled)
-        x = self.dropout(self.bn_pool(pooled))  # (B, 1506)
-        return self.bn_dense(F.relu(self.dense(x)))  # (B, 200)
+        if live is not None and live.dense_weight is not None:  # eval: dropout is the identity
+            x = torch.addmm(live.dense_bias, pooled, live.dense_weight.T)  # the live entries' share
+        else:
+            x = self.dense(self.dropout(self.bn_pool(pooled)))  # (B, 1506) -> (B, 200)
+        return self.bn_dense(F.relu(x))  # (B, 200)
 
     def predict(self, pooled: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"tags": self.tags(self.dropout(pooled))}

@@ -171,7 +171,7 @@ def test_dead_filters_are_left_out_and_change_nothing():
     """Most of the published MSD model's front-end filters are dead (weights ~1e-30): eval mode
     convolves only the live ones and carries their channels alone, the rest as constants.  The
     same numbers as every channel computed the plain way; a dead filter brought back to life in
-    place is seen by the next call.  The published dead channels' values are ~3e-6: with batch
+    place is seen by the next call, and so are the back end's weights changed in place.  The published dead channels' values are ~3e-6: with batch
     norms shuffled they are not, and the mid and back end must take them in.  A model with none
     dead (random initial weights) takes the same path."""
     model = models.build("musicnn-msd")
@@ -189,6 +189,10 @@ def test_dead_filters_are_left_out_and_change_nothing():
             )
 
     check([23, 14, 3, 7, 17])  # 64 of 561: the rest moves no channel by more than 1e-8 per unit of input
+    with torch.no_grad():  # the back end's weights changed in place: its fold over the live entries follows
+        model.dense.weight.mul_(0.5)
+        model.bn_pool.running_var.add_(1.0)
+    check([23, 14, 3, 7, 17])
     dead = int(model.front[2].conv.weight.flatten(1).abs().amax(1).argmin())
     with torch.no_grad():
         model.front[2].conv.weight[dead].copy_(
