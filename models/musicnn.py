@@ -550,8 +550,8 @@ class Musicnn(SegmentModel):
         in training).  Most of the published MSD model's front-end filters are dead
         (``_FreqPooledConv._live_filters``): carrying only its 64 live channels of 561 through a
         window spares the copies of the rest and 9/10 of the first mid-end layer, and the back
-        end's dense layer reads 512 of its 1506 inputs' weights (1.2 MB a hop, read from memory
-        when a live stream's hop starts cold).  Kept while the weights are the same, outside
+        end's dense layer reads the weights of 512 of its 1506 inputs (0.4 of 1.2 MB a hop, read
+        from memory when a live stream's hop starts cold).  Kept while the weights are the same, outside
         autograd (whose calls need it built from their tensors)."""
         if self.training:
             return None
