@@ -415,9 +415,10 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     print(report["table"])
     if "alternatives" in report:
         a = report["alternatives"]
+        unpaced = " (back to back: --paced times the engine only)" if args.paced else ""
         print(
             f"\nalternatives, {a['model']} model, per hop of {a['hop_s']:g} s (one {a['segment_s']:g} s "
-            "segment): milliseconds p50/p99, and the ratio of each to ours (its time / ours)"
+            f"segment){unpaced}: milliseconds p50/p99, and the ratio of each to ours (its time / ours)"
         )
         print(f"ours = {a['ours']}")
         print(report["alternatives_table"])

@@ -149,7 +149,10 @@ DEAD_FILTER_BOUND = 1e-8
 # A temporal block convolves by one matrix product when its matrix has at most this many entries
 # (1 MB: it stays in the core's cache); beyond, oneDNN's convolution was as fast or faster.
 TOEPLITZ_MAX_ENTRIES = 1 << 18
-TOEPLITZ_KEPT = 16  # matrices kept per block, one per input length (at most 16 MB)
+# Matrices kept per block, one per input length, the least recently used going first beyond this
+# many entries in all (16 MB; the MSD model's are 0.05-0.4 MB each): a live loop's reads and
+# tails (1-8 frames missing) vary in length, ~20 lengths with jittery reads.
+TOEPLITZ_KEPT_ENTRIES = 1 << 22
 # A convolution of at most this many frames (batch times time) is one matrix product of its
 # patches: a window's timbral edges (2 x 9 frames) ran ~1.5x as fast so, larger pieces slower.
 FEW_FRAMES = 18
@@ -240,7 +243,8 @@ class _FreqPooledConv(nn.Module):
         one input channel with a few long kernels is slow (the published MSD model keeps 3, 7
         and 17 of these blocks' 51 filters); a whole window's 128-frame block goes this way too.
         None where the matrix is larger than ``TOEPLITZ_MAX_ENTRIES`` or the block is timbral
-        (its kernels span frequency too).  The last ``TOEPLITZ_KEPT`` lengths' matrices are kept."""
+        (its kernels span frequency too).  The recently used lengths' matrices are kept
+        (``TOEPLITZ_KEPT_ENTRIES``)."""
         channels, _, k_freq, k_time = kernel.shape
         n_out = n_in - k_time + 1
         if k_freq != 1 or n_out < 1 or n_in * n_out * channels > TOEPLITZ_MAX_ENTRIES:
@@ -249,17 +253,20 @@ class _FreqPooledConv(nn.Module):
         if kept_kernel is not kernel:  # new weights: the matrices of the old ones are no use
             matrices = {}
             self._toeplitz_cache = (kernel, matrices)
-        if n_in not in matrices:
-            if len(matrices) >= TOEPLITZ_KEPT:  # a live loop's reads vary in length: the oldest goes
-                del matrices[next(iter(matrices))]
+        matrix = matrices.pop(n_in, None)  # put back last: the dict is in order of use
+        if matrix is None:
             tap = torch.arange(n_in, device=kernel.device)[:, None] - torch.arange(
                 n_out, device=kernel.device
             )
             taps = kernel[:, 0, 0][:, tap.clamp(0, k_time - 1)] * (
                 (tap >= 0) & (tap < k_time)
             )  # (C, in, out)
-            matrices[n_in] = taps.permute(1, 2, 0).reshape(n_in, n_out * channels).contiguous()
-        return matrices[n_in]
+            matrix = taps.permute(1, 2, 0).reshape(n_in, n_out * channels).contiguous()
+            kept = sum(m.numel() for m in matrices.values())
+            while matrices and kept + matrix.numel() > TOEPLITZ_KEPT_ENTRIES:
+                kept -= matrices.pop(next(iter(matrices))).numel()  # the least recently used
+        matrices[n_in] = matrix
+        return matrix
 
     def raw(self, x: torch.Tensor, parameters: _Folded | None = None) -> torch.Tensor:
         """``folded``'s convolution alone, before the max over frequency: (B, 1, F, T) -> (B, live
@@ -312,7 +319,8 @@ class _FreqPooledConv(nn.Module):
             with torch.inference_mode(False), torch.no_grad():
                 scale, _ = _bn_affine(self.bn)
                 live = self.conv.weight.flatten(1).abs().sum(1) * scale.abs() > DEAD_FILTER_BOUND
-                self._live_cache = (key, None if bool(live.all()) else live.nonzero()[:, 0])
+                indices = None if bool(live.all()) else live.nonzero()[:, 0]
+                self._live_cache = (key, indices, _pinned(self._tensors()))
         return self._live_cache[1]
 
     def _folded_parameters(self, cache: bool) -> _Folded:
@@ -333,7 +341,7 @@ class _FreqPooledConv(nn.Module):
         sign, bias, scale, shift = (t[:, None] for t in (sign, bias, scale, shift))  # over time
         parameters = _Folded(kernel.contiguous(), sign, bias, scale, shift, live, constant, cache)
         if cache:
-            self._folded_cache = (key, parameters)
+            self._folded_cache = (key, parameters, _pinned(self._tensors()))
         return parameters
 
 
@@ -349,8 +357,16 @@ def _tensors_key(*tensors: torch.Tensor) -> tuple:
     """What identifies these weights and statistics: a value derived from them and kept stays
     valid while this is the same (the same tensors at the same version; an in-place change,
     such as a training step or a loaded state dict, bumps the version).  Listed by the caller:
-    walking a module's parameters cost ~0.8 ms of a hop."""
+    walking a module's parameters cost ~0.8 ms of a hop.  Whoever keeps a key keeps the tensors'
+    memory too (``_pinned``): freed, an address could go to new weights replacing them, which
+    would then read as the same key."""
     return tuple((t.data_ptr(), t._version) for t in tensors)
+
+
+def _pinned(tensors) -> tuple[torch.Tensor, ...]:
+    """The tensors' memory, held while a key (``_tensors_key``) of them is kept: no other tensor
+    can take their addresses meanwhile.  Taken when a value is kept, not at each check."""
+    return tuple(t.detach() for t in tensors)
 
 
 def _graph_capture() -> bool:
@@ -559,7 +575,8 @@ class Musicnn(SegmentModel):
         cache = not torch.is_grad_enabled() and not _graph_capture()
         bn = self.bn_pool
         back = (self.dense.weight, self.dense.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
-        key = _tensors_key(mid, *back, *(t for block in self.front for t in block._tensors()))
+        tensors = (mid, *back, *(t for block in self.front for t in block._tensors()))
+        key = _tensors_key(*tensors)
         kept = getattr(self, "_layout_cache", None)
         if cache and kept is not None and kept[0] == key:
             return kept[1]
@@ -598,7 +615,7 @@ class Musicnn(SegmentModel):
                 torch.addmv(self.dense.bias, dense, scale * known + shift),
             )
         if cache:
-            self._layout_cache = (key, live)
+            self._layout_cache = (key, live, _pinned(tensors))
         return live
 
     def pool_features(self, features: torch.Tensor) -> torch.Tensor:
@@ -828,12 +845,16 @@ class StreamingEncoder:
         back to life) make every kept feature stale: they are forgotten.  Kept parameters are the
         same objects while the weights are; others (a GPU's) are compared by the weights' key."""
         cache = _onednn_usable(x)
-        self._parameters = [block._folded_parameters(cache) for block in self.model.front]
-        weights = self._parameters if cache else [block._key() for block in self.model.front]
-        if self._weights is not None and not all(
+        front = self.model.front
+        self._parameters = [block._folded_parameters(cache) for block in front]
+        weights = self._parameters if cache else [block._key() for block in front]
+        if self._weights is None or not all(
             a is b if cache else a == b for a, b in zip(weights, self._weights, strict=True)
         ):
-            self._reset()
+            if self._weights is not None:
+                self._reset()
+            # Kept parameters are held, so their identity stays theirs; keys need the memory held.
+            self._pins = None if cache else _pinned(t for block in front for t in block._tensors())
         self._weights = weights
 
     def _front_of(self, i: int, end: int, n: int) -> torch.Tensor:

@@ -171,9 +171,10 @@ def test_dead_filters_are_left_out_and_change_nothing():
     """Most of the published MSD model's front-end filters are dead (weights ~1e-30): eval mode
     convolves only the live ones and carries their channels alone, the rest as constants.  The
     same numbers as every channel computed the plain way; a dead filter brought back to life in
-    place is seen by the next call, and so are the back end's weights changed in place.  The published dead channels' values are ~3e-6: with batch
-    norms shuffled they are not, and the mid and back end must take them in.  A model with none
-    dead (random initial weights) takes the same path."""
+    place is seen by the next call, and so are the back end's weights changed in place.  The
+    published dead channels' values are ~3e-6: with batch norms shuffled they are not, and the
+    mid and back end must take them in.  A model with none dead (random initial weights) takes
+    the same path."""
     model = models.build("musicnn-msd")
     patch = 4.0 * torch.rand(2, 96, SEGMENT_FRAMES, generator=torch.Generator().manual_seed(3))
 
@@ -203,6 +204,29 @@ def test_dead_filters_are_left_out_and_change_nothing():
     check(None)
     model = models.build("musicnn-msd", pretrained=False).eval()
     check([204, 204, 51, 51, 51])
+
+
+def test_weights_replaced_twice_between_calls_are_seen():
+    """Weights replaced by new tensors, twice between two calls: the second replacement may be
+    allocated where the weights the kept layout was built from were, which must not read as the
+    same weights (the kept values hold the memory they were computed from)."""
+    model = models.build("musicnn-msd")
+    patch = 4.0 * torch.rand(2, 96, SEGMENT_FRAMES, generator=torch.Generator().manual_seed(7))
+    g = torch.Generator().manual_seed(8)
+    scale = float(model.dense.weight.std())
+
+    def replace():  # new weights of the published ones' scale, each one allocation at version 1
+        model.dense.weight = nn.Parameter(torch.empty(200, 1506).normal_(0.0, scale, generator=g))
+
+    replace()
+    for _ in range(8):
+        with torch.inference_mode():
+            model.encode(patch)  # keeps the layout of these weights
+        replace()
+        replace()
+        with torch.inference_mode():
+            got, expected = model.encode(patch), _every_channel(model, patch)
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("onednn", [True, False])
