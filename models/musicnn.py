@@ -675,6 +675,7 @@ class StreamingEncoder:
                 raise ValueError(f"a {block.time_pad} padded block leaves no window frame without an edge")
         self._parameters: list[_Folded] = []  # each block's, for the call in progress
         self._weights: list | None = None  # what identifies the weights the kept state was computed with
+        self._pins: tuple | None = None  # their memory, where ``_weights`` are keys (``_pinned``)
         self._reset()
 
     def _reset(self) -> None:
