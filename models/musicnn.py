@@ -228,26 +228,32 @@ class _FreqPooledConv(nn.Module):
         time_pad = self.time_pad if time_pad is None else time_pad
         if time_pad != (0, 0):  # (a pad of nothing still copies)
             x = F.pad(x, time_pad)
-        toeplitz = self._toeplitz(parameters.kernel, x.shape[-1]) if parameters.onednn else None
+        toeplitz = self._toeplitz(parameters, x.shape[-1])
         if toeplitz is None:
             peak = _conv_max_over_freq(x, parameters.kernel, parameters.onednn)  # (B, live C, T)
         else:  # a temporal block: one matrix product
             peak = _toeplitz_product(x, toeplitz, len(parameters.kernel)).amax(dim=1).transpose(1, 2)
         return self._finish(peak, parameters)
 
-    def _toeplitz(self, kernel: torch.Tensor, n_in: int) -> torch.Tensor | None:
+    def _toeplitz(self, parameters: _Folded, n_in: int) -> torch.Tensor | None:
         """A temporal block's convolution of ``n_in`` frames as one matrix (n_in, T * live C):
         the kernels' taps on each band's row of frames.  It does ``n_in / kT`` times the
         multiply-adds of the convolution, but as one dense product: a quarter-second hop's
         temporal edges and new frames ran 2-5x as fast as through oneDNN, whose convolution of
         one input channel with a few long kernels is slow (the published MSD model keeps 3, 7
         and 17 of these blocks' 51 filters); a whole window's 128-frame block goes this way too.
-        None where the matrix is larger than ``TOEPLITZ_MAX_ENTRIES`` or the block is timbral
-        (its kernels span frequency too).  The recently used lengths' matrices are kept
-        (``TOEPLITZ_KEPT_ENTRIES``)."""
+        None off oneDNN's path (``parameters.onednn``: training, tracing, a GPU), and where the
+        matrix is larger than ``TOEPLITZ_MAX_ENTRIES`` or the block is timbral (its kernels span
+        frequency too).  The recently used lengths' matrices are kept (``TOEPLITZ_KEPT_ENTRIES``)."""
+        kernel = parameters.kernel
         channels, _, k_freq, k_time = kernel.shape
         n_out = n_in - k_time + 1
-        if k_freq != 1 or n_out < 1 or n_in * n_out * channels > TOEPLITZ_MAX_ENTRIES:
+        if (
+            not parameters.onednn
+            or k_freq != 1
+            or n_out < 1
+            or n_in * n_out * channels > TOEPLITZ_MAX_ENTRIES
+        ):
             return None
         kept_kernel, matrices = getattr(self, "_toeplitz_cache", (None, {}))
         if kept_kernel is not kernel:  # new weights: the matrices of the old ones are no use
@@ -278,7 +284,7 @@ class _FreqPooledConv(nn.Module):
         Not in oneDNN's own layout either: its reorder back (``to_dense``) cost ~0.3 ms of that
         tail on the Xeon."""
         parameters = parameters or self._folded_parameters(_onednn_usable(x))
-        toeplitz = self._toeplitz(parameters.kernel, x.shape[-1]) if parameters.onednn else None
+        toeplitz = self._toeplitz(parameters, x.shape[-1])
         if toeplitz is None:
             return F.conv2d(x, parameters.kernel)
         return _toeplitz_product(x, toeplitz, len(parameters.kernel)).permute(0, 3, 1, 2)
@@ -567,8 +573,8 @@ class Musicnn(SegmentModel):
         (``_FreqPooledConv._live_filters``): carrying only its 64 live channels of 561 through a
         window spares the copies of the rest and 9/10 of the first mid-end layer, and the back
         end's dense layer reads the weights of 512 of its 1506 inputs (0.4 of 1.2 MB a hop, read
-        from memory when a live stream's hop starts cold).  Kept while the weights are the same, outside
-        autograd (whose calls need it built from their tensors)."""
+        from memory when a live stream's hop starts cold).  Kept while the weights are the same,
+        outside autograd (whose calls need it built from their tensors)."""
         if self.training:
             return None
         mid = self.mid[0].conv.weight
