@@ -32,6 +32,35 @@ def test_pooling_is_a_convex_combination_weighted_by_recency(model):
         assert torch.allclose(model.pool(long), model.pool(long[:, -16:]), atol=1e-6)
 
 
+def test_one_segments_shortcut_is_not_traced_into_a_graph_for_every_k(model):
+    """One segment is returned as it is, but a graph traced at K = 1 (an export's example) must
+    still weigh K > 1 segments: the shortcut stays out of traced graphs."""
+    e = torch.randn(2, 5, model.embedding_dim)
+    with torch.no_grad():
+        assert torch.equal(model.pool(e[:, 4:]), e[:, 4])
+        traced = torch.jit.trace(model.attention, e[:, :1], check_trace=False)
+        torch.testing.assert_close(traced(e), model.pool(e))
+
+
+def test_inference_joins_the_heads_into_one_product_that_follows_their_weights():
+    """In inference the heads are one matrix product of their weights side by side, the same
+    logits as each head's layer; weights changed in place (calibration folds its temperatures
+    in so) are seen at the next call."""
+    model = models.build("segment-attention").eval()
+    pooled = torch.randn(3, model.embedding_dim)
+    for _ in range(2):  # the heads as built, then with weights changed in place
+        with torch.enable_grad():
+            expected = {name: t.detach() for name, t in model.predict(pooled).items()}
+        with torch.inference_mode():
+            got = model.predict(pooled)
+        assert list(got) == list(expected)
+        for name in expected:
+            torch.testing.assert_close(got[name], expected[name], atol=1e-5, rtol=0)
+        with torch.no_grad():
+            model.outputs["mood"].weight.mul_(2.0)
+            model.outputs["valence_arousal"].bias.add_(1.0)
+
+
 def test_frozen_encoder_gets_no_gradient_and_keeps_its_statistics():
     model = models.build("segment-attention").train()
     assert not model.encoder.training
