@@ -11,6 +11,13 @@ the output samples, each from one of the L phases of the filter).  Pass band to 
 lower Nyquist frequency, stop band from 100 % (80 dB down): 7 to 8 kHz for a 16 kHz model.  The
 group delay is trimmed off the start, as soxr does, so output sample ``n`` lies at input time
 ``n / out_rate``, and ``resample_chunk(..., last=True)`` flushes it at the end.
+
+Computed as one matrix product: the outputs come in rows of ``G`` (a multiple of L), and row
+``r``'s inputs are one window of the signal, ``r * G * M / L`` samples after row 0's, so the
+rows are strided views of the signal (no copy per output) and a (G, window) matrix holds each
+output's phase at its offset.  It does ~3x the multiply-adds of the polyphase sums (the zeros
+around each phase) as one BLAS product: a quarter second of 48 or 44.1 kHz audio took 4-5 ms
+as a gather of each output's inputs and their sums, ~0.2 ms this way (first EPYC's type).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import numpy as np
 
 PASSBAND = 0.875  # pass band edge, as a fraction of the lower Nyquist frequency
 STOPBAND_DB = 80.0
-MAX_OUTPUTS_PER_PASS = 4096  # outputs gathered at once (bounds the (outputs, taps) scratch array)
+MIN_ROW_OUTPUTS = 64  # outputs per row of the product at least (a whole number of L's)
 
 
 def kaiser_lowpass(up: int, down: int) -> tuple[np.ndarray, int]:
@@ -53,14 +60,25 @@ class LowDelayResampler:
         self.up, self.down = int(out_rate_hz) // g, int(in_rate_hz) // g
         self.out_rate_hz = int(out_rate_hz)
         h, self.delay_out = kaiser_lowpass(self.up, self.down)
-        self.taps_per_phase = len(h) // self.up
+        self.taps_per_phase = taps = len(h) // self.up
         # phases[p, k] = h[p + k * up]: output n uses phase (n * down) % up on inputs i, i-1, ..., with
         # i = (n * down) // up.  Reversed along k so a window of inputs in time order dots with it.
-        self.phases = np.ascontiguousarray(
-            h.reshape(self.taps_per_phase, self.up).T[:, ::-1], dtype=np.float32
-        )
-        self._history = np.zeros(self.taps_per_phase - 1, dtype=np.float32)  # zeros before the start
-        self._consumed = 0  # input samples whose history is dropped (absolute index of _history[K-1])
+        phases = h.reshape(taps, self.up).T[:, ::-1]
+        # Rows of G outputs: output q of a row has its newest input ``newest[q]`` samples after
+        # the row's first output's, and its window starts taps - 1 before that.
+        self.row_outputs = -(-MIN_ROW_OUTPUTS // self.up) * self.up
+        self.row_step = self.row_outputs * self.down // self.up  # input samples from row to row
+        newest = np.arange(self.row_outputs) * self.down // self.up
+        self.row_inputs = int(newest[-1]) + taps
+        rows = np.zeros((self.row_outputs, self.row_inputs), dtype=np.float32)
+        for q, offset in enumerate(newest):
+            rows[q, offset : offset + taps] = phases[(q * self.down) % self.up]
+        self.rows_t = np.ascontiguousarray(rows.T)  # (row_inputs, row_outputs)
+        # Input samples from absolute index _history_start on (zeros before the start), as far
+        # back as the row of the next output reaches.
+        self._history = np.zeros(taps - 1, dtype=np.float32)
+        self._history_start = -(taps - 1)
+        self._consumed = 0  # input samples seen
         self._n = 0  # next output index (before the trim)
         self._to_trim = self.delay_out
         self._real_in = 0  # input samples given (the flush's zeros not counted)
@@ -79,25 +97,37 @@ class LowDelayResampler:
         if last:  # zeros push the delayed tail out
             self._flushed = True
             x = np.concatenate([x, np.zeros(self.taps_per_phase + 1, np.float32)])
-        buffer = np.concatenate([self._history, x])
+        buffer = np.concatenate([self._history, x])  # buffer[0] is input _history_start
         available = self._consumed + len(x)  # input samples seen so far
-        first_in = self._consumed - (self.taps_per_phase - 1)  # absolute index of buffer[0]
         # Outputs whose newest input (n * down) // up has arrived.
         end_n = ((available - 1) * self.up) // self.down + 1 if available else 0
         if last:  # as many outputs in all as the input is long at the output rate
             end_n = min(end_n, -(-self._real_in * self.up // self.down) + self.delay_out)
-        pieces = []
-        k = np.arange(self.taps_per_phase)
-        for start in range(self._n, end_n, MAX_OUTPUTS_PER_PASS):
-            n = np.arange(start, min(end_n, start + MAX_OUTPUTS_PER_PASS), dtype=np.int64)
-            newest = (n * self.down) // self.up - first_in  # index in buffer of each output's newest input
-            gathered = buffer[newest[:, None] - (self.taps_per_phase - 1) + k[None, :]]
-            pieces.append(np.einsum("ok,ok->o", gathered, self.phases[(n * self.down) % self.up]))
+        out = self._rows(buffer, self._n, end_n)
         self._n = max(self._n, end_n)
         self._consumed = available
-        self._history = buffer[len(buffer) - (self.taps_per_phase - 1) :].copy()
-        out = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+        # The next call's first row reaches back to here (never past the input: a phase is longer
+        # than the inputs between two outputs).
+        keep_from = (self._n // self.row_outputs) * self.row_step - (self.taps_per_phase - 1)
+        self._history = buffer[keep_from - self._history_start :].copy()
+        self._history_start = keep_from
         if self._to_trim:
             cut = min(self._to_trim, len(out))
             out, self._to_trim = out[cut:], self._to_trim - cut
         return out.astype(np.float32, copy=False)
+
+    def _rows(self, buffer: np.ndarray, start_n: int, end_n: int) -> np.ndarray:
+        """Outputs ``start_n`` .. ``end_n`` of the inputs ``buffer`` (from ``_history_start``): the
+        rows that hold them, each a strided window of the buffer (zeros past its end: they meet
+        only outputs after ``end_n``, which are dropped)."""
+        if end_n <= start_n:
+            return np.zeros(0, np.float32)
+        first_row, end_row = start_n // self.row_outputs, -(-end_n // self.row_outputs)
+        offset = first_row * self.row_step - (self.taps_per_phase - 1) - self._history_start
+        needed = offset + (end_row - first_row - 1) * self.row_step + self.row_inputs
+        if needed > len(buffer):
+            buffer = np.concatenate([buffer, np.zeros(needed - len(buffer), np.float32)])
+        windows = np.lib.stride_tricks.sliding_window_view(buffer[offset:needed], self.row_inputs)
+        out = (windows[:: self.row_step] @ self.rows_t).ravel()
+        skip = start_n - first_row * self.row_outputs
+        return out[skip : skip + end_n - start_n]

@@ -16,6 +16,21 @@ from models.frontend import MelFrontend
 from realtime.analyzer import Analyzer, Member, Windowing
 from realtime.engine import Engine, FeedConfig
 from realtime.frontend import StreamingMel
+from realtime.resample import LowDelayResampler
+
+# -- resampling: a quarter second of a 48 kHz device or a 44.1 kHz file to the model's rate ----
+
+
+@pytest.mark.benchmark(group="resample")
+@pytest.mark.parametrize("rate_hz", [48000, 44100])
+def test_low_delay_resampler_quarter_second(benchmark, model, rate_hz):
+    resampler = LowDelayResampler(rate_hz, model.frontend.sample_rate_hz)
+    rng = np.random.default_rng(0)
+    quarter = (0.1 * rng.standard_normal(rate_hz // 4)).astype(np.float32)
+    resampler.resample_chunk(quarter)  # a running stream's history
+    out = benchmark(resampler.resample_chunk, quarter)
+    assert abs(len(out) - model.frontend.sample_rate_hz // 4) <= 1
+
 
 # -- mel: one hop's new frames (ours) against a whole window every hop -----------------------
 
