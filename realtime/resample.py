@@ -16,8 +16,11 @@ Computed as one matrix product: the outputs come in rows of ``G`` (a multiple of
 ``r``'s inputs are one window of the signal, ``r * G * M / L`` samples after row 0's, so the
 rows are strided views of the signal (no copy per output) and a (G, window) matrix holds each
 output's phase at its offset.  It does ~3x the multiply-adds of the polyphase sums (the zeros
-around each phase) as one BLAS product: a quarter second of 48 or 44.1 kHz audio took 4-5 ms
-as a gather of each output's inputs and their sums, ~0.2 ms this way (first EPYC's type).
+around each phase) in one pass of numpy's ``einsum`` loops: a quarter second of 48 or 44.1 kHz
+audio took 2.4 ms as a gather of each output's inputs and their sums, ~0.45 ms this way (first
+EPYC's type).  Not through BLAS: numpy's OpenBLAS ran such a product on every core and its
+workers spun between calls (a 48 kHz stream in ``listen`` used half a core), and torch's, on two
+threads, took ~1 ms for a 10 ms block; ``einsum`` without ``optimize`` never calls BLAS.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ import numpy as np
 PASSBAND = 0.875  # pass band edge, as a fraction of the lower Nyquist frequency
 STOPBAND_DB = 80.0
 MIN_ROW_OUTPUTS = 64  # outputs per row of the product at least (a whole number of L's)
+MAX_ROW_ENTRIES = 1 << 20  # the rows' matrix at most (4 MB); past it, each output's inputs gathered
+GATHER_OUTPUTS = 4096  # outputs gathered at once then (bounds the (outputs, taps) scratch array)
 
 
 def kaiser_lowpass(up: int, down: int) -> tuple[np.ndarray, int]:
@@ -70,10 +75,16 @@ class LowDelayResampler:
         self.row_step = self.row_outputs * self.down // self.up  # input samples from row to row
         newest = np.arange(self.row_outputs) * self.down // self.up
         self.row_inputs = int(newest[-1]) + taps
-        rows = np.zeros((self.row_outputs, self.row_inputs), dtype=np.float32)
-        for q, offset in enumerate(newest):
-            rows[q, offset : offset + taps] = phases[(q * self.down) % self.up]
-        self.rows_t = np.ascontiguousarray(rows.T)  # (row_inputs, row_outputs)
+        # A rate with a small gcd with the model's (44056 or 22254 Hz -> 16 kHz: L = 2000 or 8000)
+        # makes a row L outputs over ~M inputs, for phases of ~K taps: an L x M matrix (360 MB at
+        # 22254 Hz) and M / K times the work.  Such rates gather each output's K inputs instead.
+        self.phases = np.ascontiguousarray(phases, dtype=np.float32)
+        self.rows_t = None
+        if self.row_outputs * self.row_inputs <= MAX_ROW_ENTRIES:
+            rows = np.zeros((self.row_outputs, self.row_inputs), dtype=np.float32)
+            for q, offset in enumerate(newest):
+                rows[q, offset : offset + taps] = self.phases[(q * self.down) % self.up]
+            self.rows_t = np.ascontiguousarray(rows.T)  # (row_inputs, row_outputs)
         # Input samples from absolute index _history_start on (zeros before the start), as far
         # back as the row of the next output reaches.
         self._history = np.zeros(taps - 1, dtype=np.float32)
@@ -122,12 +133,25 @@ class LowDelayResampler:
         only outputs after ``end_n``, which are dropped)."""
         if end_n <= start_n:
             return np.zeros(0, np.float32)
+        if self.rows_t is None:
+            return self._gathered(buffer, start_n, end_n)
         first_row, end_row = start_n // self.row_outputs, -(-end_n // self.row_outputs)
         offset = first_row * self.row_step - (self.taps_per_phase - 1) - self._history_start
         needed = offset + (end_row - first_row - 1) * self.row_step + self.row_inputs
         if needed > len(buffer):
             buffer = np.concatenate([buffer, np.zeros(needed - len(buffer), np.float32)])
         windows = np.lib.stride_tricks.sliding_window_view(buffer[offset:needed], self.row_inputs)
-        out = (windows[:: self.row_step] @ self.rows_t).ravel()
+        out = np.einsum("ri,io->ro", windows[:: self.row_step], self.rows_t).ravel()
         skip = start_n - first_row * self.row_outputs
         return out[skip : skip + end_n - start_n]
+
+    def _gathered(self, buffer: np.ndarray, start_n: int, end_n: int) -> np.ndarray:
+        """``_rows``' outputs for rates whose rows would be too large: each output's inputs gathered
+        from the buffer and summed with its phase."""
+        taps, pieces = np.arange(self.taps_per_phase), []
+        for first in range(start_n, end_n, GATHER_OUTPUTS):
+            n = np.arange(first, min(end_n, first + GATHER_OUTPUTS), dtype=np.int64)
+            oldest = (n * self.down) // self.up - (self.taps_per_phase - 1) - self._history_start
+            gathered = buffer[oldest[:, None] + taps[None, :]]
+            pieces.append(np.einsum("ok,ok->o", gathered, self.phases[(n * self.down) % self.up]))
+        return np.concatenate(pieces)

@@ -11,7 +11,12 @@ import models
 from realtime.analyzer import Analyzer, Windowing
 from realtime.resample import LowDelayResampler
 
-RATES = [(48000, 16000), (44100, 16000), (22050, 16000), (8000, 16000), (96000, 16000), (44100, 12000)]
+# The last two share a small gcd with 16 kHz (L = 2000 and 8000): their outputs are gathered, not
+# rows of one product, whose matrix would be L x M.
+RATES = [
+    (48000, 16000), (44100, 16000), (22050, 16000), (8000, 16000), (96000, 16000), (44100, 12000),
+    (44056, 16000), (22254, 16000),
+]  # fmt: skip
 
 
 def run(r: LowDelayResampler, x: np.ndarray, block: int) -> list[np.ndarray]:
@@ -44,13 +49,23 @@ def test_what_would_alias_is_gone_and_the_pass_band_is_flat(a, b):
     )
 
 
-def test_blocks_of_any_size_give_the_same_samples():
+@pytest.mark.parametrize("rate", [44100, 22254])
+def test_blocks_of_any_size_give_the_same_samples(rate):
     rng = np.random.default_rng(0)
-    x = (0.3 * rng.standard_normal(44100)).astype(np.float32)
-    whole = np.concatenate(run(LowDelayResampler(44100, 16000), x, len(x)))
+    x = (0.3 * rng.standard_normal(rate)).astype(np.float32)
+    whole = np.concatenate(run(LowDelayResampler(rate, 16000), x, len(x)))
     for block in (1, 7, 256, 1024, 10000):
-        pieces = np.concatenate(run(LowDelayResampler(44100, 16000), x, block))
+        pieces = np.concatenate(run(LowDelayResampler(rate, 16000), x, block))
         np.testing.assert_allclose(pieces, whole, atol=1e-5)  # float32 sums in another order
+
+
+@pytest.mark.parametrize("rate", [48000, 44100, 22254, 47999])
+def test_its_tables_stay_small_whatever_the_rate(rate):
+    """A rate sharing a small gcd with the model's must not build an L x M table of rows (47999 ->
+    12 kHz: 12000 x 48000 entries, 2.3 GB); its filter's L phases are what it holds (16 MB there)."""
+    r = LowDelayResampler(rate, 12000 if rate == 47999 else 16000)
+    held = sum(v.nbytes for v in vars(r).values() if isinstance(v, np.ndarray))
+    assert held < r.phases.nbytes + (8 << 20), held
 
 
 def test_it_holds_back_only_its_group_delay_every_block():
