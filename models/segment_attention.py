@@ -169,7 +169,7 @@ class SegmentAttention(SegmentModel):
         return self.attention(embeddings)
 
     def predict(self, pooled: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self.training or torch.is_grad_enabled() or graph_capture():
+        if self.training or torch.is_grad_enabled() or graph_capture() or not self.outputs:
             out = {name: layer(self.dropout(pooled)) for name, layer in self.outputs.items()}
         else:  # inference: dropout is the identity, and the heads one matrix product
             weight, bias, sizes = self._joined_outputs()

@@ -59,6 +59,10 @@ def test_inference_joins_the_heads_into_one_product_that_follows_their_weights()
         with torch.no_grad():
             model.outputs["mood"].weight.mul_(2.0)
             model.outputs["valence_arousal"].bias.add_(1.0)
+    # With the encoder's heads alone there is nothing to join.
+    bare = models.build("segment-attention", tag_heads={}, valence_arousal=False).eval()
+    with torch.inference_mode():
+        assert list(bare.predict(pooled)) == ["tags"]
 
 
 def test_frozen_encoder_gets_no_gradient_and_keeps_its_statistics():
