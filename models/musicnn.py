@@ -487,7 +487,12 @@ class Musicnn(SegmentModel):
     def _encode(self, patch: torch.Tensor, folded: bool) -> torch.Tensor:
         if folded:
             x = self.bn_input(patch.unsqueeze(1))  # (B, 1, F, T)
-            return self.back(torch.cat([block.folded(x) for block in self.front], dim=1))  # (B, live, T)
+            # Fetched once and handed to the back end too, which then keys its live layout on
+            # them as the StreamingEncoder's calls do (keyed apart, the two rebuilt it in turn).
+            onednn = _onednn_usable(x)
+            parameters = [block._folded_parameters(onednn) for block in self.front]
+            front = [block.folded(x, None, p) for block, p in zip(self.front, parameters, strict=True)]
+            return self.back(torch.cat(front, dim=1), None, parameters)  # (B, live, T) -> (B, 200)
         x = self.bn_input(patch.transpose(1, 2).unsqueeze(1))  # (B, 1, T, F)
         front = torch.cat([block(x) for block in self.front], dim=1)  # (B, 561, T)
         return self._pool(self._mid(front, None, None), None)  # every channel: the plain function

@@ -229,6 +229,21 @@ def test_weights_replaced_twice_between_calls_are_seen():
         np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-5, rtol=1e-5)
 
 
+def test_whole_windows_and_the_streaming_encoder_share_one_live_layout():
+    """Both key the kept live layout by the front end's fetched parameters: calls of either, in
+    turn, keep one layout instead of rebuilding it at each change of caller."""
+    model = models.build("musicnn-msd").eval()
+    stream = model.streaming_encoder()
+    frames = 4.0 * torch.rand(96, 260, generator=torch.Generator().manual_seed(9))
+    with torch.inference_mode():
+        model.encode(frames[None, :, :SEGMENT_FRAMES])
+        kept = model._layout_cache[1]
+        for end in range(SEGMENT_FRAMES, 260, 16):
+            stream.encode(frames, 0, [end])
+            model.encode(frames[None, :, end - SEGMENT_FRAMES : end])
+            assert model._layout_cache[1] is kept
+
+
 @pytest.mark.parametrize("onednn", [True, False])
 def test_raw_is_each_blocks_convolution(onednn):
     """``raw`` (a streaming tail's convolution before the max over frequency) is the block's
