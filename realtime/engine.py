@@ -331,8 +331,9 @@ class Engine:
             if feed.tags is None:
                 continue
             # Rounded by numpy, then Python floats at once: round() of each of ~160 tags took
-            # ~0.15 ms a hop (the same values: rint(x * 1e5) / 1e5 is the double nearest the
-            # rounded decimal, as round's is, and they agreed on 2 million random ones).
+            # ~0.15 ms a hop.  rint(x * 1e5) / 1e5 is the double nearest the rounded decimal, as
+            # round's is; they differ (by 1e-5) only where x * 1e5 lands exactly on a half in
+            # float64, which none of 10 million random values did.
             tags.update(zip(feed.names, np.round(feed.tags, 5).tolist(), strict=True))
             for i in np.flatnonzero(feed.active).tolist():  # a few of them
                 active.append(feed.names[i])
