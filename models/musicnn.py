@@ -683,7 +683,7 @@ class StreamingEncoder:
     def __init__(self, model: Musicnn):
         self.model = model
         self.window = model.segment_frames
-        self._blocks = tuple(model.front)  # indexed ~20 times a hop: a ModuleList's lookup costs ~1 us
+        self._blocks = tuple(model.front)  # used in every call: a ModuleList's lookup costs ~1 us
         for block in model.front:
             if sum(block.time_pad) >= self.window:
                 raise ValueError(f"a {block.time_pad} padded block leaves no window frame without an edge")
@@ -738,7 +738,7 @@ class StreamingEncoder:
         x = self.model.bn_input(frames[None, None])
         self._fetch_parameters(x)
         available = start + frames.shape[-1]
-        for i, block in enumerate(self.model.front):
+        for i, block in enumerate(self._blocks):
             pl, pr = block.time_pad
             first_needed = end - self.window + pl
             self._interior(i, x, start, first_needed, min(end - pr, available - pr))
@@ -754,13 +754,13 @@ class StreamingEncoder:
             self._first[i] + self._features[i].shape[-1] - (end - self.window)
             if self._left[i][0] == end
             else 0
-            for i in range(len(self.model.front))
+            for i in range(len(self._blocks))
         )
         head_end, head = self._head
         if head_end != end:
             head = None
         if known > MID_REACH + (0 if head is None else head[0].shape[-1] + 3):
-            front = torch.cat([self._front_of(i, end, known) for i in range(len(self.model.front))])
+            front = torch.cat([self._front_of(i, end, known) for i in range(len(self._blocks))])
             self._head = (end, self.model.mid_head(front[None], head, self._parameters))
 
     def _interior(
@@ -860,7 +860,7 @@ class StreamingEncoder:
         back to life) make every kept feature stale: they are forgotten.  Kept parameters are the
         same objects while the weights are; others (a GPU's) are compared by the weights' key."""
         cache = _onednn_usable(x)
-        front = self.model.front
+        front = self._blocks
         self._parameters = [block._folded_parameters(cache) for block in front]
         weights = self._parameters if cache else [block._key() for block in front]
         if self._weights is None or not all(
