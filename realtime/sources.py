@@ -26,6 +26,7 @@ at all for file, stdin or URL input.
 from __future__ import annotations
 
 import collections
+import ctypes
 import os
 import re
 import select
@@ -57,6 +58,30 @@ _TERMINATE_GRACE_S = 0.3
 # A started device that delivers nothing for this long is lost (a period is tens of ms).
 DEVICE_LOST_AFTER_S = 2.0
 _WATCH_S = 0.25  # how often the device watcher looks
+# The capture buffer on ALSA: how late PortAudio's callback may run (another thread holds the GIL,
+# the machine is busy) before the device overflows and audio is lost.  PortAudio's "low" latency
+# leaves about one period (21 ms on a 1024-frame JACK period).  A second costs a few hundred KB.
+DEVICE_BUFFER_S = 1.0
+# Its periods: about this long, a power of two of frames.  PortAudio's ALSA host API makes a
+# buffer of 4 periods unless told otherwise, and a window waits for the period that ends it
+# (a second's buffer: 256 ms periods); so it is told the number of periods.
+DEVICE_PERIOD_S = 0.02
+
+
+def device_period_frames(rate_hz: int) -> int:
+    """Frames per capture period: the power of two nearest DEVICE_PERIOD_S (1024 at 44.1 and
+    48 kHz, 256 at 16 kHz), a size sound cards and audio servers take as it is."""
+    return 1 << max(4, round(np.log2(rate_hz * DEVICE_PERIOD_S)))
+
+
+def _alsa_set_periods(sd, periods: int) -> bool:
+    """PortAudio's ALSA buffer: ``periods`` periods from the next open on (a process-wide setting;
+    4 is PortAudio's own).  False where this PortAudio has no such call."""
+    try:
+        set_periods = ctypes.CDLL(sd._libname).PaAlsa_SetNumPeriods
+    except (AttributeError, OSError):
+        return False
+    return set_periods(ctypes.c_int(periods)) == 0
 
 
 # Reconnection: waits of 1, 2, 4 ... seconds between attempts, capped here.
@@ -248,6 +273,9 @@ class DeviceSource(Source):
     substrings), or None for the default input.  ``channels`` defaults to min(2, the device's
     max input channels).  The stream opens at the device's default rate, else at the first of
     FALLBACK_RATES_HZ that opens; ``sample_rate_hz`` holds the rate actually opened.
+    ``buffer_s``: the capture buffer on ALSA (DEVICE_BUFFER_S, in periods of
+    ``device_period_frames``); None, or a device that refuses it, or another host API: PortAudio's
+    low latency.
     """
 
     kind = "device"
@@ -257,8 +285,7 @@ class DeviceSource(Source):
         self,
         device: int | str | None = None,
         channels: int | None = None,
-        blocksize: int = 0,
-        latency: float | str = "low",
+        buffer_s: float | None = DEVICE_BUFFER_S,
     ):
         sd = _import_sounddevice()
         info = _resolve_device(sd, device)
@@ -272,8 +299,8 @@ class DeviceSource(Source):
             )
         super().__init__(info["name"], int(round(info["default_samplerate"])), channels)
         self.index = int(info["index"])
-        self.blocksize = blocksize
-        self.latency = latency
+        self.buffer_s = buffer_s
+        self._alsa = sd.query_hostapis(info["hostapi"])["name"] == "ALSA"
         self._sd = sd
         self._stream = None
         self._stopping = False
@@ -333,16 +360,7 @@ class DeviceSource(Source):
         generation = self._generation
         for rate_hz in rates:
             try:
-                stream = sd.InputStream(
-                    device=self.index,
-                    channels=self.channels,
-                    samplerate=rate_hz,
-                    blocksize=self.blocksize,
-                    latency=self.latency,
-                    dtype="float32",
-                    callback=self._make_callback(self._ring, rate_hz),
-                    finished_callback=lambda: self._on_finished(generation),
-                )
+                stream = self._input_stream(rate_hz, generation)
             except sd.PortAudioError as exc:
                 failures.append(f"{rate_hz} Hz: {exc}")
                 continue
@@ -364,6 +382,31 @@ class DeviceSource(Source):
             stream.close(ignore_errors=True)
             raise SourceError(f"input device {self.name!r} opened but would not start: {exc}") from exc
         return stream
+
+    def _input_stream(self, rate_hz: int, generation: int):
+        """An unstarted stream at ``rate_hz``: with the capture buffer where the device takes it,
+        else with PortAudio's low latency; PortAudioError if neither opens."""
+        sd = self._sd
+        stream_args = dict(
+            device=self.index,
+            channels=self.channels,
+            samplerate=rate_hz,
+            dtype="float32",
+            callback=self._make_callback(self._ring, rate_hz),
+            finished_callback=lambda: self._on_finished(generation),
+        )
+        period_frames = device_period_frames(rate_hz)
+        periods = max(2, round(self.buffer_s * rate_hz / period_frames)) if self.buffer_s else 0
+        if periods and self._alsa and _alsa_set_periods(sd, periods):
+            try:
+                # blocksize 0: the callback gets each period as it comes (a size of our own
+                # makes PortAudio adapt through a buffer, which here added a period of delay).
+                return sd.InputStream(blocksize=0, latency=periods * period_frames / rate_hz, **stream_args)
+            except sd.PortAudioError:
+                pass  # a device that takes no such buffer: PortAudio's own choice below
+            finally:
+                _alsa_set_periods(sd, 4)
+        return sd.InputStream(blocksize=0, latency="low", **stream_args)
 
     def _watch(self) -> None:
         """Every quarter second: is the device still delivering?  If not, reopen it (or fail)."""

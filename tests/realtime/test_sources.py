@@ -25,6 +25,7 @@ import soundfile as sf
 
 from realtime.ring import RingBuffer
 from realtime.sources import FileSource, SourceError, StdinSource, UrlSource
+from tests.realtime.paced_mic import RATE_HZ, paced_mic  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLIP_RATE_HZ = 16000
@@ -96,6 +97,13 @@ _DEVICE_PROBE = textwrap.dedent(
             os.replace(path + ".new", path)
         ring = RingBuffer(args["capacity_frames"], src.channels)
         src.start(ring)
+        if args.get("hold_gil_s"):
+            # Once the music flows, hold the GIL as a long call in another thread would: PortAudio's
+            # callback (Python) waits meanwhile.  ctypes.PyDLL keeps the GIL during the C call.
+            while ring.available() < src.sample_rate_hz // 2:
+                time.sleep(0.002)
+            import ctypes
+            ctypes.PyDLL(None).usleep(int(args["hold_gil_s"] * 1e6))
     except SourceError as exc:
         result["source_error"] = str(exc)
         print(json.dumps(result))
@@ -104,8 +112,12 @@ _DEVICE_PROBE = textwrap.dedent(
     want = args["frames"]
     deadline = time.monotonic() + args["timeout_s"]
     # A full ring (dropped > 0) will never reach `want`: the unpaced mic outruns any reader.
+    ages = []  # how old the newest frame is, in ms, every few ms: what a window waits for
     while time.monotonic() < deadline and ring.available() < want and not src.finished and not ring.dropped_frames:
         time.sleep(0.002)
+        if ring.write_index:
+            ages.append(1e3 * (time.time() - ring.last_capture[1]))
+    result["age_ms_p50"] = float(np.median(ages)) if ages else None
     if args.get("wait_after_s"):
         time.sleep(args["wait_after_s"])
     read_wall = time.time()
@@ -166,6 +178,28 @@ def test_device_by_name_delivers_the_clip_exactly(virtual_mic, clip, tmp_path):
     end_index, capture_wall = got["last_capture"]
     assert end_index == got["write_index"]
     assert before < capture_wall < got["read_wall"] + 0.5
+
+
+def test_paced_device_loses_nothing_while_its_callback_waits_half_a_second(paced_mic, tmp_path):  # noqa: F811
+    # A ramp: every sample differs from the next by one step, so a lost or repeated block shows.
+    ramp = np.linspace(-0.9, 0.9, 4 * RATE_HZ, dtype=np.float32)
+    mic = paced_mic(ramp, RATE_HZ)
+    frames = 3 * RATE_HZ
+    got = probe_device(
+        mic.env, tmp_path, mic.device, frames=frames, capacity_frames=2 * frames, hold_gil_s=0.5
+    )
+
+    # The device's buffer (DEVICE_BUFFER_S) held the audio while the callback waited; PortAudio's
+    # "low" latency (one 21 ms period here) overflows.
+    assert (got["overflows"], got["dropped"]) == (0, 0), got
+    # And the buffer came in short periods: the newest frame is a period or two old (21 ms each),
+    # not a quarter of the buffer (PortAudio's own choice: 256 ms).
+    assert got["age_ms_p50"] < 60, got["age_ms_p50"]
+    captured = got["data"][:, 0]
+    start = int(np.flatnonzero(captured)[0])  # silence until the player starts, a period in
+    played = captured[start:]
+    assert 2.5 * RATE_HZ < len(played) <= len(ramp)
+    np.testing.assert_array_equal(played, ramp[: len(played)])
 
 
 def test_device_by_index_mono_and_default(virtual_mic, clip, tmp_path):
@@ -267,7 +301,11 @@ def test_virtual_mic_restricted_from_the_start_reports_its_only_rate(virtual_mic
 
 def test_device_that_dies_after_start_reports_error(virtual_mic, clip, tmp_path):
     env = virtual_mic(clip, name="flakymic", fail_after_start=True)
-    got = probe_device(env, tmp_path, "flakymic", frames=10**9, capacity_frames=4096, channels=1, timeout_s=5)
+    # The error comes when the plugin writes its first period's copy, after PortAudio has read
+    # ahead up to its buffer (DEVICE_BUFFER_S): a ring that held less would fill first.
+    got = probe_device(
+        env, tmp_path, "flakymic", frames=10**9, capacity_frames=1 << 20, channels=1, timeout_s=5
+    )
     assert got["state"] == "error"
     assert "flakymic" in got["error"] and "stopped delivering" in got["error"]
 
