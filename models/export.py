@@ -24,7 +24,10 @@ from models.frontend import MelFrontend
 
 OPSET = 17
 STREAMING_GRAPHS = ("encoder.onnx", "pool_predict.onnx")
-STAMP = "onnx.json"  # the weights and opset the streaming graphs beside it were exported from
+STAMP = "onnx.json"  # the weights, opset and graph version the streaming graphs beside it were exported from
+# What the exporter writes, in versions: graphs of an older one are exported again.
+# 2: musicnn's dead filters left out (``_FreqPooledConv._live_filters``), 1/10 of its work.
+GRAPH_VERSION = 2
 
 
 class _Forward(nn.Module):
@@ -154,7 +157,7 @@ def current_streaming(folder: Path, digest: str) -> bool:
         stamp = json.loads((folder / STAMP).read_text())
     except (OSError, ValueError):
         return False
-    same = stamp == {"weights_sha256": digest, "opset": OPSET}
+    same = stamp == {"weights_sha256": digest, "opset": OPSET, "graph": GRAPH_VERSION}
     return same and all((folder / name).is_file() for name in STREAMING_GRAPHS)
 
 
@@ -162,7 +165,7 @@ def write_streaming(model: SegmentModel, folder: str | Path) -> tuple[Path, Path
     """``export_streaming`` into ``folder``, stamped with the weights the graphs hold (``STAMP``)."""
     folder = Path(folder)
     encoder, head = export_streaming(model, folder)
-    stamp = {"weights_sha256": weights_digest(model), "opset": OPSET}
+    stamp = {"weights_sha256": weights_digest(model), "opset": OPSET, "graph": GRAPH_VERSION}
     (folder / STAMP).write_text(json.dumps(stamp) + "\n")
     return encoder, head
 

@@ -313,10 +313,13 @@ class _FreqPooledConv(nn.Module):
         its 561 front-end channels are live, with a clean gap (the dead ones' weights at most
         2e-7, the live ones' at least 9e-4), and skipping the rest is ~90 % of its front end's
         multiply-adds.  MTT's weights tail off with no such gap: 347 live at this bound.  Decided
-        by value, so not in a graph being traced, exported or compiled: those keep every filter.
-        (Eval mode only, where the weights are frozen: a dead filter gets no gradient here.)
-        ``key``: ``_key()``, when the caller has it."""
-        if graph_capture():  # an exported or compiled graph keeps every filter: no decision by value
+        by value, so not in a graph being traced or compiled, which reads the weights when it runs
+        (they may have changed by then): those keep every filter.  An ONNX export holds the
+        weights' values, so it holds the live filters alone (the indices, a constant of the
+        graph; its stamp, ``models.export.STAMP``, names the weights).  (Eval mode only, where the
+        weights are frozen: a dead filter gets no gradient here.)  ``key``: ``_key()``, when the
+        caller has it."""
+        if graph_capture() and not torch.onnx.is_in_onnx_export():
             return None
         key = self._key() if key is None else key
         if (
@@ -605,8 +608,10 @@ class Musicnn(SegmentModel):
         if len(channels) == len(constant):
             live = _Live(channels, mid, None, None, None)
         else:
-            dead = torch.ones_like(constant, dtype=torch.bool).index_fill_(0, channels, False)
-            mid_constant = (mid[:, dead] * constant[dead][None, :, None]).sum(1, keepdim=True)
+            # Each channel's value where it is dead, 0 where live.  (Masks and fills that an ONNX
+            # export traces: no boolean indexing, no fill with a bool.)
+            dead_values = constant * torch.ones_like(constant).index_fill_(0, channels, 0.0)
+            mid_constant = (mid * dead_values[None, :, None]).sum(1, keepdim=True)
             # TensorFlow's pooled vector interleaves each feature's max and mean; the mid end's
             # 192 features follow the front end's 561.
             features = torch.cat(
@@ -625,7 +630,7 @@ class Musicnn(SegmentModel):
                 mid.index_select(1, channels).contiguous(),
                 mid_constant,
                 (dense[:, pooled_live] * scale[pooled_live]).contiguous(),
-                torch.addmv(self.dense.bias, dense, scale * known + shift),
+                dense @ (scale * known + shift) + self.dense.bias,  # (addmv has no ONNX export)
             )
         if cache:
             self._layout_cache = (key, live, (pinned(tensors), fronts))

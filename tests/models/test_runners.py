@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import torch
 
 import models
 from models.artifact import DEFAULT
+from models.export import GRAPH_VERSION, STAMP
 from models.runners import BACKENDS, make_runner
 from realtime.analyzer import Analyzer, Windowing
 from tests.conftest import REPO
@@ -70,6 +72,20 @@ def test_graphs_for_other_weights_are_not_used_and_a_cache_export_happens_once(t
     assert exported.name.startswith("segment-attention-")
     forbid_onnx_export(monkeypatch)
     make_runner(model, "onnx")  # the second start finds the cache's graphs
+
+
+def test_graphs_of_an_older_exporter_are_exported_again(tmp_path, monkeypatch):
+    """A stamp without this exporter's graph version (graphs that convolved musicnn's dead filters
+    too, 10x the work) is stale: the next start exports them again."""
+    monkeypatch.setenv("MOODSTREAM_CACHE", str(tmp_path / "cache"))
+    model = models.resolve("default")
+    make_runner(model, "onnx")
+    (folder,) = (tmp_path / "cache" / "onnx").iterdir()
+    stamp = json.loads((folder / STAMP).read_text())
+    assert stamp.pop("graph") == GRAPH_VERSION
+    (folder / STAMP).write_text(json.dumps(stamp))
+    make_runner(model, "onnx")
+    assert json.loads((folder / STAMP).read_text())["graph"] == GRAPH_VERSION
 
 
 def test_the_backend_table_and_an_unknown_backend():
