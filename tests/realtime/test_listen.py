@@ -602,6 +602,22 @@ def test_listen_makes_openmp_threads_wait_passively_unless_told_otherwise():
     assert out.stdout.split() == ["False", "ACTIVE"], out.stderr  # the user's own setting wins
 
 
+def test_listen_keeps_numpys_blas_on_one_thread_unless_told_otherwise():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    show = (
+        "import realtime.listen, numpy, threadpoolctl; "
+        "print(*sorted({i['num_threads'] for i in threadpoolctl.threadpool_info() if i['user_api'] == 'blas'}))"
+    )
+    # (OMP_NUM_THREADS, which the tests set, would hold OpenBLAS to one thread too.)
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    assert "blas" in {i["user_api"] for i in threadpoolctl.threadpool_info()}, "premise: numpy has a BLAS"
+    out = subprocess.run([sys.executable, "-c", show], cwd=REPO, env=env, capture_output=True, text=True)
+    assert out.stdout.split() == ["1"], out.stderr
+    env["OPENBLAS_NUM_THREADS"] = "2"
+    out = subprocess.run([sys.executable, "-c", show], cwd=REPO, env=env, capture_output=True, text=True)
+    assert out.stdout.split() == ["2"], out.stderr  # the user's own setting wins
+
+
 def test_listen_runs_on_one_thread_unless_told_otherwise(music_clip):
     """A live hop is many small calls: one thread gave the lower, steadier lag (bench/RESULTS.md).
     analyze, a file as fast as it goes, keeps the library's default."""
