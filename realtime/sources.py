@@ -74,6 +74,16 @@ def device_period_frames(rate_hz: int) -> int:
     return 1 << max(4, round(np.log2(rate_hz * DEVICE_PERIOD_S)))
 
 
+# PortAudio's number of ALSA periods is one setting for the whole process: set, open, set back
+# under this lock (a reconnecting device's watcher opens from its own thread).
+_PERIODS_LOCK = threading.Lock()
+_PA_DEVICE_UNAVAILABLE = -9985  # paDeviceUnavailable: busy, and PortAudio already tried for ~1 s
+# How fast the capture clock's wall-clock offset may rise (s per s of stream time): it is the
+# least seen, so a callback that waited for the GIL does not move it, yet a wall clock set
+# forward is followed.
+_OFFSET_RISE = 0.01
+
+
 def _alsa_set_periods(sd, periods: int) -> bool:
     """PortAudio's ALSA buffer: ``periods`` periods from the next open on (a process-wide setting;
     4 is PortAudio's own).  False where this PortAudio has no such call."""
@@ -307,6 +317,7 @@ class DeviceSource(Source):
         self._generation = 0  # of the stream opened last: an abandoned stream's callbacks are ignored
         self._lost: str | None = None  # set by PortAudio's finished callback after a host error
         self._last_callback_s = time.monotonic()
+        self._block_frames: int | None = None  # the last callback's, for _open's check
         self.lost_after_s = DEVICE_LOST_AFTER_S
 
     def _make_callback(self, ring: RingBuffer, rate_hz: int):
@@ -314,15 +325,26 @@ class DeviceSource(Source):
         now = time.time
         monotonic = time.monotonic
         last_frame_offset_s = 1.0 / rate_hz
+        offset_s: float | None = None  # wall clock minus the stream's clock
+        offset_at = 0.0  # on the stream's clock
 
         # Runs on PortAudio's audio thread: it only computes a timestamp and copies.
         def callback(indata, frames, time_info, status):
+            nonlocal offset_s, offset_at
             self._last_callback_s = monotonic()  # for the watcher: the device is delivering
+            self._block_frames = frames  # for _open: the periods the device gave
             adc_s = time_info.inputBufferAdcTime
             if adc_s:
-                # inputBufferAdcTime is the first frame's capture on the stream clock; move it to
-                # the wall clock and on to the block's last frame.
-                capture = now() - (time_info.currentTime - adc_s) + (frames - 1) * last_frame_offset_s
+                # inputBufferAdcTime is the first frame's capture on the stream clock; moved to the
+                # wall clock and on to the block's last frame.  PortAudio reads its clock before
+                # the call, which may then wait for the GIL (the buffer holds the audio meanwhile):
+                # so the offset is the least seen, not this call's.
+                stream_now = time_info.currentTime
+                seen = now() - stream_now
+                if offset_s is not None:
+                    seen = min(seen, offset_s + _OFFSET_RISE * (stream_now - offset_at))
+                offset_s, offset_at = seen, stream_now
+                capture = adc_s + offset_s + (frames - 1) * last_frame_offset_s
             else:  # the host API gives no timing
                 capture = now()
             write(indata, capture, bool(status.input_overflow))
@@ -360,7 +382,7 @@ class DeviceSource(Source):
         generation = self._generation
         for rate_hz in rates:
             try:
-                stream = self._input_stream(rate_hz, generation)
+                stream, buffered = self._input_stream(rate_hz, generation)
             except sd.PortAudioError as exc:
                 failures.append(f"{rate_hz} Hz: {exc}")
                 continue
@@ -375,17 +397,34 @@ class DeviceSource(Source):
         self.sample_rate_hz = rate_hz
         self._lost = None
         self._last_callback_s = time.monotonic()
+        self._block_frames = None
         try:
             stream.start()
         except sd.PortAudioError as exc:
             self._generation += 1
             stream.close(ignore_errors=True)
             raise SourceError(f"input device {self.name!r} opened but would not start: {exc}") from exc
+        if buffered and not self._short_periods(rate_hz):
+            # A driver that takes few periods made the buffer of long ones (a window would wait
+            # for each): PortAudio's low latency instead, from now on.
+            self._generation += 1
+            stream.abort(ignore_errors=True)
+            stream.close(ignore_errors=True)
+            self.buffer_s = None
+            return self._open([rate_hz])
         return stream
 
+    def _short_periods(self, rate_hz: int) -> bool:
+        """Whether the stream just started delivers its periods in blocks of at most twice
+        ``device_period_frames`` (True if none came within a quarter second: the watcher's case)."""
+        deadline = time.monotonic() + 0.25
+        while self._block_frames is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        return self._block_frames is None or self._block_frames <= 2 * device_period_frames(rate_hz)
+
     def _input_stream(self, rate_hz: int, generation: int):
-        """An unstarted stream at ``rate_hz``: with the capture buffer where the device takes it,
-        else with PortAudio's low latency; PortAudioError if neither opens."""
+        """(an unstarted stream at ``rate_hz``, whether it has the capture buffer): with it where
+        the device takes it, else with PortAudio's low latency; PortAudioError if neither opens."""
         sd = self._sd
         stream_args = dict(
             device=self.index,
@@ -397,16 +436,21 @@ class DeviceSource(Source):
         )
         period_frames = device_period_frames(rate_hz)
         periods = max(2, round(self.buffer_s * rate_hz / period_frames)) if self.buffer_s else 0
-        if periods and self._alsa and _alsa_set_periods(sd, periods):
-            try:
-                # blocksize 0: the callback gets each period as it comes (a size of our own
-                # makes PortAudio adapt through a buffer, which here added a period of delay).
-                return sd.InputStream(blocksize=0, latency=periods * period_frames / rate_hz, **stream_args)
-            except sd.PortAudioError:
-                pass  # a device that takes no such buffer: PortAudio's own choice below
-            finally:
-                _alsa_set_periods(sd, 4)
-        return sd.InputStream(blocksize=0, latency="low", **stream_args)
+        if periods and self._alsa:
+            with _PERIODS_LOCK:
+                if _alsa_set_periods(sd, periods):
+                    try:
+                        # blocksize 0: the callback gets each period as it comes (a size of our
+                        # own makes PortAudio adapt through a buffer, which added a period of delay).
+                        latency_s = periods * period_frames / rate_hz
+                        return sd.InputStream(blocksize=0, latency=latency_s, **stream_args), True
+                    except sd.PortAudioError as exc:
+                        if len(exc.args) > 1 and exc.args[1] == _PA_DEVICE_UNAVAILABLE:
+                            raise  # busy: another try would wait as long again
+                        # else a device that takes no such buffer: PortAudio's own choice below
+                    finally:
+                        _alsa_set_periods(sd, 4)
+        return sd.InputStream(blocksize=0, latency="low", **stream_args), False
 
     def _watch(self) -> None:
         """Every quarter second: is the device still delivering?  If not, reopen it (or fail)."""

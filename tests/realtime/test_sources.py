@@ -23,9 +23,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from bench.paced_mic import JackServer, missing
 from realtime.ring import RingBuffer
 from realtime.sources import FileSource, SourceError, StdinSource, UrlSource
-from tests.realtime.paced_mic import RATE_HZ, paced_mic  # noqa: F401
+from tests.realtime.paced_mic import RATE_HZ, jack_server_name, paced_mic  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLIP_RATE_HZ = 16000
@@ -96,6 +97,10 @@ _DEVICE_PROBE = textwrap.dedent(
                 f.write(text)
             os.replace(path + ".new", path)
         ring = RingBuffer(args["capacity_frames"], src.channels)
+        stamps = []  # (stream index after the block, its capture time) of every block written
+        write = ring.write
+        ring.write = lambda block, capture=None, overflow=False: (
+            write(block, capture, overflow), stamps.append((ring.write_index, capture)))[0]
         src.start(ring)
         if args.get("hold_gil_s"):
             # Once the music flows, hold the GIL as a long call in another thread would: PortAudio's
@@ -129,6 +134,7 @@ _DEVICE_PROBE = textwrap.dedent(
     result.update(
         state=src.state, error=src.error, write_index=ring.write_index, dropped=ring.dropped_frames,
         overflows=ring.overflows, last_capture=ring.last_capture, read_wall=read_wall,
+        stamps=stamps, buffer_s=src.buffer_s,
     )
     print(json.dumps(result))
     """
@@ -195,11 +201,34 @@ def test_paced_device_loses_nothing_while_its_callback_waits_half_a_second(paced
     # And the buffer came in short periods: the newest frame is a period or two old (21 ms each),
     # not a quarter of the buffer (PortAudio's own choice: 256 ms).
     assert got["age_ms_p50"] < 60, got["age_ms_p50"]
+    # Each block's capture time follows the device's clock, the ones that waited too: stamped when
+    # the callback ran, the first block after the wait read 0.5 s late.  (Tens of ms of slack:
+    # the clock's offset is the least seen so far, which the first calls of a loaded machine
+    # may overstate.)
+    index, capture = np.array(got["stamps"]).T
+    off_clock_s = np.abs(np.diff(capture) - np.diff(index) / RATE_HZ)
+    assert off_clock_s.max() < 0.1, off_clock_s.max()
     captured = got["data"][:, 0]
     start = int(np.flatnonzero(captured)[0])  # silence until the player starts, a period in
     played = captured[start:]
     assert 2.5 * RATE_HZ < len(played) <= len(ramp)
     np.testing.assert_array_equal(played, ramp[: len(played)])
+
+
+def test_a_device_with_long_periods_gets_portaudios_low_latency(tmp_path):
+    # A JACK server with 4096-frame periods (85 ms): the device gives the second's buffer in long
+    # periods, which a window would wait for; the source opens it again with PortAudio's low
+    # latency (here the same periods: they are the server's) and captures on.
+    why = missing()
+    if why:
+        pytest.skip(why)
+    (tmp_path / "jack").mkdir()
+    with JackServer(tmp_path / "jack", name=jack_server_name(), period_frames=4096) as server:
+        mic = server.microphone(np.full(3 * RATE_HZ, 0.25, dtype=np.float32), RATE_HZ)
+        got = probe_device(mic.env, tmp_path, mic.device, frames=RATE_HZ, capacity_frames=4 * RATE_HZ)
+    assert got["buffer_s"] is None, got
+    assert (got["overflows"], got["dropped"]) == (0, 0) and len(got["data"]) >= RATE_HZ
+    assert np.diff([i for i, _ in got["stamps"]]).max() == 4096
 
 
 def test_device_by_index_mono_and_default(virtual_mic, clip, tmp_path):
