@@ -31,9 +31,8 @@ class AttentionPooling(nn.Module):
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:  # (B, K, D)
         # Only the newest max_segments count; older ones fall out of the context.
         embeddings = embeddings[:, -self.max_segments :]
-        if (
-            not graph_capture() and not torch.is_grad_enabled() and embeddings.shape[1] == 1
-        ):  # (a traced shape warns)
+        # (Tracing checked first: a traced shape compared to 1 warns.)
+        if not graph_capture() and not torch.is_grad_enabled() and embeddings.shape[1] == 1:
             # One segment's weight is a softmax of one score, exactly 1: in inference, the
             # embedding itself, without the ~10 calls that weigh it.  (Training keeps them: their
             # gradient is 0, not None, which an optimizer's weight decay still acts on; a traced

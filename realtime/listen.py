@@ -24,8 +24,8 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # numpy's OpenBLAS likewise: its workers spin between calls, and a matrix product of a few
 # thousand entries in the live path (the resampler's first version) took 33 % of a core per 48 kHz
-# stream that way, against 11 % on one thread (bench/RESULTS.md).  None is needed: the hop is
-# small, and torch and ONNX Runtime have threads of their own.
+# stream that way, three times the whole stream's CPU before it (bench/RESULTS.md).  None is
+# needed: the hop is small, and torch and ONNX Runtime have threads of their own.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse

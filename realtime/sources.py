@@ -284,8 +284,8 @@ class DeviceSource(Source):
     max input channels).  The stream opens at the device's default rate, else at the first of
     FALLBACK_RATES_HZ that opens; ``sample_rate_hz`` holds the rate actually opened.
     ``buffer_s``: the capture buffer on ALSA (DEVICE_BUFFER_S, in periods of
-    ``device_period_frames``); None, or a device that refuses it, or another host API: PortAudio's
-    low latency.
+    ``device_period_frames``); None, a device that refuses it or gives it in long periods, or
+    another host API: PortAudio's low latency (``buffer_s`` is None after such a device).
     """
 
     kind = "device"
