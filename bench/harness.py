@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import socket
 import subprocess
@@ -21,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import zmq
+
+from realtime.live_env import set_live_env
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_AUDIO = REPO.parent / "shared" / "data" / "4q" / "audio"
@@ -118,6 +121,8 @@ class ListenProcess:
         if streams:
             head = [sys.executable, "-m", "bench.scale", "--host", "--endpoints", ",".join(self.endpoints)]
             self.command = head + ["--", *options]
+            # bench.scale loads numpy before the engines' listen could set their environment.
+            env = set_live_env(dict(os.environ if env is None else env))
         else:
             self.command = [sys.executable, "-m", "realtime.listen", *options, "--pub", self.endpoint]
         self._stderr = open(self.stderr_path, "wb")

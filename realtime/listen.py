@@ -15,20 +15,13 @@ Examples:
 
 from __future__ import annotations
 
-import os
+# Thread pools that sleep rather than spin (realtime/live_env.py): set before numpy and torch load.
+from realtime.live_env import set_live_env
 
-# Live analysis shares the machine (DJ software, lighting control): OpenMP threads that spin
-# while they wait turn one busy core into hops of hundreds of ms (bench/RESULTS.md, "Threads").
-# They sleep instead, as ONNX Runtime's already do here.  It must be set before torch loads
-# libgomp, so before the imports below; an OMP_WAIT_POLICY of the user's own wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-# numpy's OpenBLAS likewise: its workers spin between calls, and a matrix product of a few
-# thousand entries in the live path (the resampler's first version) took 33 % of a core per 48 kHz
-# stream that way, three times the whole stream's CPU before it (bench/RESULTS.md).  None is
-# needed: the hop is small, and torch and ONNX Runtime have threads of their own.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+set_live_env()
 
 import argparse
+import os
 import shutil
 import signal
 import sys

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from bench.harness import Feed
+from bench.harness import Feed, ListenProcess
 from bench.scale import Step, drained, memory_shortfall, schedule
+from realtime.live_env import LIVE_ENV
 from tests.bench.refused import refused
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,6 +75,27 @@ def test_threads_layout_runs_several_engines_in_one_process(tmp_path, shared_dat
     assert proc.returncode == 0, proc.stderr
     [step] = json.loads(out.read_text())["results"]
     check_step(step, "threads", 2)
+
+
+def test_the_host_of_many_engines_starts_in_listens_environment(tmp_path, shared_data, monkeypatch):
+    """bench.scale loads numpy before its engines' listen could set the thread pools' environment
+    (realtime/live_env.py), so the host is started with it."""
+    for name in LIVE_ENV:
+        monkeypatch.delenv(name, raising=False)
+    clip = shared_data / "4q" / "audio" / "Q1" / "MT0000040632.ogg"
+    host = ListenProcess(["--file", str(clip), "--realtime"], tmp_path, "host", model=MODEL, streams=2)
+    proc = Path(f"/proc/{host.pid}")
+    try:
+        deadline = time.monotonic() + 30
+        # Until the child has exec'd, /proc shows the environment it forked with (the test's).
+        while b"bench.scale" not in (proc / "cmdline").read_bytes():
+            assert time.monotonic() < deadline and host.proc.poll() is None, host.error()
+            time.sleep(0.01)
+        entries = (proc / "environ").read_bytes().decode().split("\0")
+    finally:
+        host.stop(grace_s=0.0)
+    environ = dict(entry.split("=", 1) for entry in entries if "=" in entry)
+    assert {name: environ.get(name) for name in LIVE_ENV} == LIVE_ENV
 
 
 def fake(capacity: int, tried: list[int]):
