@@ -19,7 +19,7 @@ output's phase at its offset.  It does ~3x the multiply-adds of the polyphase su
 around each phase) in one pass of numpy's ``einsum`` loops: a quarter second of 48 or 44.1 kHz
 audio took 2.4 ms as a gather of each output's inputs and their sums, ~0.45 ms this way (first
 EPYC's type).  Not through BLAS: numpy's OpenBLAS ran such a product on every core and its
-workers spun between calls (a 48 kHz stream in ``listen`` used half a core), and torch's, on two
+workers spun between calls (a 48 kHz stream in ``listen`` used a third of a core), and torch's, on two
 threads, took ~1 ms for a 10 ms block; ``einsum`` without ``optimize`` never calls BLAS.
 """
 
