@@ -1,6 +1,6 @@
 """Real receivers for the output tests, none of them ours, and what each must have received.
 
-- OSC: ``oscdump`` (liblo, Debian ``liblo-tools``) and a python-osc server;
+- OSC: ``oscdump`` (liblo, Debian ``liblo-tools``) and python-osc's message parser on a UDP socket;
 - Art-Net and sACN: a UDP socket, packets checked with stupidArtnet's header test and parsed by
   the ``sacn`` library's E1.31 parser (Art-Net's 18-byte header is read here);
 - OS2L: a TCP server that reads JSON objects, optionally announced by DNS-SD with zeroconf;
@@ -23,8 +23,7 @@ import threading
 import time
 
 import numpy as np
-from pythonosc.dispatcher import Dispatcher
-from pythonosc.osc_server import BlockingOSCUDPServer
+from pythonosc.osc_message import OscMessage
 
 from realtime.outputs.values import Slugs, mood_colour
 from tests.realtime.harness import free_port
@@ -62,23 +61,64 @@ class OscDump:
         return parsed
 
 
-class OscServer:
-    """A python-osc server on loopback, collecting (address, arguments) in arrival order."""
+class UdpReceiver:
+    """A UDP socket on loopback whose thread only reads: datagrams are kept as bytes, parsed when read.
+
+    Parsing in the reading loop (python-osc's server takes ~0.1 ms a datagram) fell behind a
+    hop's ~170 OSC datagrams on a loaded 2-core machine, and the kernel dropped what its buffer
+    could not hold: a receiver's loss, not the output's.  So the loop does nothing but ``recv``,
+    and the buffer holds a few seconds of output (beyond ``net.core.rmem_max`` where allowed).
+    """
+
+    RCVBUF_BYTES = 8 << 20
 
     def __init__(self):
-        self.messages: list[tuple[str, tuple]] = []
-        dispatcher = Dispatcher()
-        dispatcher.set_default_handler(lambda address, *args: self.messages.append((address, args)))
-        self.server = BlockingOSCUDPServer(("127.0.0.1", 0), dispatcher)
-        # Python takes ~0.1 ms a message: room for a whole hop (~170 datagrams) in the socket buffer.
-        self.server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:  # SO_RCVBUFFORCE (Linux, 33): as root (CAP_NET_ADMIN), past rmem_max
+            self.sock.setsockopt(socket.SOL_SOCKET, 33, self.RCVBUF_BYTES)
+        except OSError:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.RCVBUF_BYTES)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.05)
+        self.port = self.sock.getsockname()[1]
+        self._datagrams: list[bytes] = []
+        self._parsed: list = []
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._datagrams.append(self.sock.recv(65536))
+            except TimeoutError:
+                continue
+
+    def parse(self, data: bytes):
+        raise NotImplementedError
+
+    def received(self) -> list:
+        """Everything received so far, parsed, in arrival order."""
+        for data in self._datagrams[len(self._parsed) : len(self._datagrams)]:
+            self._parsed.append(self.parse(data))
+        return self._parsed
+
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._stop.set()
+        self.thread.join(2)
+        self.sock.close()
+
+
+class OscServer(UdpReceiver):
+    """OSC on loopback, each datagram parsed by python-osc: (address, arguments) in arrival order."""
+
+    def parse(self, data: bytes) -> tuple[str, tuple]:
+        message = OscMessage(data)
+        return message.address, tuple(message.params)
+
+    @property
+    def messages(self) -> list[tuple[str, tuple]]:
+        return self.received()
 
 
 def osc_hops(messages: list[tuple[str, tuple]], prefix: str = "/moodstream") -> list[dict[str, object]]:
@@ -127,28 +167,16 @@ def pytest_approx(x: float):
     return pytest.approx(x, abs=1e-6)
 
 
-class DmxReceiver:
+class DmxReceiver(UdpReceiver):
     """UDP on loopback for Art-Net or sACN packets: (protocol fields, 512 levels) in arrival order."""
 
     def __init__(self, protocol: str):
         self.protocol = protocol
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)  # room for a burst
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.1)
-        self.port = self.sock.getsockname()[1]
-        self.packets: list[dict] = []
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        super().__init__()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data = self.sock.recv(2048)
-            except TimeoutError:
-                continue
-            self.packets.append(self.parse(data))
+    @property
+    def packets(self) -> list[dict]:
+        return self.received()
 
     def parse(self, data: bytes) -> dict:
         if self.protocol == "artnet":
@@ -173,11 +201,6 @@ class DmxReceiver:
             "terminated": packet.option_StreamTerminated,
             "source": packet.sourceName,
         }
-
-    def close(self) -> None:
-        self._stop.set()
-        self.thread.join(2)
-        self.sock.close()
 
 
 def dmx_frame(mood: dict, start: int, before: bytearray) -> bytearray:
