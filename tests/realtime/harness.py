@@ -10,6 +10,7 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -153,6 +154,46 @@ def finish(proc: subprocess.Popen, timeout_s: float = 60) -> tuple[int, str]:
         proc.stdin = None  # already written and closed by the test
     _, err = proc.communicate(timeout=timeout_s)
     return proc.returncode, err.decode("utf-8", "replace")
+
+
+class StderrLines:
+    """A process's stderr read line by line as it comes (by a thread): wait for a line, not a guessed sleep.
+
+    A fixed sleep before a signal failed on a loaded machine, where starting Python and importing
+    the libraries took longer than the sleep; and a signal before the process set its handler
+    ends it with a traceback.
+    """
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line.decode("utf-8", "replace") if isinstance(line, bytes) else line)
+
+    def wait_for(self, predicate, timeout_s: float = 60) -> str:
+        """The first line (without its newline) ``predicate`` holds for; fails after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for line in list(self.lines):
+                if predicate(line.rstrip("\n")):
+                    return line.rstrip("\n")
+            assert time.monotonic() < deadline and (self._thread.is_alive() or self.proc.poll() is None), (
+                "".join(self.lines)
+            )
+            time.sleep(0.05)
+
+    def finish(self, timeout_s: float = 30) -> tuple[int, str]:
+        """Wait for the process to end: its exit code and all it wrote on stderr."""
+        code = self.proc.wait(timeout=timeout_s)
+        self._thread.join(timeout_s)
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        return code, "".join(self.lines)
 
 
 def run(module: str, *args: str, env=None, timeout_s: float = 60) -> subprocess.CompletedProcess:

@@ -19,7 +19,7 @@ import zmq
 from realtime.keys import CurveError, secure_subscriber
 from realtime.keys import main as keys_main
 from realtime.publisher import Publisher, PublisherError
-from tests.realtime.harness import REPO, free_endpoint
+from tests.realtime.harness import REPO, StderrLines, free_endpoint
 from tests.realtime.test_subscribe import valid_mood
 
 pytestmark = pytest.mark.skipif(not zmq.has("curve"), reason="libzmq without CURVE")
@@ -187,10 +187,10 @@ def test_the_bridge_says_it_too_even_quiet(keys):
             [sys.executable, "-m", "realtime.bridge", "--from", endpoint, "--osc", "127.0.0.1:9", "--quiet"],
             cwd=REPO, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        time.sleep(3)  # started, connected, refused (within ~0.5 s of the connection)
+        stderr = StderrLines(bridge)
+        line = stderr.wait_for(lambda line: True, 60)  # started, connected, refused (~0.5 s after connecting)
         bridge.send_signal(signal.SIGINT)
-        _, err = bridge.communicate(timeout=10)
-    line = err.splitlines()[0] if err else ""
+        _, err = stderr.finish(10)
     why = f"the feed at {endpoint} is encrypted (CURVE): give the analyzer's public key with --server-key"
     vague = f"the handshake with the feed at {endpoint} fails: if it is encrypted, give its public key with --server-key"
     assert bridge.returncode == 0 and line in (f"moodstream bridge: {why}", f"moodstream bridge: {vague}"), (

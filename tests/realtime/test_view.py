@@ -18,7 +18,16 @@ import pytest
 
 from bench.reaction import pairs, spliced
 from realtime.web.server import colour_hex
-from tests.realtime.harness import REPO, Subscriber, finish, free_endpoint, free_port, listen, start
+from tests.realtime.harness import (
+    REPO,
+    StderrLines,
+    Subscriber,
+    finish,
+    free_endpoint,
+    free_port,
+    listen,
+    start,
+)
 from tests.realtime.web.browser import Browser, chromium
 
 ARTIFACTS = REPO / "build" / "test-artifacts"
@@ -148,11 +157,12 @@ def test_a_feed_that_never_comes_is_said_too():
     terminal, as it does when a feed it had stops: its page alone would look healthy."""
     feed = free_endpoint()  # nothing publishes there
     viewer = start("view", "--from", feed, "--web", str(free_port()), quiet=False)
-    time.sleep(5)
+    stderr = StderrLines(viewer)
+    note = stderr.wait_for(lambda line: line.startswith("moodstream view: no feed for 3 s"), 60)
     viewer.send_signal(signal.SIGINT)
-    code, err = finish(viewer, 30)
+    code, err = stderr.finish(30)
     assert code == 0, err
     assert (
-        f"moodstream view: no feed for 3 s (nothing listens at {feed}: is the analyzer running?); waiting for it"
-        in err.splitlines()
+        note
+        == f"moodstream view: no feed for 3 s (nothing listens at {feed}: is the analyzer running?); waiting for it"
     ), err
