@@ -230,8 +230,10 @@ def test_dead_refusing_and_hanging_receivers_leave_the_feed_on_time(shared_data,
     # share the CPU with each other and with the other test workers, so their latencies differ
     # by tens of per cent from noise alone (CI saw medians of 208 and 290 ms); the margins catch
     # a wait of a second, not a percentage.  What the outputs cost in CPU is bench's business.
+    # One hop may stall on its own (another worker, a page fault); a hanging connect in the
+    # engine's path would hold one at every retry (several in this run).
     assert np.median(lat_loaded) < 1.5 * np.median(lat_base) + 100, report
-    assert lat_loaded.max() < lat_base.max() + 1000 * CONNECT_TIMEOUT_S / 2, report
+    assert (lat_loaded > lat_base.max() + 1000 * CONNECT_TIMEOUT_S / 2).sum() <= 1, report
     # What happened to each output is in the status.
     osc, artnet, refused, hung = statuses[-1]["outputs"]
     for output in (osc, artnet):

@@ -105,9 +105,11 @@ def test_paced_device_feed_runs_at_the_hop_rate_with_the_clips_tags(paced_mic, s
     assert 0.2 < np.median(mood_gaps) < 0.32, report
     assert len(status_gaps) >= 4 and 0.85 < np.median(status_gaps) < 1.2, report
     # Nothing lost between the device and the analysis; capture-to-publish latency far under the
-    # window (p99 tens of milliseconds on an idle machine; bench e2e measures it).
+    # window (p99 tens of milliseconds on an idle machine; bench e2e measures it).  Of ~30 hops
+    # the p99 is the slowest, which a stall of the loaded test machine sets (CI saw one of 0.7 s).
     assert all(s["dropped_samples"] == 0 and s["overflows"] == 0 for s in statuses), report
-    assert statuses[-1]["latency_ms"]["count"] >= 20 and statuses[-1]["latency_ms"]["p99"] < 500, report
+    latency_ms = statuses[-1]["latency_ms"]
+    assert latency_ms["count"] >= 20 and latency_ms["p50"] < 250 and latency_ms["p99"] < 1500, report
     source = statuses[-1]["source"]
     assert (source["kind"], source["name"], source["state"]) == ("device", mic.device, "running"), report
     assert source["sample_rate_hz"] == mic.rate_hz

@@ -186,23 +186,24 @@ def test_device_by_name_delivers_the_clip_exactly(virtual_mic, clip, tmp_path):
     assert before < capture_wall < got["read_wall"] + 0.5
 
 
-def test_paced_device_loses_nothing_while_its_callback_waits_half_a_second(paced_mic, tmp_path):  # noqa: F811
+def test_paced_device_loses_nothing_while_its_callback_waits(paced_mic, tmp_path):  # noqa: F811
     # A ramp: every sample differs from the next by one step, so a lost or repeated block shows.
     ramp = np.linspace(-0.9, 0.9, 4 * RATE_HZ, dtype=np.float32)
     mic = paced_mic(ramp, RATE_HZ)
     frames = 3 * RATE_HZ
     got = probe_device(
-        mic.env, tmp_path, mic.device, frames=frames, capacity_frames=2 * frames, hold_gil_s=0.5
+        mic.env, tmp_path, mic.device, frames=frames, capacity_frames=2 * frames, hold_gil_s=0.3
     )
 
-    # The device's buffer (DEVICE_BUFFER_S) held the audio while the callback waited; PortAudio's
-    # "low" latency (one 21 ms period here) overflows.
+    # The device's buffer (DEVICE_BUFFER_S) held the audio while the callback waited 0.3 s (the
+    # rest of the second's buffer is for the loaded test machine's own stalls); PortAudio's "low"
+    # latency (one 21 ms period here) overflows.
     assert (got["overflows"], got["dropped"]) == (0, 0), got
     # And the buffer came in short periods: the newest frame is a period or two old (21 ms each),
     # not a quarter of the buffer (PortAudio's own choice: 256 ms).
     assert got["age_ms_p50"] < 60, got["age_ms_p50"]
     # Each block's capture time follows the device's clock, the ones that waited too: stamped when
-    # the callback ran, the first block after the wait read 0.5 s late.  (Tens of ms of slack:
+    # the callback ran, the first block after the wait read 0.3 s late.  (Tens of ms of slack:
     # the clock's offset is the least seen so far, which the first calls of a loaded machine
     # may overstate.)
     index, capture = np.array(got["stamps"]).T
