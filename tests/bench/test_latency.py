@@ -161,7 +161,9 @@ def test_paced_feeds_each_read_when_its_audio_would_be_in(monkeypatch):
     hops = calls[1:]  # after the first window's fill
     hop_s = hops[0][1] / MUSICNN_FRONTEND.sample_rate_hz  # 0.256 s: 16 frames
     gaps = [b[0] - a[0] for a, b in zip(hops, hops[1:], strict=False)]
-    assert len(gaps) == 3 and all(0.9 * hop_s < gap < 2 * hop_s for gap in gaps), (hop_s, gaps)
+    # The median: a call that overslept on a loaded machine makes the next gap short (its
+    # deadline is the audio's, not the last call's); unpaced calls are all back to back.
+    assert len(gaps) == 3 and 0.9 * hop_s < sorted(gaps)[1] < 2 * hop_s, (hop_s, gaps)
 
 
 def test_compile_backend_runs_or_says_why(tmp_path):

@@ -33,6 +33,7 @@ from tests.realtime.web.browser import Browser, chromium
 ARTIFACTS = REPO / "build" / "test-artifacts"
 SPEEDUP = 1.0  # audio written at the pace it plays, as a sound card gives it (latencies are real)
 CHUNK_S = 0.1
+LOOP_S = 4.0  # the end of the music, played again until the page has shown it playing
 
 pytestmark = pytest.mark.skipif(chromium() is None, reason="needs Chromium (apt-get install chromium)")
 
@@ -51,16 +52,26 @@ SHOWN = """(() => {
 })()"""
 
 
-def write_paced(proc, audio: np.ndarray, rate: int, stop: threading.Event) -> None:
-    """Raw float32 PCM to ``proc``'s stdin at SPEEDUP x real time; stdin stays open (a stall)."""
+def write_paced(proc, audio: np.ndarray, rate: int, stop: threading.Event, seen: threading.Event) -> None:
+    """Raw float32 PCM to ``proc``'s stdin at SPEEDUP x real time; stdin stays open (a stall).
+
+    The last LOOP_S of the audio repeats until ``seen`` is set: a loaded machine's browser can
+    show a mood seconds after the feed sent it, and the music must still play when it does.
+    """
     step = int(CHUNK_S * rate)
-    started = time.monotonic()
-    for i, at in enumerate(range(0, len(audio), step)):
-        if stop.is_set():
+    loop = audio[-int(LOOP_S * rate) :]
+    started, i = time.monotonic(), 0
+    while not stop.is_set():
+        for at in range(0, len(audio), step):
+            if stop.is_set():
+                return
+            proc.stdin.write(audio[at : at + step].astype("<f4").tobytes())
+            proc.stdin.flush()
+            i += 1
+            time.sleep(max(0.0, started + i * CHUNK_S / SPEEDUP - time.monotonic()))
+        if seen.is_set():
             return
-        proc.stdin.write(audio[at : at + step].astype("<f4").tobytes())
-        proc.stdin.flush()
-        time.sleep(max(0.0, started + (i + 1) * CHUNK_S / SPEEDUP - time.monotonic()))
+        audio = loop
 
 
 def stalled_after_music(messages) -> bool:
@@ -81,7 +92,10 @@ def test_the_page_shows_the_feed_a_stall_and_a_lost_feed(shared_data, tmp_path):
     viewer = start("view", "--from", feed, "--web", str(port), quiet=False)
     sub = Subscriber(feed)
     stop = threading.Event()
-    writer = threading.Thread(target=write_paced, args=(analyzer, audio, rate, stop), daemon=True)
+    seen_playing = threading.Event()
+    writer = threading.Thread(
+        target=write_paced, args=(analyzer, audio, rate, stop, seen_playing), daemon=True
+    )
     try:
         writer.start()
         with Browser(tmp_path / "chromium") as browser:
@@ -92,6 +106,7 @@ def test_the_page_shows_the_feed_a_stall_and_a_lost_feed(shared_data, tmp_path):
             playing = browser.wait_for(
                 f"(() => {{ const s = {SHOWN}; return s.seq >= 35 && s; }})()", 10, "mood #35"
             )
+            seen_playing.set()  # now the music may end
             browser.screenshot(ARTIFACTS / "web-view.png")
             sub.collect(lambda ms: any(t == "mood" and m["seq"] == playing["seq"] for t, m, _ in ms), 10)
             writer.join(timeout=len(audio) / rate / SPEEDUP + 60)
