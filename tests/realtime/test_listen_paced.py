@@ -102,8 +102,10 @@ def test_paced_device_feed_runs_at_the_hop_rate_with_the_clips_tags(paced_mic, s
     )
     # Paced by the device: one mood per hop (0.256 s), a status about every second.
     assert len(moods) >= MOODS and [m["seq"] for m in moods] == list(range(len(moods))), report
-    assert 0.2 < np.median(mood_gaps) < 0.32, report
-    assert len(status_gaps) >= 4 and 0.85 < np.median(status_gaps) < 1.2, report
+    # The mean gap (the span over the count): a loaded machine's late hop is followed by quick
+    # ones, which pulled the median below 0.2 s once in CI; unpaced moods would all come at once.
+    assert 0.2 < np.mean(mood_gaps) < 0.32, report
+    assert len(status_gaps) >= 4 and 0.85 < np.mean(status_gaps) < 1.2, report
     # Nothing lost between the device and the analysis; capture-to-publish latency far under the
     # window (p99 tens of milliseconds on an idle machine; bench e2e measures it).  Of ~30 hops
     # the p99 is the slowest, which a stall of the loaded test machine sets (CI saw one of 0.7 s).
