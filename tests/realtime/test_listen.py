@@ -78,11 +78,12 @@ def test_file_in_real_time_publishes_a_mood_per_hop_and_status_every_second(feed
     assert [m["seq"] for m in moods] == list(range(len(moods)))
     assert all(set(m["tags"]) == set(MSD_LABELS) for m in moods)
     assert all(m["valence"] is None and m["arousal"] is None and not m["silent"] for m in moods)
-    # Paced at real time: moods arrive one hop apart, status about once a second.
+    # Paced at real time: moods arrive one hop apart, status about once a second (mean gaps: a
+    # loaded machine's late hop is followed by quick ones).
     mood_times = np.array([r for t, _, r in sub.messages if t == "mood"])
-    assert 0.35 < np.median(np.diff(mood_times)) < 0.65
+    assert 0.35 < np.mean(np.diff(mood_times)) < 0.65
     status_times = np.array([r for t, m, r in sub.messages if t == "status"])[:-1]
-    assert 0.8 < np.median(np.diff(status_times)) < 1.2
+    assert 0.8 < np.mean(np.diff(status_times)) < 1.2
     assert all(0 <= m["latency_ms"] < 2000 for m in moods)
     last = sub.statuses()[-1]
     assert last["published"] == len(moods) and last["latency_ms"]["count"] == len(moods)
