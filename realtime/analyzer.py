@@ -398,15 +398,22 @@ class Pipeline:
     def samples_wanted(self) -> int:
         """Input frames that will arrive before the next window of any model completes, at least.
 
-        The engine sleeps until they are in (``RingBuffer.wait``).  A lower bound: a resampler
-        holds samples back (the low-delay FIR its ~2.6 ms group delay, soxr HQ up to ~25 ms,
-        in bursts), so through one the engine may wake that much early and wait for the rest.
+        The engine sleeps until they are in (``RingBuffer.wait``).  Exact without a resampler and
+        through the low-delay one (``LowDelayResampler.inputs_for``: a live source's, whose
+        group delay of ~2.6 ms this counts; estimated from it, a 48 kHz stream woke a block early
+        in every other window and read once more).  A lower bound through soxr HQ, which holds up
+        to ~25 ms back in bursts: the engine may wake that much early and wait for the rest.
         """
         wanted = None
         for front in self.fronts.values():
             rate_hz = front.config.sample_rate_hz
-            samples = front.mel.samples_for(self._frames_wanted(front)) * self.input_rate_hz // rate_hz
-            samples -= math.ceil(self._held_s(rate_hz) * self.input_rate_hz)
+            samples = front.mel.samples_for(self._frames_wanted(front))
+            resampler = self.resamplers[rate_hz]
+            if isinstance(resampler, LowDelayResampler):
+                samples = resampler.inputs_for(samples)
+            else:
+                samples = samples * self.input_rate_hz // rate_hz
+                samples -= math.ceil(self._held_s(rate_hz) * self.input_rate_hz)
             wanted = samples if wanted is None else min(wanted, samples)
         return max(1, wanted or 0)
 

@@ -63,9 +63,13 @@ def live_read_wanted(pipeline: Pipeline) -> int:
     reads what is there, up to ``LIVE_READ_S``): the next window's, less its last ``EARLY_TAKE_S``
     when there are more (the early take), at most a read's worth."""
     rate_hz = pipeline.input_rate_hz
-    wanted = min(pipeline.samples_wanted(), max(1, int(rate_hz * LIVE_READ_S)))
+    wanted = pipeline.samples_wanted()
     early = int(EARLY_TAKE_S * rate_hz)
-    return wanted - early if wanted > early else wanted
+    if wanted > early:
+        wanted -= early
+    # The cap after the early take's share: capped first, a hop a little longer than a read
+    # (0.256 s at hop 0.25) took its early take in two reads, the second of a single block.
+    return max(1, min(wanted, int(rate_hz * LIVE_READ_S)))
 
 
 # The stages ``process_ms`` reports, in the order a window's audio goes through them: pickup

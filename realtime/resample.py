@@ -100,6 +100,17 @@ class LowDelayResampler:
         """The filter's group delay: how much later than its input time an output sample is ready."""
         return self.delay_out / self.out_rate_hz
 
+    def inputs_for(self, outputs: int) -> int:
+        """Input samples still to come before ``outputs`` more output samples are out (exact: an
+        output is out once the newest input it needs is in, the same for every block size)."""
+        if outputs <= 0:
+            return 0
+        # Outputs before the trim: the first delay_out are trimmed, so the last one wanted has
+        # index max(_n, delay_out) + outputs - 1; ``resample_chunk`` computes output n once
+        # n * down <= (inputs in - 1) * up.
+        last = max(self._n, self.delay_out) + outputs - 1
+        return max(0, -(-last * self.down // self.up) + 1 - self._consumed)
+
     def resample_chunk(self, x: np.ndarray, last: bool = False) -> np.ndarray:
         if self._flushed:
             raise RuntimeError("the resampler was already flushed (last=True)")

@@ -5,6 +5,10 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+import soundfile as sf
+import soxr
+
 import models
 from models.runners import TorchRunner
 from realtime.analyzer import Member, Windowing
@@ -12,7 +16,9 @@ from realtime.engine import Engine
 from realtime.sources import FileSource
 
 
-def _run_paced(music_clip, hop_s: float, before_run=None, windows: int = 4) -> tuple[list[dict], float]:
+def _run_paced(
+    music_clip, hop_s: float, before_run=None, windows: int = 4, resampler: str = "hq"
+) -> tuple[list[dict], float]:
     """musicnn-msd's engine on the paced clip, run until ``windows`` windows are out, however long
     a loaded machine takes (60 s at most): the moods, and the seconds it ran."""
     model = models.build("musicnn-msd")
@@ -27,7 +33,7 @@ def _run_paced(music_clip, hop_s: float, before_run=None, windows: int = 4) -> t
     engine = Engine(
         FileSource(music_clip, realtime=True),
         [Member("msd", model, TorchRunner(model))],
-        Windowing(hop_s=hop_s, context_s=3.0),
+        Windowing(hop_s=hop_s, context_s=3.0, resampler=resampler),
         publisher=None,
         on_mood=on_mood,
     )
@@ -87,3 +93,40 @@ def test_at_a_one_second_hop_the_encoder_prepares_each_window_once_at_the_early_
     assert all(0 < missing <= PREPARE_MISSING_MAX for _, missing in prepared), prepared
     # At the early take (a loaded machine may read late, and then there is nothing to prepare).
     assert any(missing == 3 for _, missing in prepared), prepared
+
+
+@pytest.mark.parametrize("rate", [16000, 48000])
+def test_at_a_quarter_second_hop_a_window_takes_the_early_read_and_the_last(music_clip, tmp_path, rate):
+    """Two reads a window: the early take and the rest.  Found doing more: the read's cap (0.25 s)
+    came off before the early take's share, so a hop of 0.256 s took its early take in two reads,
+    the second of one 10 ms block, in every other window; and through a 48 kHz device's resampler
+    the wait was estimated from its delay, one block short in every other window.  A loaded
+    machine's late reads only merge (fewer, never more reads that complete no window)."""
+    clip = music_clip
+    if rate != 16000:
+        audio, clip_rate = sf.read(music_clip, dtype="float32")
+        clip = tmp_path / f"clip-{rate}.wav"
+        sf.write(clip, soxr.resample(audio[: 12 * clip_rate], clip_rate, rate), rate)
+    completed: list[bool] = []  # per read: whether it completed a window
+
+    def spy(engine: Engine) -> None:
+        process = engine.process
+
+        def counted(frames, pickup_ms=0.0):
+            seq = engine.mood_seq
+            process(frames, pickup_ms)
+            completed.append(engine.mood_seq > seq)
+
+        engine.process = counted
+
+    moods, _ = _run_paced(clip, 0.25, spy, windows=8, resampler="low-delay")
+    assert len(moods) >= 8
+    first = completed.index(True)
+    between, idle = [], 0  # reads that completed no window, between two windows
+    for done in completed[first + 1 :]:
+        if done:
+            between.append(idle)
+            idle = 0
+        else:
+            idle += 1
+    assert len(between) >= 6 and max(between) <= 1, between

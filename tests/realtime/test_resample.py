@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -66,6 +68,21 @@ def test_its_tables_stay_small_whatever_the_rate(rate):
     r = LowDelayResampler(rate, 12000 if rate == 47999 else 16000)
     held = sum(v.nbytes for v in vars(r).values() if isinstance(v, np.ndarray))
     assert held < r.phases.nbytes + (8 << 20), held
+
+
+@pytest.mark.parametrize(("a", "b"), RATES)
+def test_it_says_exactly_how_many_inputs_the_next_outputs_need(a, b):
+    """``inputs_for(k)`` more input samples give k more outputs, one fewer gives fewer, whatever
+    blocks came before (the engine sleeps until that many are in: ``Pipeline.samples_wanted``)."""
+    rng = np.random.default_rng(0)
+    r = LowDelayResampler(a, b)
+    for _ in range(40):
+        k = int(rng.integers(1, 2000))
+        need = r.inputs_for(k)
+        assert len(copy.deepcopy(r).resample_chunk(np.zeros(need, np.float32))) >= k
+        assert len(copy.deepcopy(r).resample_chunk(np.zeros(need - 1, np.float32))) < k
+        r.resample_chunk(rng.standard_normal(int(rng.integers(0, 3000))).astype(np.float32))
+    assert r.inputs_for(0) == 0
 
 
 def test_it_holds_back_only_its_group_delay_every_block():
