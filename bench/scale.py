@@ -12,7 +12,8 @@ feed are measured per N (the windows captured in that span):
   the pipeline's stages and the publish step);
 - moods missed (gaps in seq) and samples the ring dropped;
 - memory: each process's RSS and PSS from /proc (PSS shares the common library pages out
-  between the processes that map them, so the PSS total is what N streams really cost).
+  between the processes that map them, so the PSS total is what N streams really cost), read
+  once the span's windows are in: reading it takes the kernel ~20 ms a process.
 
 N is *sustained* when, on every stream, p99 processing and p99 lag stay within the hop, and
 nothing is missed or dropped.  Each ``--threads`` setting (torch threads per process) gets
@@ -59,6 +60,7 @@ CATCH_UP_S = 10.0  # how long after the span a lagging stream may take to delive
 # the backlog of its start (N processes loading the model at once keep every core busy): 16
 # streams that had not, 30 s after the last one started, read as not sustained.
 DRAIN_MAX_S = 60.0
+MEMORY_SAMPLES = 3  # memory read of every process, after the span (their median)
 START_PER_STREAM_S = 10.0  # extra start-up allowance per stream (N processes load the model at once)
 STOP_GRACE_S = 10.0  # after SIGTERM, how long the streams get to stop cleanly...
 STOP_PER_STREAM_S = 1.0  # ...plus this per stream (N overloaded processes drain at once)
@@ -151,7 +153,6 @@ def measure(
         begin = time.time()
         waited_s = begin - settled + settle_s
         end = begin + seconds
-        next_sample = begin
         cpu = {}  # "begin"/"end": (time.time(), each process's CPU seconds)
 
         def caught_up() -> bool:  # every stream published a window captured after the span
@@ -166,12 +167,14 @@ def measure(
             for mark, at in (("begin", begin), ("end", end)):
                 if mark not in cpu and now >= at:
                     cpu[mark] = (now, [cpu_s(p.pid) for p in procs])
-            if next_sample <= now < end:
-                sample = [memory_kb(p.pid) for p in procs]
-                if all(sample):
-                    samples.append(sample)
-                next_sample += 2.0
             sub.poll(0.05)
+        # Memory once the span's windows are in, not during it: the kernel walks a process's page
+        # tables to sum smaps_rollup, ~20 ms for a listen process, and sampled every 2 s in the
+        # span that held up this one subscriber ~0.3 s at 16 streams, which read as their lag.
+        for _ in range(MEMORY_SAMPLES):
+            sample = [memory_kb(p.pid) for p in procs]
+            if all(sample):
+                samples.append(sample)
     finally:
         for p in procs:  # all at once: an overloaded machine frees up for the others' clean stops
             p.terminate()
