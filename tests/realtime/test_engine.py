@@ -49,6 +49,22 @@ def _run_paced(
     return moods, time.monotonic() - started_s
 
 
+def _spy_reads(reads: list[tuple[int, bool]]):
+    """A ``before_run`` for ``_run_paced`` that notes each read: (its frames, whether it completed a window)."""
+
+    def spy(engine: Engine) -> None:
+        process = engine.process
+
+        def counted(frames, pickup_ms=0.0):
+            seq = engine.mood_seq
+            process(frames, pickup_ms)
+            reads.append((len(frames), engine.mood_seq > seq))
+
+        engine.process = counted
+
+    return spy
+
+
 def test_a_paced_source_wakes_the_engine_per_window_not_per_block(music_clip):
     """A paced file writes a 10 ms block a hundred times a second; the engine takes the audio
     when the next window's is in and once shortly before (two reads a hop, and the status
@@ -56,13 +72,8 @@ def test_a_paced_source_wakes_the_engine_per_window_not_per_block(music_clip):
     out, however long a loaded machine takes, and the reads are counted against the blocks
     written meanwhile.  That the write which brings the audio wakes it is ``RingBuffer.wait``'s
     own test."""
-    reads = []
-
-    def count_reads(engine: Engine) -> None:
-        process = engine.process
-        engine.process = lambda frames, pickup_ms=0.0: (reads.append(len(frames)), process(frames, pickup_ms))
-
-    moods, elapsed_s = _run_paced(music_clip, 0.25, count_reads)
+    reads: list[tuple[int, bool]] = []
+    moods, elapsed_s = _run_paced(music_clip, 0.25, _spy_reads(reads))
     assert len(moods) >= 4, f"{len(moods)} windows in {elapsed_s:.1f} s"  # the first ends at 3 s
     blocks = elapsed_s / 0.01
     assert len(reads) < blocks / 5, f"{len(reads)} reads of the {blocks:.0f} blocks written"
@@ -107,20 +118,10 @@ def test_at_a_quarter_second_hop_a_window_takes_the_early_read_and_the_last(musi
         audio, clip_rate = sf.read(music_clip, dtype="float32")
         clip = tmp_path / f"clip-{rate}.wav"
         sf.write(clip, soxr.resample(audio[: 12 * clip_rate], clip_rate, rate), rate)
-    completed: list[bool] = []  # per read: whether it completed a window
-
-    def spy(engine: Engine) -> None:
-        process = engine.process
-
-        def counted(frames, pickup_ms=0.0):
-            seq = engine.mood_seq
-            process(frames, pickup_ms)
-            completed.append(engine.mood_seq > seq)
-
-        engine.process = counted
-
-    moods, _ = _run_paced(clip, 0.25, spy, windows=8, resampler="low-delay")
+    reads: list[tuple[int, bool]] = []
+    moods, _ = _run_paced(clip, 0.25, _spy_reads(reads), windows=8, resampler="low-delay")
     assert len(moods) >= 8
+    completed = [done for _, done in reads]
     first = completed.index(True)
     between, idle = [], 0  # reads that completed no window, between two windows
     for done in completed[first + 1 :]:
