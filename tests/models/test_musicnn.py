@@ -15,8 +15,11 @@ from models.frontend import MelFrontend
 from models.musicnn import (
     CHUNK_SEGMENTS,
     SEGMENT_FRAMES,
+    SPECTRAL_MAX_FRAMES,
+    TIMBRAL_BLOCKS,
     _FreqPooledConv,
     _onednn_usable,
+    _spectral_max_over_freq,
     convert_checkpoint,
     package_checkpoint,
 )
@@ -291,6 +294,35 @@ def test_raw_is_each_blocks_convolution(onednn):
             temporal = kernel.shape[2] == 1
             assert got.is_contiguous() != (onednn and temporal)  # the product's (B, F, T, C) layout
             np.testing.assert_allclose(got.numpy(), F.conv2d(x, kernel).numpy(), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["msd", "mtt"])
+def test_a_timbral_blocks_few_frames_by_fft_are_its_convolution(shared_data, variant):
+    """On oneDNN's path a timbral block convolves up to ``SPECTRAL_MAX_FRAMES`` output frames by FFT
+    over frequency (a streaming hop's new frames, a window's edges): circular over the bands, so
+    only the valid outputs may be kept.  On a real clip's frames, one and two pieces at a time, from
+    a single output frame to the most, its maxima over frequency are the plain convolution's, and
+    ``folded`` is made of them."""
+    audio, _ = sf.read(shared_data / "4q/audio/Q3/MT0000044741.ogg", dtype="float32")
+    model = models.build(f"musicnn-{variant}").eval()
+    with torch.inference_mode():
+        mel = MelFrontend(model.frontend)(torch.from_numpy(audio[: 16000 * 4])[None])[0]
+        x = model.bn_input(mel[None, None])  # (1, 1, 96, 251)
+        for block in model.front[:TIMBRAL_BLOCKS]:
+            parameters = block._folded_parameters(True)
+            kernel = parameters.kernel
+            k_freq, k_time = kernel.shape[2:]
+            for batch, n_out in [(1, 1), (1, 16), (2, 3), (1, 62), (2, 32), (1, SPECTRAL_MAX_FRAMES)]:
+                pieces = torch.cat([x[..., 40 * i : 40 * i + n_out + k_time - 1] for i in range(batch)])
+                spectrum = block._spectrum(parameters, pieces.shape)
+                got = _spectral_max_over_freq(pieces, spectrum, k_freq)
+                expected = F.conv2d(pieces, kernel).amax(dim=2)
+                assert got.shape == expected.shape == (batch, len(kernel), n_out)
+                np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-5, rtol=1e-5)
+                assert torch.equal(block.folded(pieces, (0, 0)), block._finish(got, parameters))
+            assert (
+                block._spectrum(parameters, (1, 1, 96, SPECTRAL_MAX_FRAMES + k_time)) is None
+            )  # more: oneDNN
 
 
 @pytest.mark.parametrize("onednn", [True, False])
