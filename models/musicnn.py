@@ -435,8 +435,9 @@ def _conv_max_over_freq(x: torch.Tensor, kernel: torch.Tensor, onednn: bool) -> 
     """conv2d(x, kernel) (no bias or padding) maxed over frequency: (B, 1, F, T) -> (B, C, T);
     ``onednn``: ``_onednn_usable(x)``."""
     if x.shape[0] * x.shape[-1] <= FEW_FRAMES:
-        # A window's timbral edges (2 x 9 frames, 6 outputs): their patches as one matrix
-        # product, ~0.03 ms less per block than a convolution's set-up.
+        # A window's timbral edges (2 x 9 frames, 6 outputs) off oneDNN's path (on it, by FFT:
+        # ``_FreqPooledConv.folded``): their patches as one matrix product, ~0.03 ms less per
+        # block than a convolution's set-up.
         channels, _, k_freq, k_time = kernel.shape
         patches = x[:, 0].unfold(1, k_freq, 1).unfold(2, k_time, 1)  # (B, F', T', kF, kT), a view
         out = patches.reshape(-1, k_freq * k_time) @ kernel.reshape(channels, -1).T
