@@ -401,7 +401,7 @@ def _spectral_max_over_freq(x: torch.Tensor, spectrum: torch.Tensor, k_freq: int
     whose values reach ~4).  A timbral kernel spans 38 or 67 of the 96 bands: per output, 7 x 49
     complex products and one inverse FFT instead of 266 or 469 multiply-adds for each of 59 or 30
     positions.  On the first EPYC's type a streaming hop's encoder took 0.4-0.6 ms less on two
-    threads and ~1 ms less on one (``tools/encoder-ab.py``, hop 0.256 and 0.992 s)."""
+    threads and 0.75-1.0 ms less on one (``tools/encoder-ab.py``, hop 0.256 and 0.992 s)."""
     batch, _, n_freq, n_in = x.shape
     bins, channels, k_time = spectrum.shape
     n_out = n_in - k_time + 1

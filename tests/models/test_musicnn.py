@@ -320,9 +320,8 @@ def test_a_timbral_blocks_few_frames_by_fft_are_its_convolution(shared_data, var
                 assert got.shape == expected.shape == (batch, len(kernel), n_out)
                 np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-5, rtol=1e-5)
                 assert torch.equal(block.folded(pieces, (0, 0)), block._finish(got, parameters))
-            assert (
-                block._spectrum(parameters, (1, 1, 96, SPECTRAL_MAX_FRAMES + k_time)) is None
-            )  # more: oneDNN
+            one_more = (1, 1, 96, SPECTRAL_MAX_FRAMES + k_time)  # an output frame more: oneDNN's
+            assert block._spectrum(parameters, one_more) is None
 
 
 @pytest.mark.parametrize("onednn", [True, False])
