@@ -72,7 +72,7 @@ def encoder_gflop(model) -> float:
     """GFLOP of one segment's ``encode`` (PyTorch's FLOP counter).  Counted with oneDNN off: the
     inference path of musicnn runs its front end in oneDNN calls the counter does not see (a
     frozen encoder, as the default model's, runs that path even with autograd on).  That path
-    convolves only musicnn's live filters (``models.musicnn``): musicnn-msd 0.29 GFLOP, 2.80
+    convolves only musicnn's live filters (``models.musicnn``): musicnn-msd 0.28 GFLOP, 2.80
     with every filter."""
     from torch.utils.flop_counter import FlopCounterMode
 

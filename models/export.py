@@ -26,8 +26,9 @@ OPSET = 17
 STREAMING_GRAPHS = ("encoder.onnx", "pool_predict.onnx")
 STAMP = "onnx.json"  # the weights, opset and graph version the streaming graphs beside it were exported from
 # What the exporter writes, in versions: graphs of an older one are exported again.
-# 2: musicnn's dead filters left out (``_FreqPooledConv._live_filters``), 1/10 of its work.
-GRAPH_VERSION = 2
+# 2: musicnn's dead filters left out (``_LiveFilters._live_filters``), 1/10 of its work.
+# 3: its mid end's dead filters too (``Musicnn._mid_live``).
+GRAPH_VERSION = 3
 
 
 class _Forward(nn.Module):

@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from models.base import HeadSpec, SegmentModel
-from models.derived import graph_capture, pinned, tensors_key
+from models.derived import graph_capture, pinned, tensors_key, tensors_of
 from models.frontend import FrontendConfig
 from models.registry import register
 from models.tf_checkpoint import CheckpointError, read_checkpoint
@@ -144,8 +144,8 @@ MUSICNN_FRONTEND = FrontendConfig(
 SEGMENT_FRAMES = 187  # 3 s: librosa.time_to_frames(3, sr=16000, n_fft=512, hop_length=256) + 1
 TF_BN_EPS = 1e-3  # tf.compat.v1.layers.batch_normalization's default epsilon
 CHUNK_SEGMENTS = 3  # inference encodes bigger batches in chunks of this many segments (see encode)
-# A front-end filter moving its channel by at most this per unit of input is dead: its channel is
-# a constant, left out of the eval-mode front end (_FreqPooledConv._live_filters).
+# A front-end or mid-end filter moving its channel by at most this per unit of input is dead: its
+# channel is a constant, left out of the eval-mode model (_LiveFilters._live_filters).
 DEAD_FILTER_BOUND = 1e-8
 # A temporal block convolves by one matrix product when its matrix has at most this many entries
 # (1 MB: it stays in the core's cache); beyond, oneDNN's convolution was as fast or faster.
@@ -163,6 +163,9 @@ FEW_FRAMES = 18
 # at 1 s) and a window's edges.  On the first EPYC's type (AVX2) it beat oneDNN up to ~80 frames
 # on one thread and ~140 on two, and lost at a whole window's 187 (4.6 ms against 2.9 on two).
 SPECTRAL_MAX_FRAMES = 64
+# Each mid-end layer keeps its constant share (``Musicnn._mid_share``) for up to this many lengths of
+# input: a window's, and those of its first frames that a live loop prepares ahead (~10).
+MID_SHARES_KEPT = 64
 
 INSTALL_HINT = "pip install --no-deps musicnn==0.1.0"
 
@@ -188,20 +191,77 @@ class _Folded(NamedTuple):
     onednn: bool  # inference on oneDNN (_onednn_usable): kept between calls, its Toeplitz matrices too
 
 
+class _MidLive(NamedTuple):
+    """One eval-mode mid-end layer on its input's varying channels, computing its live outputs
+    alone (``Musicnn._live_layout``)."""
+
+    inputs: torch.Tensor | None  # which of its input channels vary (None: all of them)
+    weight: torch.Tensor  # (live out, varying in, 7)
+    constant: torch.Tensor | None  # (live out, 1, 7): its kernel over the constant inputs, times their values
+    bias: torch.Tensor  # (live out,)
+    bn: tuple[torch.Tensor, ...]  # the live outputs' running mean and variance, weight and bias
+    outputs: torch.Tensor | None  # which of its outputs are live (None: all of them)
+    order: torch.Tensor | None  # each output's place among the live ones and then the dead
+    values: torch.Tensor  # (64,): each output's value where its filter is dead, 0 where live
+    shares: dict  # ``Musicnn._mid_share``'s, kept
+
+
 class _Live(NamedTuple):
-    """How the eval-mode mid and back end work on the front end's live channels alone
-    (``Musicnn._live_layout``)."""
+    """How the eval-mode mid and back end work on the live channels alone (``Musicnn._live_layout``)."""
 
     channels: torch.Tensor  # (live C,): which of the front end's 561 channels are live
-    mid_weight: torch.Tensor  # (64, live C, 7): the first mid-end layer's kernel over them
-    mid_constant: torch.Tensor | None  # (64, 1, 7): its kernel over the dead ones times their values, summed
+    mid: tuple[_MidLive, ...]  # the mid end's layers
     # The back end's batch norm and dense layer over the live features' max and mean alone (None:
     # all are live): (200, 2 * (live C + 192)) and (200,), the dead channels' share in the bias.
     dense_weight: torch.Tensor | None
     dense_bias: torch.Tensor | None
 
 
-class _FreqPooledConv(nn.Module):
+class _LiveFilters(nn.Module):
+    """A convolution (``conv``) with its batch norm (``bn``), whose dead filters are left out in eval mode."""
+
+    def _tensors(self) -> tuple[torch.Tensor, ...]:
+        """The weights and statistics its output is made of."""
+        modules = self._modules
+        return tensors_of(modules["conv"], "weight", "bias") + tensors_of(
+            modules["bn"], "weight", "bias", "running_mean", "running_var"
+        )
+
+    def _key(self) -> tuple:
+        return tensors_key(*self._tensors())
+
+    def _live_filters(self, key: tuple | None = None) -> torch.Tensor | None:
+        """The live filters' indices, None when all are live.  A dead filter's weights are so small
+        that its convolution moves its channel by at most ``DEAD_FILTER_BOUND`` per unit of input
+        (the sum of its |weights| times batch norm's |scale|): its channel is its constant,
+        ``relu(bias) * scale + shift``, to float32's rounding (``bn_input`` leaves musicnn's
+        log-mel within ±4; the mid end's dead filters are ~1e-25 against at least 2.5 for the
+        live ones).  Training left most of the published MSD model's filters dead: 64 of its
+        561 front-end channels are live, with a clean gap (the dead ones' weights at most 2e-7,
+        the live ones' at least 9e-4), and skipping the rest is ~90 % of its front end's
+        multiply-adds; 20 of the first mid-end layer's 64 (MTT's: 21).  MTT's front-end weights
+        tail off with no such gap: 347 live at this bound.  Decided by value, so not in a graph
+        being traced or compiled, which reads the weights when it runs (they may have changed by
+        then): those keep every filter.  An ONNX export holds the weights' values, so it holds
+        the live filters alone (the indices, a constant of the graph; its stamp,
+        ``models.export.STAMP``, names the weights).  (Eval mode only, where the weights are
+        frozen: a dead filter gets no gradient here.)  ``key``: ``_key()``, when the caller has it."""
+        if graph_capture() and not torch.onnx.is_in_onnx_export():
+            return None
+        key = self._key() if key is None else key
+        if (
+            getattr(self, "_live_cache", (None,))[0] != key
+        ):  # kept: deciding reads the weights back from a GPU
+            # a normal tensor, not an inference one: the same indices serve autograd's calls
+            with torch.inference_mode(False), torch.no_grad():
+                scale, _ = _bn_affine(self.bn)
+                live = self.conv.weight.flatten(1).abs().sum(1) * scale.abs() > DEAD_FILTER_BOUND
+                indices = None if bool(live.all()) else live.nonzero()[:, 0]
+                self._live_cache = (key, indices, pinned(self._tensors()))
+        return self._live_cache[1]
+
+
+class _FreqPooledConv(_LiveFilters):
     """conv over (time, freq) -> ReLU -> batch norm -> max over frequency."""
 
     def __init__(self, out_channels: int, kernel: tuple[int, int], time_pad: tuple[int, int]):
@@ -324,43 +384,6 @@ class _FreqPooledConv(nn.Module):
         p = parameters
         return torch.addcmul(p.shift, torch.addcmul(p.bias, peak, p.sign).relu_(), p.scale)
 
-    def _tensors(self) -> tuple[torch.Tensor, ...]:
-        """The weights and statistics ``folded`` is made of."""
-        bn = self.bn
-        return (self.conv.weight, self.conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
-
-    def _key(self) -> tuple:
-        return tensors_key(*self._tensors())
-
-    def _live_filters(self, key: tuple | None = None) -> torch.Tensor | None:
-        """The live filters' indices, None when all are live.  A dead filter's weights are so small
-        that its convolution moves its channel by at most ``DEAD_FILTER_BOUND`` per unit of input
-        (the sum of its |weights| times batch norm's |scale|); ``bn_input`` leaves musicnn's
-        log-mel within ±4, so such a channel is its constant, ``relu(bias) * scale + shift``, to
-        float32's rounding.  Training left most of the published MSD model's filters dead: 64 of
-        its 561 front-end channels are live, with a clean gap (the dead ones' weights at most
-        2e-7, the live ones' at least 9e-4), and skipping the rest is ~90 % of its front end's
-        multiply-adds.  MTT's weights tail off with no such gap: 347 live at this bound.  Decided
-        by value, so not in a graph being traced or compiled, which reads the weights when it runs
-        (they may have changed by then): those keep every filter.  An ONNX export holds the
-        weights' values, so it holds the live filters alone (the indices, a constant of the
-        graph; its stamp, ``models.export.STAMP``, names the weights).  (Eval mode only, where the
-        weights are frozen: a dead filter gets no gradient here.)  ``key``: ``_key()``, when the
-        caller has it."""
-        if graph_capture() and not torch.onnx.is_in_onnx_export():
-            return None
-        key = self._key() if key is None else key
-        if (
-            getattr(self, "_live_cache", (None,))[0] != key
-        ):  # kept: deciding reads the weights back from a GPU
-            # a normal tensor, not an inference one: the same indices serve autograd's calls
-            with torch.inference_mode(False), torch.no_grad():
-                scale, _ = _bn_affine(self.bn)
-                live = self.conv.weight.flatten(1).abs().sum(1) * scale.abs() > DEAD_FILTER_BOUND
-                indices = None if bool(live.all()) else live.nonzero()[:, 0]
-                self._live_cache = (key, indices, pinned(self._tensors()))
-        return self._live_cache[1]
-
     def _folded_parameters(self, cache: bool) -> _Folded:
         """``folded``'s parameters; with ``cache`` (inference on oneDNN), kept while the weights and
         statistics are the same tensors at the same version: rebuilding them (the kernel's
@@ -451,7 +474,7 @@ def _conv_max_over_freq(x: torch.Tensor, kernel: torch.Tensor, onednn: bool) -> 
     return F.conv2d(x, kernel).amax(dim=2)
 
 
-class _MidConv(nn.Module):
+class _MidConv(_LiveFilters):
     """1-D conv over time, 'same' by zero padding 3 each side -> ReLU -> batch norm."""
 
     def __init__(self, in_channels: int, out_channels: int):
@@ -462,22 +485,10 @@ class _MidConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn(F.relu(self.conv(x)))
 
-    def part(self, x: torch.Tensor, pad: tuple[int, int], weight: torch.Tensor | None = None) -> torch.Tensor:
+    def part(self, x: torch.Tensor, pad: tuple[int, int]) -> torch.Tensor:
         """``forward`` of a piece of a window: zero padding ``pad`` (before, after) instead of 3 and 3.
-        ``weight``: another kernel instead of the layer's (``Musicnn._mid_layer``)."""
-        return self.finish(
-            F.conv1d(F.pad(x, pad), self.conv.weight if weight is None else weight, self.conv.bias)
-        )
-
-    def finish(self, y: torch.Tensor) -> torch.Tensor:
-        """ReLU and batch norm of the convolution ``y`` (in eval mode without the module's own
-        checks, which cost more than its arithmetic on a streaming hop's few frames)."""
-        bn = self.bn
-        if self.training:
-            return bn(F.relu(y))
-        return F.batch_norm(
-            F.relu(y), bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps
-        )
+        (In eval mode ``Musicnn._mid_layer`` computes its live filters alone.)"""
+        return self.bn(F.relu(F.conv1d(F.pad(x, pad), self.conv.weight, self.conv.bias)))
 
 
 def _same_pad(kernel: int) -> tuple[int, int]:
@@ -605,25 +616,94 @@ class Musicnn(SegmentModel):
 
     def _mid_layer(self, j: int, x: torch.Tensor, pad: tuple[int, int], live: _Live | None) -> torch.Tensor:
         """Mid-end layer ``j`` of ``x`` (B, C, n), zero-padded by ``pad`` ((3, 3): a whole window).
-        With ``live``, the first layer's input is the live front-end channels: the dead ones are
-        each a constant over the window, so their share is one kernel convolved with the window's
-        ones (zeros where the padding is)."""
+        With ``live`` (``_MidLive``), only the input's varying channels are convolved: a constant
+        one's share is one kernel convolved with the window's ones (zeros where the padding is).
+        Only the live outputs are computed; a dead one is its value."""
         layer = self.mid[j]
-        if j or live is None:
+        if live is None:
             return layer.part(x, pad)
-        if live.mid_constant is None:
-            return layer.part(x, pad, live.mid_weight)
-        y = F.conv1d(F.pad(x, pad), live.mid_weight, layer.conv.bias)
-        return layer.finish(y + F.conv1d(F.pad(x.new_ones((1, 1, x.shape[-1])), pad), live.mid_constant))
+        spec = live.mid[j]
+        if spec.inputs is not None:
+            x = x.index_select(1, spec.inputs)
+        y = F.conv1d(F.pad(x, pad), spec.weight) + self._mid_share(spec, x, pad)
+        y = F.batch_norm(F.relu(y), *spec.bn, False, 0.0, layer.bn.eps)
+        if spec.outputs is None:
+            return y
+        # The dead outputs as zeros after the live ones, put in order, their values added: (B, 64,
+        # n) whatever the batch (an index_copy into a batch of values froze its size in an ONNX graph).
+        y = F.pad(y, (0, 0, 0, len(spec.values) - len(spec.outputs))).index_select(1, spec.order)
+        return y + spec.values[:, None]
+
+    @staticmethod
+    def _mid_share(spec: _MidLive, x: torch.Tensor, pad: tuple[int, int]) -> torch.Tensor:
+        """(live out, n): a mid-end layer's bias and its constant inputs' share over ``x``'s n frames
+        zero-padded by ``pad``.  The same for every window (and for each length of a window's
+        first frames): kept per length and padding (``spec.shares``) outside a traced graph,
+        where its convolution of ones cost ~0.05 ms a layer."""
+        key = (x.shape[-1], pad, x.device)
+        share = spec.shares.get(key)
+        if share is not None:
+            return share
+        share = spec.bias[:, None]
+        if spec.constant is not None:
+            share = share + F.conv1d(F.pad(x.new_ones((1, 1, x.shape[-1])), pad), spec.constant)[0]
+        if not graph_capture() and not torch.is_grad_enabled():
+            if len(spec.shares) >= MID_SHARES_KEPT:
+                spec.shares.clear()
+            spec.shares[key] = share
+        return share
+
+    def _mid_live(self, weight: torch.Tensor, constant: torch.Tensor | None) -> tuple[_MidLive, ...]:
+        """The mid end's layers in eval mode (``_MidLive``).  ``weight``: the first layer's kernel
+        over the front end's live channels, ``constant``: over its dead ones, times their values.
+        Most of the first layer's filters are dead (``_LiveFilters._live_filters``: 44 of 64 in
+        the published MSD model, 43 in MTT's), so its outputs are mostly constants, and the next
+        layer convolves only the rest.  Past a residual sum, a channel is constant where both
+        terms are."""
+        layers = []
+        constants: set[int] = set()  # the input's constant channels (the front end's: ``constant``)
+        values_in = None  # their values
+        for j, layer in enumerate(self.mid):
+            conv, bn = layer.conv, layer.bn
+            n_out = conv.out_channels
+            w, k, inputs = (weight, constant, None) if j == 0 else (conv.weight, None, None)
+            if constants:
+                inputs = torch.tensor(sorted(set(range(n_out)) - constants), device=w.device)
+                k = (w * values_in.index_fill(0, inputs, 0.0)[None, :, None]).sum(1, keepdim=True)
+                w = w.index_select(1, inputs)
+            scale, shift = _bn_affine(bn)
+            values = F.relu(conv.bias) * scale + shift  # each output's value where its filter is dead
+            bias, stats = conv.bias, (bn.running_mean, bn.running_var, bn.weight, bn.bias)
+            outputs, order, dead = layer._live_filters(), None, set()
+            if outputs is None:
+                values = torch.zeros_like(values)
+            else:
+                live = outputs.tolist()
+                dead = set(range(n_out)) - set(live)
+                places = {c: i for i, c in enumerate(live + sorted(dead))}
+                order = torch.tensor([places[c] for c in range(n_out)], device=w.device)
+                values = values.index_fill(0, outputs, 0.0)
+                w, bias = w.index_select(0, outputs), bias.index_select(0, outputs)
+                k = None if k is None else k.index_select(0, outputs)
+                stats = tuple(t.index_select(0, outputs) for t in stats)
+            layers.append(_MidLive(inputs, w.contiguous(), k, bias, stats, outputs, order, values, {}))
+            # Its output is the next layer's input; past the first layer, summed with its own input
+            # (the residual), so constant where both are.
+            if j == 0:
+                constants, values_in = dead, values
+            else:
+                constants &= dead
+                values_in = values + values_in if constants else None
+        return tuple(layers)
 
     def _live_layout(self, x: torch.Tensor, parameters: list[_Folded] | None = None) -> _Live | None:
-        """How the eval-mode mid and back end work on the front end's live channels alone (None
-        in training).  Most of the published MSD model's front-end filters are dead
-        (``_FreqPooledConv._live_filters``): carrying only its 64 live channels of 561 through a
-        window spares the copies of the rest and 9/10 of the first mid-end layer, and the back
-        end's dense layer reads the weights of 512 of its 1506 inputs (0.4 of 1.2 MB a hop, read
-        from memory when a live stream's hop starts cold).  Kept while the weights are the same,
-        outside autograd (whose calls need it built from their tensors).
+        """How the eval-mode mid and back end work on the live channels alone (None in training).
+        Most of the published MSD model's front-end filters are dead (``_LiveFilters._live_filters``):
+        carrying only its 64 live channels of 561 through a window spares the copies of the rest
+        and 9/10 of the first mid-end layer, and the back end's dense layer reads the weights of
+        512 of its 1506 inputs (0.4 of 1.2 MB a hop, read from memory when a live stream's hop
+        starts cold).  So are most of the first mid-end layer's (``_mid_live``).  Kept while the
+        weights are the same, outside autograd (whose calls need it built from their tensors).
 
         ``parameters``: each front-end block's ``_folded_parameters``, fetched by the caller for
         this call (``_encode``, ``StreamingEncoder``).  Kept ones (oneDNN's) are the same objects
@@ -631,16 +711,18 @@ class Musicnn(SegmentModel):
         the objects instead made the check ~0.1 ms a hop cheaper on the first EPYC's type."""
         if self.training:
             return None
-        mid = self.mid[0].conv.weight
         cache = not torch.is_grad_enabled() and not graph_capture()
-        bn = self.bn_pool
-        back = (self.dense.weight, self.dense.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
+        modules = self._modules
+        mids = tuple(t for layer in modules["mid"]._modules.values() for t in layer._tensors())
+        mid = mids[0]  # the first mid-end layer's kernel
+        back = mids + tensors_of(modules["dense"], "weight", "bias")
+        back += tensors_of(modules["bn_pool"], "weight", "bias", "running_mean", "running_var")
         if parameters is not None and all(p.onednn for p in parameters):
             # The kept layout holds these objects, so no other can have their ids meanwhile.
-            tensors, fronts = (mid, *back), tuple(parameters)
+            tensors, fronts = back, tuple(parameters)
             key = (tensors_key(*tensors), tuple(map(id, fronts)))
         else:
-            tensors, fronts = (mid, *back, *(t for block in self.front for t in block._tensors())), ()
+            tensors, fronts = (*back, *(t for block in self.front for t in block._tensors())), ()
             key = (tensors_key(*tensors), ())
         kept = getattr(self, "_layout_cache", None)
         if cache and kept is not None and kept[0] == key:
@@ -656,7 +738,7 @@ class Musicnn(SegmentModel):
         )
         constant = torch.cat([p.constant for p in parameters])  # (561,): a dead channel's value
         if len(channels) == len(constant):
-            live = _Live(channels, mid, None, None, None)
+            live = _Live(channels, self._mid_live(mid, None), None, None)
         else:
             # Each channel's value where it is dead, 0 where live.  (Masks and fills that an ONNX
             # export traces: no boolean indexing, no fill with a bool.)
@@ -677,8 +759,7 @@ class Musicnn(SegmentModel):
             dense = self.dense.weight
             live = _Live(
                 channels,
-                mid.index_select(1, channels).contiguous(),
-                mid_constant,
+                self._mid_live(mid.index_select(1, channels), mid_constant),
                 (dense[:, pooled_live] * scale[pooled_live]).contiguous(),
                 dense @ (scale * known + shift) + self.dense.bias,  # (addmv has no ONNX export)
             )

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from models.base import HeadSpec, SegmentModel
-from models.derived import graph_capture, pinned, tensors_key
+from models.derived import graph_capture, pinned, tensors_key, tensors_of
 from models.registry import build, entry, register
 from models.vocab import JAMENDO_MOODTHEME
 
@@ -185,7 +185,11 @@ class SegmentAttention(SegmentModel):
         and each head's size.  One product instead of one module call per head: with the
         encoder's tags, pooling and the heads took ~0.4 ms of a hop, most of it calls' overhead.
         Kept while the layers' weights are the same (calibration changes them in place)."""
-        tensors = [t for layer in self.outputs.values() for t in (layer.weight, layer.bias)]
+        tensors = [
+            t
+            for layer in self._modules["outputs"]._modules.values()
+            for t in tensors_of(layer, "weight", "bias")
+        ]
         key = tensors_key(*tensors)
         kept = getattr(self, "_joined_cache", (None,))
         if kept[0] != key:

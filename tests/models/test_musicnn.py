@@ -210,6 +210,46 @@ def test_dead_filters_are_left_out_and_change_nothing():
     check([204, 204, 51, 51, 51])
 
 
+@pytest.mark.parametrize(("variant", "live_outputs"), [("msd", [20, 61, 63]), ("mtt", [21, 63, 64])])
+def test_the_mid_ends_dead_filters_are_left_out_and_change_nothing(shared_data, variant, live_outputs):
+    """Most of the first mid-end layer's filters are dead too (weights ~1e-26): eval mode computes
+    its live outputs alone, and the next layer convolves only those, the constant ones' share
+    added (with the window's zero padding at its edges).  On a real clip's front-end features, for
+    a whole window's padding and a piece's, each layer is the plain one's; a dead filter brought
+    back to life in place is seen by the next call."""
+    audio, _ = sf.read(shared_data / "4q/audio/Q3/MT0000044741.ogg", dtype="float32")
+    model = models.build(f"musicnn-{variant}").eval()
+
+    def check(live_outputs):
+        with torch.inference_mode():
+            mel = MelFrontend(model.frontend)(torch.from_numpy(audio[: 16000 * 4])[None])[0]
+            x = model.bn_input(mel[None, None, :, :SEGMENT_FRAMES])
+            front = torch.cat([block.folded(x) for block in model.front], dim=1)  # live channels
+            live = model._live_layout(front)
+            assert [len(spec.weight) for spec in live.mid] == live_outputs
+            plain = model.bn_input(mel[None, :, :SEGMENT_FRAMES].transpose(1, 2).unsqueeze(1))
+            h = torch.cat([block(plain) for block in model.front], dim=1)  # all 561 channels
+            for j, layer in enumerate(model.mid):
+                for pad, piece in [((3, 3), slice(None)), ((3, 0), slice(0, 40)), ((0, 3), slice(100, None))]:
+                    given = front if j == 0 else h
+                    got = model._mid_layer(j, given[..., piece], pad, live)
+                    expected = layer.part(h[..., piece], pad)
+                    # To float32's rounding of sums of ~450 products of features up to ~50 (5e-5
+                    # here); a constant share left out moved outputs by 0.25
+                    np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-4, rtol=0)
+                y = layer.part(h, (3, 3))
+                h = y + h if j else y
+
+    check(live_outputs)
+    first = model.mid[0]
+    dead = int(first.conv.weight.flatten(1).abs().amax(1).argmin())
+    with torch.no_grad():
+        first.conv.weight[dead].copy_(
+            0.01 * torch.randn(first.conv.weight.shape[1:], generator=torch.Generator().manual_seed(5))
+        )
+    check([live_outputs[0] + 1, *live_outputs[1:]])
+
+
 def _onnx_front_end_filters(model, folder) -> tuple[int, float]:
     """The front-end filters the exported encoder convolves once ONNX Runtime has folded its
     constants (the out-channels of its one-input-channel 2-D convolutions), and its largest
