@@ -783,6 +783,9 @@ class Musicnn(SegmentModel):
     def predict(self, pooled: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"tags": self.tags(self.dropout(pooled))}
 
+    def head_layer(self, head: str) -> nn.Linear | None:
+        return self.tags if head == "tags" else None
+
     def streaming_encoder(self) -> StreamingEncoder | None:
         return StreamingEncoder(self)
 

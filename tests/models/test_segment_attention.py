@@ -43,9 +43,10 @@ def test_one_segments_shortcut_is_not_traced_into_a_graph_for_every_k(model):
 
 
 def test_inference_joins_the_heads_into_one_product_that_follows_their_weights():
-    """In inference the heads are one matrix product of their weights side by side, the same
-    logits as each head's layer; weights changed in place (calibration folds its temperatures
-    in so) are seen at the next call."""
+    """In inference the heads are one matrix product of their weights side by side, the encoder's
+    own linear heads among them (musicnn's tags), the same logits as each head's layer; weights
+    changed in place (calibration folds its temperatures in so) are seen at the next call.  An
+    encoder head that is no linear layer (two encoders joined) stays the encoder's ``predict``."""
     model = models.build("segment-attention").eval()
     pooled = torch.randn(3, model.embedding_dim)
     for _ in range(2):  # the heads as built, then with weights changed in place
@@ -53,16 +54,28 @@ def test_inference_joins_the_heads_into_one_product_that_follows_their_weights()
             expected = {name: t.detach() for name, t in model.predict(pooled).items()}
         with torch.inference_mode():
             got = model.predict(pooled)
-        assert list(got) == list(expected)
+            names, *_, rest = model._joined_heads()
+        assert list(got) == list(expected) and names == list(expected) and not rest
         for name in expected:
             torch.testing.assert_close(got[name], expected[name], atol=1e-5, rtol=0)
         with torch.no_grad():
             model.outputs["mood"].weight.mul_(2.0)
             model.outputs["valence_arousal"].bias.add_(1.0)
-    # With the encoder's heads alone there is nothing to join.
+            model.encoder.tags.weight.mul_(-1.0)
+    # With the encoder's heads alone, they are the product.
     bare = models.build("segment-attention", tag_heads={}, valence_arousal=False).eval()
     with torch.inference_mode():
         assert list(bare.predict(pooled)) == ["tags"]
+    joined = models.build("segment-attention", encoder="musicnn-msd+musicnn-mtt").eval()
+    pooled = torch.randn(3, joined.embedding_dim)
+    with torch.enable_grad():
+        expected = joined.predict(pooled)
+    with torch.inference_mode():
+        got = joined.predict(pooled)
+        assert joined._joined_heads()[-1] == {"tags": "tags"}
+    assert list(got) == list(expected)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name].detach(), atol=1e-5, rtol=0)
 
 
 def test_frozen_encoder_gets_no_gradient_and_keeps_its_statistics():
