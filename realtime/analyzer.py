@@ -172,7 +172,8 @@ class Front:
         stop = end_frame - 1 - self.bin_start
         start = max(0, stop - hop_frames)
         values = self.bins[start:stop]
-        return rms_dbfs(float(np.mean(values))) if values else rms_dbfs(0.0)
+        # (A hop's ~16 floats: numpy's mean of a list cost ~0.15 ms of a live hop, this ~µs.)
+        return rms_dbfs(math.fsum(values) / len(values)) if values else rms_dbfs(0.0)
 
 
 class Consumer:
