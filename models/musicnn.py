@@ -166,6 +166,10 @@ SPECTRAL_MAX_FRAMES = 64
 # Each mid-end layer keeps its constant share (``Musicnn._mid_share``) for up to this many lengths of
 # input: a window's, and those of its first frames that a live loop prepares ahead (~10).
 MID_SHARES_KEPT = 64
+# A mid-end layer leaves out its dead filters (and its constant inputs) only where they are at least
+# this share of them: putting its outputs back in order costs about what 8 of its 64 filters do
+# (musicnn's first layer has 43-44 dead, the others 0-3).
+MID_LEFT_OUT_MIN = 0.25
 
 INSTALL_HINT = "pip install --no-deps musicnn==0.1.0"
 
@@ -659,7 +663,8 @@ class Musicnn(SegmentModel):
         Most of the first layer's filters are dead (``_LiveFilters._live_filters``: 44 of 64 in
         the published MSD model, 43 in MTT's), so its outputs are mostly constants, and the next
         layer convolves only the rest.  Past a residual sum, a channel is constant where both
-        terms are."""
+        terms are.  A layer with few dead filters (the others': 0-3 of 64) computes them all
+        (``MID_LEFT_OUT_MIN``)."""
         layers = []
         constants: set[int] = set()  # the input's constant channels (the front end's: ``constant``)
         values_in = None  # their values
@@ -667,22 +672,23 @@ class Musicnn(SegmentModel):
             conv, bn = layer.conv, layer.bn
             n_out = conv.out_channels
             w, k, inputs = (weight, constant, None) if j == 0 else (conv.weight, None, None)
-            if constants:
+            if len(constants) >= MID_LEFT_OUT_MIN * n_out:
                 inputs = torch.tensor(sorted(set(range(n_out)) - constants), device=w.device)
                 k = (w * values_in.index_fill(0, inputs, 0.0)[None, :, None]).sum(1, keepdim=True)
                 w = w.index_select(1, inputs)
             scale, shift = _bn_affine(bn)
-            values = F.relu(conv.bias) * scale + shift  # each output's value where its filter is dead
             bias, stats = conv.bias, (bn.running_mean, bn.running_var, bn.weight, bn.bias)
-            outputs, order, dead = layer._live_filters(), None, set()
-            if outputs is None:
-                values = torch.zeros_like(values)
+            outputs = layer._live_filters()
+            dead = set() if outputs is None else set(range(n_out)) - set(outputs.tolist())
+            # Each output's value where its filter is dead, 0 where live.
+            values = F.relu(conv.bias) * scale + shift
+            values = torch.zeros_like(values) if outputs is None else values.index_fill(0, outputs, 0.0)
+            dead_values, order = values, None
+            if len(dead) < MID_LEFT_OUT_MIN * n_out:  # all computed: a dead filter gives its value
+                outputs, values = None, torch.zeros_like(values)
             else:
-                live = outputs.tolist()
-                dead = set(range(n_out)) - set(live)
-                places = {c: i for i, c in enumerate(live + sorted(dead))}
+                places = {c: i for i, c in enumerate(outputs.tolist() + sorted(dead))}
                 order = torch.tensor([places[c] for c in range(n_out)], device=w.device)
-                values = values.index_fill(0, outputs, 0.0)
                 w, bias = w.index_select(0, outputs), bias.index_select(0, outputs)
                 k = None if k is None else k.index_select(0, outputs)
                 stats = tuple(t.index_select(0, outputs) for t in stats)
@@ -690,10 +696,10 @@ class Musicnn(SegmentModel):
             # Its output is the next layer's input; past the first layer, summed with its own input
             # (the residual), so constant where both are.
             if j == 0:
-                constants, values_in = dead, values
+                constants, values_in = dead, dead_values
             else:
                 constants &= dead
-                values_in = values + values_in if constants else None
+                values_in = dead_values + values_in if constants else None
         return tuple(layers)
 
     def _live_layout(self, x: torch.Tensor, parameters: list[_Folded] | None = None) -> _Live | None:
