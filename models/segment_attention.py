@@ -175,13 +175,19 @@ class SegmentAttention(SegmentModel):
             rest = self.encoder_heads
         else:  # inference: dropout is the identity, and the heads one matrix product
             names, weight, bias, sizes, rest = self._joined_heads()
-            out = dict(zip(names, torch.addmm(bias, pooled, weight).split(sizes, dim=1), strict=True))
+            out = (
+                dict(zip(names, torch.addmm(bias, pooled, weight).split(sizes, dim=1), strict=True))
+                if names
+                else {}
+            )
         if rest:
             encoder_out = self.encoder.predict(pooled)
             out.update({ours: encoder_out[theirs] for theirs, ours in rest.items()})
         return out
 
-    def _joined_heads(self) -> tuple[list[str], torch.Tensor, torch.Tensor, list[int], dict[str, str]]:
+    def _joined_heads(
+        self,
+    ) -> tuple[list[str], torch.Tensor | None, torch.Tensor | None, list[int], dict[str, str]]:
         """The heads' linear layers side by side, the encoder's own among them where each is one
         (musicnn's tags): their names, (embedding_dim, outputs) weights, biases and each head's
         size, and the encoder's heads left to its ``predict``.  One product instead of one module
@@ -199,7 +205,9 @@ class SegmentAttention(SegmentModel):
         tensors = [t for layer in layers.values() for t in tensors_of(layer, "weight", "bias")]
         key = (tensors_key(*tensors), tuple(layers))
         kept = getattr(self, "_joined_cache", (None,))
-        if kept[0] != key:
+        if kept[0] != key and not layers:  # the encoder's heads alone, none of them linear layers
+            kept = self._joined_cache = (key, ([], None, None, [], rest), ())
+        elif kept[0] != key:
             joined = (
                 list(layers),
                 torch.cat([layer.weight for layer in layers.values()]).T.contiguous(),

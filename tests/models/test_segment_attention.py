@@ -66,16 +66,17 @@ def test_inference_joins_the_heads_into_one_product_that_follows_their_weights()
     bare = models.build("segment-attention", tag_heads={}, valence_arousal=False).eval()
     with torch.inference_mode():
         assert list(bare.predict(pooled)) == ["tags"]
-    joined = models.build("segment-attention", encoder="musicnn-msd+musicnn-mtt").eval()
-    pooled = torch.randn(3, joined.embedding_dim)
-    with torch.enable_grad():
-        expected = joined.predict(pooled)
-    with torch.inference_mode():
-        got = joined.predict(pooled)
-        assert joined._joined_heads()[-1] == {"tags": "tags"}
-    assert list(got) == list(expected)
-    for name in expected:
-        torch.testing.assert_close(got[name], expected[name].detach(), atol=1e-5, rtol=0)
+    for heads in ({}, {"tag_heads": {}, "valence_arousal": False}):  # the encoder's heads alone too
+        joined = models.build("segment-attention", encoder="musicnn-msd+musicnn-mtt", **heads).eval()
+        pooled = torch.randn(3, joined.embedding_dim)
+        with torch.enable_grad():
+            expected = joined.predict(pooled)
+        with torch.inference_mode():
+            got = joined.predict(pooled)
+            assert joined._joined_heads()[-1] == {"tags": "tags"}
+        assert list(got) == list(expected)
+        for name in expected:
+            torch.testing.assert_close(got[name], expected[name].detach(), atol=1e-5, rtol=0)
 
 
 def test_frozen_encoder_gets_no_gradient_and_keeps_its_statistics():
