@@ -642,8 +642,8 @@ class Musicnn(SegmentModel):
     def _mid_share(spec: _MidLive, x: torch.Tensor, pad: tuple[int, int]) -> torch.Tensor:
         """(live out, n): a mid-end layer's bias and its constant inputs' share over ``x``'s n frames
         zero-padded by ``pad``.  The same for every window (and for each length of a window's
-        first frames): kept per length and padding (``spec.shares``) outside a traced graph,
-        where its convolution of ones cost ~0.05 ms a layer."""
+        first frames): kept per length and padding (``spec.shares``), outside a traced graph (its
+        convolution of ones cost ~0.05 ms a layer)."""
         key = (x.shape[-1], pad, x.device)
         share = spec.shares.get(key)
         if share is not None:
@@ -672,8 +672,8 @@ class Musicnn(SegmentModel):
             conv, bn = layer.conv, layer.bn
             n_out = conv.out_channels
             w, k, inputs = (weight, constant, None) if j == 0 else (conv.weight, None, None)
-            if len(constants) >= MID_LEFT_OUT_MIN * n_out:
-                inputs = torch.tensor(sorted(set(range(n_out)) - constants), device=w.device)
+            if len(constants) >= MID_LEFT_OUT_MIN * conv.in_channels:
+                inputs = torch.tensor(sorted(set(range(conv.in_channels)) - constants), device=w.device)
                 k = (w * values_in.index_fill(0, inputs, 0.0)[None, :, None]).sum(1, keepdim=True)
                 w = w.index_select(1, inputs)
             scale, shift = _bn_affine(bn)
