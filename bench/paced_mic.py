@@ -49,6 +49,10 @@ _PLUGIN = "libasound_module_pcm_jack.so"
 _PLUGIN_DIRS = ("/usr/lib/*/alsa-lib", "/usr/lib/alsa-lib", "/usr/lib64/alsa-lib")
 _SILENT_INPUT = "system:capture_1"  # the dummy backend's capture port: zeros, paced by its timer
 _POLL_S = 0.02
+# What jackd and the player log when JACK itself failed a client: one that missed a cycle (a late
+# process on a busy machine: the audio goes out of step before any device reads it) or could not
+# connect to the server.
+JACK_FAULTS = ("JackEngine::XRun", "Cannot create new client", "Cannot open", "Cannot connect")
 _START_TIMEOUT_S = 10.0
 
 
@@ -69,6 +73,34 @@ class PacedMic:
     started_at: float | None = None  # time.time() when the player was started
     error: str | None = None  # why the player could not start, if it could not
     player: subprocess.Popen | None = None
+    folder: Path | None = None  # the server's folder: its log and the player's
+
+    def jack_fault(self) -> str | None:
+        """The first line of the server's or the player's log naming one of ``JACK_FAULTS``, or None."""
+        for log in self._log_paths():
+            if log.is_file():
+                for line in log.read_text(errors="replace").splitlines():
+                    if line.startswith(JACK_FAULTS):
+                        return f"{log.name}: {line.strip()}"
+        return None
+
+    def _log_paths(self) -> list[Path]:
+        return (
+            []
+            if self.folder is None
+            else [self.folder / "jackd.log", self.folder / f"{self.device}_player.log"]
+        )
+
+    def logs(self, chars: int = 1500) -> str:
+        """The ends of the JACK server's log (its xruns: a client that missed a cycle) and the
+        player's, for a test's failure message."""
+        if self.folder is None:
+            return "(no logs)"
+        parts = []
+        for log in self._log_paths():
+            text = log.read_text(errors="replace").strip() if log.is_file() else "(none)"
+            parts.append(f"--- {log.name}:\n{text[-chars:]}")
+        return "\n".join(parts)
 
 
 def _plugin_present() -> bool:
@@ -224,7 +256,7 @@ class JackServer:
             f'pcm.{name} {{ type jack name "{name}" capture_ports {{ {capture} }} }}\n'
             f'pcm.{name}_player {{ type jack name "{name}_player" playback_ports {{ {playback} }} }}\n'
         )
-        mic = PacedMic(name, self.env, RATE_HZ, channels, len(audio) / RATE_HZ)
+        mic = PacedMic(name, self.env, RATE_HZ, channels, len(audio) / RATE_HZ, folder=self.folder)
         self.mics.append(mic)
         thread = threading.Thread(
             target=_play_when_captured,

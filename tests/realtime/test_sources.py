@@ -17,16 +17,17 @@ import sys
 import textwrap
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from bench.paced_mic import JackServer, missing
+from bench.paced_mic import PERIOD_FRAMES, JackServer, PacedMic, PacedMicError, missing
 from realtime.ring import RingBuffer
 from realtime.sources import FileSource, SourceError, StdinSource, UrlSource
-from tests.realtime.paced_mic import RATE_HZ, jack_server_name, paced_mic  # noqa: F401
+from tests.realtime.paced_mic import RATE_HZ, jack_server_name
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLIP_RATE_HZ = 16000
@@ -141,8 +142,20 @@ _DEVICE_PROBE = textwrap.dedent(
 )
 
 
-def probe_device(env: dict, tmp_path: Path, device, frames: int, capacity_frames: int, **extra) -> dict:
-    """Open ``device`` with DeviceSource in a subprocess under ``env``; returns its report + frames."""
+def probe_device(
+    env: dict,
+    tmp_path: Path,
+    device,
+    frames: int,
+    capacity_frames: int,
+    *,
+    expect_error: bool = False,
+    mic: PacedMic | None = None,
+    **extra,
+) -> dict:
+    """Open ``device`` with DeviceSource in a subprocess under ``env``; returns its report + frames.
+    A device that does not open fails the test with the source's error (and ``mic``'s JACK logs)
+    unless ``expect_error``, where the report holds it as ``source_error``."""
     args = dict(
         device=device,
         frames=frames,
@@ -163,6 +176,8 @@ def probe_device(env: dict, tmp_path: Path, device, frames: int, capacity_frames
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     if "source_error" not in result:
         result["data"] = np.load(args["out"])
+    elif not expect_error:
+        pytest.fail(f"device {device!r} did not open: {result['source_error']}\n{mic.logs() if mic else ''}")
     return result
 
 
@@ -186,50 +201,92 @@ def test_device_by_name_delivers_the_clip_exactly(virtual_mic, clip, tmp_path):
     assert before < capture_wall < got["read_wall"] + 0.5
 
 
-def test_paced_device_loses_nothing_while_its_callback_waits(paced_mic, tmp_path):  # noqa: F811
+def _ramp_mismatch(played: np.ndarray, ramp: np.ndarray) -> str | None:
+    """Where ``played`` stops following ``ramp`` and by how much: lost frames show as the ramp
+    running ahead, repeated ones as it falling behind.  None when it follows it exactly."""
+    differ = np.flatnonzero(played != ramp[: len(played)])
+    if len(differ) == 0:
+        return None
+    i = int(differ[0])
+    shift = int(np.argmin(np.abs(ramp - played[i]))) - i  # where its value sits in the ramp
+    return f"from captured sample {i} on, {shift:+d} frames against the ramp ({len(differ)} samples differ)"
+
+
+def _on_a_paced_mic(tmp_path: Path, audio: np.ndarray, check, period_frames: int = PERIOD_FRAMES) -> None:
+    """``check(mic, folder)`` with a fresh JACK server's paced microphone playing ``audio`` (48 kHz).
+    When it fails and the JACK logs name JACK's own fault (``JACK_FAULTS``: a client that missed a
+    cycle on the busy test machine, or could not connect), the audio was out of step before the
+    device under test read it: once more on another server, whose failure then stands."""
+    why = missing()
+    if why:
+        pytest.skip(why)
+    for attempt in (1, 2):
+        folder = tmp_path / f"jack-{attempt}"
+        folder.mkdir()
+        try:
+            server = JackServer(folder, name=jack_server_name(), period_frames=period_frames)
+        except PacedMicError as exc:
+            pytest.skip(str(exc))
+        with server:
+            mic = server.microphone(audio, RATE_HZ)
+            try:
+                check(mic, folder)
+                return
+            except (AssertionError, pytest.fail.Exception) as exc:
+                fault = mic.jack_fault()
+                if attempt == 2 or fault is None:
+                    raise
+                failed = str(exc).strip().splitlines()[0][:200]
+                warnings.warn(f"{failed}: JACK's own fault ({fault}); again on a fresh server", stacklevel=1)
+
+
+def test_paced_device_loses_nothing_while_its_callback_waits(tmp_path):
     # A ramp: every sample differs from the next by one step, so a lost or repeated block shows.
     ramp = np.linspace(-0.9, 0.9, 4 * RATE_HZ, dtype=np.float32)
-    mic = paced_mic(ramp, RATE_HZ)
     frames = 3 * RATE_HZ
-    got = probe_device(
-        mic.env, tmp_path, mic.device, frames=frames, capacity_frames=2 * frames, hold_gil_s=0.3
-    )
 
-    # The device's buffer (DEVICE_BUFFER_S) held the audio while the callback waited 0.3 s (the
-    # rest of the second's buffer is for the loaded test machine's own stalls); PortAudio's "low"
-    # latency (one 21 ms period here) overflows.
-    assert (got["overflows"], got["dropped"]) == (0, 0), got
-    # And the buffer came in short periods: the newest frame is a period or two old (21 ms each),
-    # not a quarter of the buffer (PortAudio's own choice: 256 ms).
-    assert got["age_ms_p50"] < 60, got["age_ms_p50"]
-    # Each block's capture time follows the device's clock, the ones that waited too: stamped when
-    # the callback ran, the first block after the wait read 0.3 s late.  (Tens of ms of slack:
-    # the clock's offset is the least seen so far, which the first calls of a loaded machine
-    # may overstate.)
-    index, capture = np.array(got["stamps"]).T
-    off_clock_s = np.abs(np.diff(capture) - np.diff(index) / RATE_HZ)
-    assert off_clock_s.max() < 0.1, off_clock_s.max()
-    captured = got["data"][:, 0]
-    start = int(np.flatnonzero(captured)[0])  # silence until the player starts, a period in
-    played = captured[start:]
-    assert 2.5 * RATE_HZ < len(played) <= len(ramp)
-    np.testing.assert_array_equal(played, ramp[: len(played)])
+    def check(mic: PacedMic, folder: Path) -> None:
+        got = probe_device(
+            mic.env, folder, mic.device, frames=frames, capacity_frames=2 * frames, hold_gil_s=0.3, mic=mic
+        )
+        # The device's buffer (DEVICE_BUFFER_S) held the audio while the callback waited 0.3 s (the
+        # rest of the second's buffer is for the loaded test machine's own stalls); PortAudio's
+        # "low" latency (one 21 ms period here) overflows.
+        assert (got["overflows"], got["dropped"]) == (0, 0), got
+        # And the buffer came in short periods: the newest frame is a period or two old (21 ms
+        # each), not a quarter of the buffer (PortAudio's own choice: 256 ms).
+        assert got["age_ms_p50"] < 60, got["age_ms_p50"]
+        # Each block's capture time follows the device's clock, the ones that waited too: stamped
+        # when the callback ran, the first block after the wait read 0.3 s late.  (Tens of ms of
+        # slack: the clock's offset is the least seen so far, which the first calls of a loaded
+        # machine may overstate.)
+        index, capture = np.array(got["stamps"]).T
+        off_clock_s = np.abs(np.diff(capture) - np.diff(index) / RATE_HZ)
+        assert off_clock_s.max() < 0.1, off_clock_s.max()
+        captured = got["data"][:, 0]
+        assert mic.playing.is_set() and captured.any(), f"the player never played: {mic.error}\n{mic.logs()}"
+        start = int(np.flatnonzero(captured)[0])  # silence until the player starts, a period in
+        played = captured[start:]
+        assert 2.5 * RATE_HZ < len(played) <= len(ramp)
+        # Where and by how much, with the JACK logs: once, in a loaded fresh-clone run, the ramp
+        # ran one JACK period ahead with no overflow counted here (and no log kept to say why).
+        mismatch = _ramp_mismatch(played, ramp)
+        assert mismatch is None, f"{mismatch}\n{mic.logs()}"
+
+    _on_a_paced_mic(tmp_path, ramp, check)
 
 
 def test_a_device_with_long_periods_gets_portaudios_low_latency(tmp_path):
     # A JACK server with 4096-frame periods (85 ms): the device gives the second's buffer in long
     # periods, which a window would wait for; the source opens it again with PortAudio's low
     # latency (here the same periods: they are the server's) and captures on.
-    why = missing()
-    if why:
-        pytest.skip(why)
-    (tmp_path / "jack").mkdir()
-    with JackServer(tmp_path / "jack", name=jack_server_name(), period_frames=4096) as server:
-        mic = server.microphone(np.full(3 * RATE_HZ, 0.25, dtype=np.float32), RATE_HZ)
-        got = probe_device(mic.env, tmp_path, mic.device, frames=RATE_HZ, capacity_frames=4 * RATE_HZ)
-    assert got["buffer_s"] is None, got
-    assert (got["overflows"], got["dropped"]) == (0, 0) and len(got["data"]) >= RATE_HZ
-    assert np.diff([i for i, _ in got["stamps"]]).max() == 4096
+    def check(mic: PacedMic, folder: Path) -> None:
+        got = probe_device(mic.env, folder, mic.device, frames=RATE_HZ, capacity_frames=4 * RATE_HZ, mic=mic)
+        assert got["buffer_s"] is None, f"{got}\n{mic.logs()}"
+        assert (got["overflows"], got["dropped"]) == (0, 0) and len(got["data"]) >= RATE_HZ
+        assert np.diff([i for i, _ in got["stamps"]]).max() == 4096
+
+    _on_a_paced_mic(tmp_path, np.full(3 * RATE_HZ, 0.25, dtype=np.float32), check, period_frames=4096)
 
 
 def test_device_by_index_mono_and_default(virtual_mic, clip, tmp_path):
@@ -251,7 +308,9 @@ def test_exact_name_wins_and_ambiguous_name_lists_matches(virtual_mic, clip, tmp
     exact = probe_device(env, tmp_path, "testmic", frames=1024, capacity_frames=4096, channels=1)
     assert exact["name"] == "testmic"
 
-    ambiguous = probe_device(env, tmp_path, "estmi", frames=1024, capacity_frames=4096, channels=1)
+    ambiguous = probe_device(
+        env, tmp_path, "estmi", frames=1024, capacity_frames=4096, channels=1, expect_error=True
+    )
     message = ambiguous["source_error"]
     assert "ambiguous" in message and "testmic" in message and "testmic2" in message
 
@@ -271,7 +330,7 @@ def test_tiny_ring_counts_dropped_frames_and_keeps_what_fit(virtual_mic, clip, t
 def test_unknown_device_error_lists_input_devices(virtual_mic, clip, tmp_path):
     env = virtual_mic(clip[:4096], name="testmic")
     for device in ("no-such-mic", 999):
-        got = probe_device(env, tmp_path, device, frames=1024, capacity_frames=4096)
+        got = probe_device(env, tmp_path, device, frames=1024, capacity_frames=4096, expect_error=True)
         message = got["source_error"]
         assert "no input device" in message and "testmic" in message, message
     assert "testmic" in got["table"] and "ALSA" in got["table"]
@@ -315,7 +374,14 @@ def test_device_that_opens_at_no_rate_is_a_clear_error(virtual_mic, clip, tmp_pa
     # 11025 Hz is in no fallback list, so every rate tried fails.
     env, reconfigure = _rate_restricted_after_enumeration(virtual_mic, clip, "oddmic", 11025)
     got = probe_device(
-        env, tmp_path, "oddmic", frames=1024, capacity_frames=4096, channels=1, reconfigure=reconfigure
+        env,
+        tmp_path,
+        "oddmic",
+        frames=1024,
+        capacity_frames=4096,
+        channels=1,
+        reconfigure=reconfigure,
+        expect_error=True,
     )
     message = got["source_error"]
     assert "cannot open input device 'oddmic'" in message and "any sample rate" in message
