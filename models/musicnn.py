@@ -584,19 +584,7 @@ class Musicnn(SegmentModel):
         return self._mid(front, head, self._live_layout(front))
 
     def _mid(self, front: torch.Tensor, head: list[torch.Tensor] | None, live: _Live | None) -> torch.Tensor:
-        layers, x = [], front
-        for j in range(len(self.mid)):
-            done = 0 if head is None else head[j].shape[-1]
-            y = (
-                self._mid_layer(j, x, (3, 3), live)
-                if done == 0
-                else self._mid_layer(j, x[..., done - 3 :], (0, 3), live)
-            )
-            if j:  # residual
-                y = y + x[..., done:]
-            x = y if done == 0 else torch.cat([head[j], y], dim=-1)
-            layers.append(x)
-        return torch.cat([front, *layers], dim=1)
+        return torch.cat([front, *self._mid_layers(front, head, live, 3)], dim=1)
 
     def mid_head(
         self,
@@ -608,13 +596,23 @@ class Musicnn(SegmentModel):
         is known before the rest: each layer's outputs that need no later frame (3 fewer per
         layer: n - 3, n - 6, n - 9).  ``head``: those of fewer first frames, extended;
         ``parameters``: as ``_live_layout`` takes them."""
-        live, layers, x = self._live_layout(front, parameters), [], front
+        return self._mid_layers(front, head, self._live_layout(front, parameters), 0)
+
+    def _mid_layers(
+        self, front: torch.Tensor, head: list[torch.Tensor] | None, live: _Live | None, right_pad: int
+    ) -> list[torch.Tensor]:
+        """Each mid-end layer's outputs over ``front`` (B, C, n).  ``head``: each layer's first
+        outputs, already computed (``mid_head``'s): only the rest is, from 3 frames before them.
+        ``right_pad``: 3, a window's end (zero padding, as musicnn's); 0, frames still to come
+        (``mid_head``: the outputs that need no later frame, 3 fewer per layer)."""
+        layers, x = [], front
         for j in range(len(self.mid)):
             done = 0 if head is None else head[j].shape[-1]
-            y = self._mid_layer(j, x[..., max(done - 3, 0) :], (3 if done == 0 else 0, 0), live)
-            if j:
+            pad = (3 if done == 0 else 0, right_pad)
+            y = self._mid_layer(j, x[..., max(done - 3, 0) :], pad, live)
+            if j:  # residual
                 y = y + x[..., done : done + y.shape[-1]]
-            x = y if head is None else torch.cat([head[j], y], dim=-1)
+            x = y if done == 0 else torch.cat([head[j], y], dim=-1)
             layers.append(x)
         return layers
 
