@@ -52,7 +52,13 @@ _POLL_S = 0.02
 # What jackd and the player log when JACK itself failed a client: one that missed a cycle (a late
 # process on a busy machine: the audio goes out of step before any device reads it) or could not
 # connect to the server.
-JACK_FAULTS = ("JackEngine::XRun", "Cannot create new client", "Cannot open", "Cannot connect")
+JACK_FAULTS = (
+    "JackEngine::XRun",
+    "Cannot create new client",
+    "Cannot open client",
+    "Cannot connect to server socket",
+    "Cannot connect client socket",
+)
 _START_TIMEOUT_S = 10.0
 
 

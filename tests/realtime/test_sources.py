@@ -150,12 +150,11 @@ def probe_device(
     capacity_frames: int,
     *,
     expect_error: bool = False,
-    mic: PacedMic | None = None,
     **extra,
 ) -> dict:
     """Open ``device`` with DeviceSource in a subprocess under ``env``; returns its report + frames.
-    A device that does not open fails the test with the source's error (and ``mic``'s JACK logs)
-    unless ``expect_error``, where the report holds it as ``source_error``."""
+    A device that does not open fails the test with the source's error unless ``expect_error``,
+    where the report holds it as ``source_error`` (and one that opens fails it)."""
     args = dict(
         device=device,
         frames=frames,
@@ -177,7 +176,9 @@ def probe_device(
     if "source_error" not in result:
         result["data"] = np.load(args["out"])
     elif not expect_error:
-        pytest.fail(f"device {device!r} did not open: {result['source_error']}\n{mic.logs() if mic else ''}")
+        pytest.fail(f"device {device!r} did not open: {result['source_error']}")
+    if expect_error and "source_error" not in result:
+        pytest.fail(f"device {device!r} opened; an error was expected")
     return result
 
 
@@ -209,35 +210,45 @@ def _ramp_mismatch(played: np.ndarray, ramp: np.ndarray) -> str | None:
         return None
     i = int(differ[0])
     shift = int(np.argmin(np.abs(ramp - played[i]))) - i  # where its value sits in the ramp
-    return f"from captured sample {i} on, {shift:+d} frames against the ramp ({len(differ)} samples differ)"
+    return f"from played sample {i} on, {shift:+d} frames against the ramp ({len(differ)} samples differ)"
 
 
 def _on_a_paced_mic(tmp_path: Path, audio: np.ndarray, check, period_frames: int = PERIOD_FRAMES) -> None:
-    """``check(mic, folder)`` with a fresh JACK server's paced microphone playing ``audio`` (48 kHz).
-    When it fails and the JACK logs name JACK's own fault (``JACK_FAULTS``: a client that missed a
-    cycle on the busy test machine, or could not connect), the audio was out of step before the
-    device under test read it: once more on another server, whose failure then stands."""
+    """``check(mic, folder)`` with a fresh JACK server's paced microphone playing ``audio`` (48 kHz);
+    a failure carries the JACK server's and the player's logs.  When those name JACK's own fault
+    (``JACK_FAULTS``: a client that missed a cycle on the busy test machine, or could not connect),
+    the audio was out of step before the device under test read it: once more on another server,
+    whose failure fails the test with the first one's."""
     why = missing()
     if why:
         pytest.skip(why)
+    first = None  # the first attempt's failure, where JACK logged its own fault
     for attempt in (1, 2):
         folder = tmp_path / f"jack-{attempt}"
         folder.mkdir()
         try:
             server = JackServer(folder, name=jack_server_name(), period_frames=period_frames)
         except PacedMicError as exc:
-            pytest.skip(str(exc))
+            if first is None:
+                pytest.skip(str(exc))
+            pytest.fail(f"{first}\n--- then the second JACK server did not start: {exc}")
         with server:
             mic = server.microphone(audio, RATE_HZ)
             try:
                 check(mic, folder)
                 return
             except (AssertionError, pytest.fail.Exception) as exc:
+                failure = f"{str(exc).strip() or type(exc).__name__}\n{mic.logs()}"
                 fault = mic.jack_fault()
-                if attempt == 2 or fault is None:
-                    raise
-                failed = str(exc).strip().splitlines()[0][:200]
-                warnings.warn(f"{failed}: JACK's own fault ({fault}); again on a fresh server", stacklevel=1)
+                if first is not None:
+                    pytest.fail(f"{failure}\n--- the first attempt (JACK's own fault):\n{first}")
+                if fault is None:
+                    pytest.fail(failure)
+                first = f"{fault}\n{failure}"
+                warnings.warn(
+                    f"{failure.splitlines()[0][:200]}: JACK's own fault ({fault}); again on a fresh server",
+                    stacklevel=1,
+                )
 
 
 def test_paced_device_loses_nothing_while_its_callback_waits(tmp_path):
@@ -247,7 +258,7 @@ def test_paced_device_loses_nothing_while_its_callback_waits(tmp_path):
 
     def check(mic: PacedMic, folder: Path) -> None:
         got = probe_device(
-            mic.env, folder, mic.device, frames=frames, capacity_frames=2 * frames, hold_gil_s=0.3, mic=mic
+            mic.env, folder, mic.device, frames=frames, capacity_frames=2 * frames, hold_gil_s=0.3
         )
         # The device's buffer (DEVICE_BUFFER_S) held the audio while the callback waited 0.3 s (the
         # rest of the second's buffer is for the loaded test machine's own stalls); PortAudio's
@@ -264,14 +275,14 @@ def test_paced_device_loses_nothing_while_its_callback_waits(tmp_path):
         off_clock_s = np.abs(np.diff(capture) - np.diff(index) / RATE_HZ)
         assert off_clock_s.max() < 0.1, off_clock_s.max()
         captured = got["data"][:, 0]
-        assert mic.playing.is_set() and captured.any(), f"the player never played: {mic.error}\n{mic.logs()}"
+        assert mic.playing.is_set() and captured.any(), f"the player never played: {mic.error}"
         start = int(np.flatnonzero(captured)[0])  # silence until the player starts, a period in
         played = captured[start:]
         assert 2.5 * RATE_HZ < len(played) <= len(ramp)
         # Where and by how much, with the JACK logs: once, in a loaded fresh-clone run, the ramp
         # ran one JACK period ahead with no overflow counted here (and no log kept to say why).
         mismatch = _ramp_mismatch(played, ramp)
-        assert mismatch is None, f"{mismatch}\n{mic.logs()}"
+        assert mismatch is None, mismatch
 
     _on_a_paced_mic(tmp_path, ramp, check)
 
@@ -281,8 +292,8 @@ def test_a_device_with_long_periods_gets_portaudios_low_latency(tmp_path):
     # periods, which a window would wait for; the source opens it again with PortAudio's low
     # latency (here the same periods: they are the server's) and captures on.
     def check(mic: PacedMic, folder: Path) -> None:
-        got = probe_device(mic.env, folder, mic.device, frames=RATE_HZ, capacity_frames=4 * RATE_HZ, mic=mic)
-        assert got["buffer_s"] is None, f"{got}\n{mic.logs()}"
+        got = probe_device(mic.env, folder, mic.device, frames=RATE_HZ, capacity_frames=4 * RATE_HZ)
+        assert got["buffer_s"] is None, got
         assert (got["overflows"], got["dropped"]) == (0, 0) and len(got["data"]) >= RATE_HZ
         assert np.diff([i for i, _ in got["stamps"]]).max() == 4096
 
