@@ -608,7 +608,7 @@ class Musicnn(SegmentModel):
         layers, x = [], front
         for j in range(len(self.mid)):
             done = 0 if head is None else head[j].shape[-1]
-            pad = (3 if done == 0 else 0, right_pad)
+            pad = (max(3 - done, 0), right_pad)  # left: the zeros before the window its outputs reach
             y = self._mid_layer(j, x[..., max(done - 3, 0) :], pad, live)
             if j:  # residual
                 y = y + x[..., done : done + y.shape[-1]]

@@ -318,6 +318,24 @@ def test_whole_windows_and_the_streaming_encoder_share_one_live_layout():
             assert model._layout_cache[1] is kept
 
 
+def test_the_mid_end_of_a_windows_first_frames_extends_to_the_whole_mid_end():
+    """``mid_head`` of a window's first n frames, then ``mid_features`` of the whole window given
+    that head, is the mid end of the whole window: for the shortest heads (10 frames, each layer
+    needing 3 more; 11 and 12, whose last layer has 1 or 2 outputs, so that the rest of the window
+    needs part of its left padding), longer ones, and a head extended by more frames."""
+    model = models.build("musicnn-msd").eval()
+    live_channels = sum(len(block._folded_parameters(False).kernel) for block in model.front)
+    front = 2.0 * torch.rand(1, live_channels, SEGMENT_FRAMES, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        whole = model.mid_features(front)
+        for n in (10, 11, 12, 40, SEGMENT_FRAMES):
+            head = model.mid_head(front[..., :n])
+            assert [h.shape[-1] for h in head] == [n - 3, n - 6, n - 9]
+            torch.testing.assert_close(model.mid_features(front, head), whole, atol=1e-4, rtol=0)
+        extended = model.mid_head(front[..., :60], model.mid_head(front[..., :11]))
+        torch.testing.assert_close(model.mid_features(front, extended), whole, atol=1e-4, rtol=0)
+
+
 @pytest.mark.parametrize("onednn", [True, False])
 def test_raw_is_each_blocks_convolution(onednn):
     """``raw`` (a streaming tail's convolution before the max over frequency) is the block's
