@@ -17,17 +17,16 @@ import sys
 import textwrap
 import threading
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from bench.paced_mic import PERIOD_FRAMES, JackServer, PacedMic, PacedMicError, missing
+from bench.paced_mic import PacedMic
 from realtime.ring import RingBuffer
 from realtime.sources import FileSource, SourceError, StdinSource, UrlSource
-from tests.realtime.paced_mic import RATE_HZ, jack_server_name
+from tests.realtime.paced_mic import RATE_HZ, on_a_paced_mic
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLIP_RATE_HZ = 16000
@@ -213,44 +212,6 @@ def _ramp_mismatch(played: np.ndarray, ramp: np.ndarray) -> str | None:
     return f"from played sample {i} on, {shift:+d} frames against the ramp ({len(differ)} samples differ)"
 
 
-def _on_a_paced_mic(tmp_path: Path, audio: np.ndarray, check, period_frames: int = PERIOD_FRAMES) -> None:
-    """``check(mic, folder)`` with a fresh JACK server's paced microphone playing ``audio`` (48 kHz);
-    a failure carries the JACK server's and the player's logs.  When those name JACK's own fault
-    (``JACK_FAULTS``: a client that missed a cycle on the busy test machine, or could not connect),
-    the audio was out of step before the device under test read it: once more on another server,
-    whose failure fails the test with the first one's."""
-    why = missing()
-    if why:
-        pytest.skip(why)
-    first = None  # the first attempt's failure, where JACK logged its own fault
-    for attempt in (1, 2):
-        folder = tmp_path / f"jack-{attempt}"
-        folder.mkdir()
-        try:
-            server = JackServer(folder, name=jack_server_name(), period_frames=period_frames)
-        except PacedMicError as exc:
-            if first is None:
-                pytest.skip(str(exc))
-            pytest.fail(f"{first}\n--- then the second JACK server did not start: {exc}")
-        with server:
-            mic = server.microphone(audio, RATE_HZ)
-            try:
-                check(mic, folder)
-                return
-            except (AssertionError, pytest.fail.Exception) as exc:
-                failure = f"{str(exc).strip() or type(exc).__name__}\n{mic.logs()}"
-                fault = mic.jack_fault()
-                if first is not None:
-                    pytest.fail(f"{failure}\n--- the first attempt (JACK's own fault):\n{first}")
-                if fault is None:
-                    pytest.fail(failure)
-                first = f"{fault}\n{failure}"
-                warnings.warn(
-                    f"{failure.splitlines()[0][:200]}: JACK's own fault ({fault}); again on a fresh server",
-                    stacklevel=1,
-                )
-
-
 def test_paced_device_loses_nothing_while_its_callback_waits(tmp_path):
     # A ramp: every sample differs from the next by one step, so a lost or repeated block shows.
     ramp = np.linspace(-0.9, 0.9, 4 * RATE_HZ, dtype=np.float32)
@@ -284,7 +245,7 @@ def test_paced_device_loses_nothing_while_its_callback_waits(tmp_path):
         mismatch = _ramp_mismatch(played, ramp)
         assert mismatch is None, mismatch
 
-    _on_a_paced_mic(tmp_path, ramp, check)
+    on_a_paced_mic(tmp_path, ramp, check)
 
 
 def test_a_device_with_long_periods_gets_portaudios_low_latency(tmp_path):
@@ -297,7 +258,7 @@ def test_a_device_with_long_periods_gets_portaudios_low_latency(tmp_path):
         assert (got["overflows"], got["dropped"]) == (0, 0) and len(got["data"]) >= RATE_HZ
         assert np.diff([i for i, _ in got["stamps"]]).max() == 4096
 
-    _on_a_paced_mic(tmp_path, np.full(3 * RATE_HZ, 0.25, dtype=np.float32), check, period_frames=4096)
+    on_a_paced_mic(tmp_path, np.full(3 * RATE_HZ, 0.25, dtype=np.float32), check, period_frames=4096)
 
 
 def test_device_by_index_mono_and_default(virtual_mic, clip, tmp_path):
