@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from bench.paced_mic import JackServer, PacedMicError, missing
 from realtime.outputs.os2l import CONNECT_TIMEOUT_S
+from tests.realtime import paced_mic
 from tests.realtime.harness import Subscriber, ended, finish, free_endpoint, free_port, listen
 from tests.realtime.outputs.receivers import (
     DmxReceiver,
@@ -30,7 +30,6 @@ from tests.realtime.outputs.receivers import (
     expect_osc,
     osc_hops,
 )
-from tests.realtime.paced_mic import jack_server_name
 
 CLIP = "4q/audio/Q1/MT0000040632.ogg"
 CLIP_S = 7
@@ -48,15 +47,8 @@ def clip(shared_data, tmp_path_factory):
 @pytest.fixture
 def jack_server(tmp_path):
     """A private JACK server (dummy backend): MIDI ports without a sound card or ALSA sequencer."""
-    why = missing()
-    if why:
-        pytest.skip(why)
-    try:
-        # Long periods: a busy 2-core machine still finishes every JACK cycle in time (no xruns).
-        server = JackServer(tmp_path, name=jack_server_name(), period_frames=4096)
-    except PacedMicError as exc:
-        pytest.skip(str(exc))
-    with server:
+    # Long periods: a busy 2-core machine still finishes every JACK cycle in time (no xruns).
+    with paced_mic.jack_server(tmp_path, period_frames=4096) as server:
         yield server
 
 
