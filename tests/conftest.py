@@ -27,16 +27,23 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-# Modules that take minutes on one worker (a shared fit, several subprocesses each), longest
-# first.  Under pytest-xdist a module's tests stay on one worker (--dist loadscope); handed out
-# first, these run beside everything else instead of alone at the end of the run.
+# Modules that take a minute or more on one worker (a shared fit, several subprocesses each),
+# longest first (seconds on one worker of a whole run, 2026-12-02, in the comments).  Under
+# pytest-xdist a module's tests stay on one worker (--dist loadscope), and modules are handed out
+# in this order (--no-loadscope-reorder: xdist's own order, since 3.8, is by number of tests, which
+# had test_fit start ~2 min in and test_listen_faults ~7.5 min in), so these run beside everything
+# else instead of alone at the end of the run.
 LONGEST_FIRST = (
-    "tests/train/test_fit.py",
-    "tests/realtime/test_listen_faults.py",
-    "tests/bench/test_scale.py",
-    "tests/bench/test_e2e.py",
-    "tests/bench/test_latency.py",
-    "tests/realtime/test_listen.py",
+    "tests/train/test_fit.py",  # 282
+    "tests/realtime/test_listen.py",  # 160
+    "tests/models/test_export.py",  # 130
+    "tests/realtime/test_analyze.py",  # 115
+    "tests/bench/test_scale.py",  # 110
+    "tests/bench/test_latency.py",  # 86
+    "tests/realtime/test_listen_faults.py",  # 81
+    "tests/models/test_deepspectrum.py",  # 79
+    "tests/bench/test_e2e.py",  # 68
+    "tests/realtime/test_listen_outputs.py",  # 65
 )
 
 
