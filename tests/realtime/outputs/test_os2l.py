@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from realtime.outputs import os2l
+from realtime.outputs.base import QueuedOutput
 from realtime.outputs.mapping import Route, to_range
 from realtime.outputs.os2l import Os2lOutput, browse
 from tests.realtime.outputs.receivers import Os2lServer
@@ -22,29 +24,52 @@ def wait_for(predicate, timeout_s: float, what: str) -> None:
         time.sleep(0.01)
 
 
-def test_a_peer_that_never_reads_costs_the_caller_nothing_and_drops_are_counted():
+class _Unpaced(Os2lOutput):
+    """Sends as fast as the socket takes them: the ~500 sends that fill it here would take
+    seconds ``MIN_GAP_S`` apart."""
+
+    MIN_GAP_S = 0.0
+
+
+# A button toggled by every value, its name ~4 kB: a message of that size each time, so the peer's
+# window and the socket's buffer (autotuned to a few MB) fill after ~500 sends; ~35-byte messages
+# would take ~100,000.
+BUTTON = [Route("valence", ("btn", "b" * 4000), to_range("valence", 0.0, 1.0))]
+
+
+def test_a_peer_that_never_reads_costs_the_caller_nothing_and_drops_are_counted(monkeypatch):
+    # A send blocked on the peer waits 30 s before it gives up: only close's shutdown ends it sooner.
+    monkeypatch.setattr(os2l, "SEND_TIMEOUT_S", 30.0)
     server = socket.socket()
     server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     server.bind(("127.0.0.1", 0))
     server.listen(1)
-    output = Os2lOutput("127.0.0.1", server.getsockname()[1], VALENCE)
+    before = set(threading.enumerate())
+    output = _Unpaced("127.0.0.1", server.getsockname()[1], BUTTON)
+    sender = [t for t in threading.enumerate() if t not in before and t.name == "moodstream-os2l"]
     peer, _ = server.accept()  # accepted, never read
     try:
-        emitted = threading.Event()
-
-        def emit_many():
-            for i in range(20_000):
-                output.emit({"valence": (i % 500) / 250 - 1}, hop=True)  # each a change of 0.002
-            emitted.set()
-
-        threading.Thread(target=emit_many, daemon=True).start()
-        assert emitted.wait(30), "emit blocked on a peer that does not read"
-        status = output.status()
-        # The queue holds 64 items; everything else the peer could not take was dropped, and counted.
-        assert status["dropped"] > 15_000 and status["sent"] + status["dropped"] <= 20_000
+        emitted, sent, deadline = 0, -1, time.monotonic() + 20
+        while True:  # emit in bursts until the sender is stuck in a send, items waiting behind it
+            started = time.monotonic()
+            for _ in range(1000):
+                output.emit({"valence": -1.0 if emitted % 2 else 1.0}, hop=True)  # on, off: a message each
+                emitted += 1
+            assert time.monotonic() - started < 1.0, "emit blocked on a peer that does not read"
+            time.sleep(0.05)  # the sender's turn
+            status = output.status()
+            if status["sent"] == sent and status["sent"] + status["dropped"] < emitted:
+                break
+            sent = status["sent"]
+            assert time.monotonic() < deadline, f"the sender never blocked: {status}"
+        # Every item is sent, dropped (the queue holds 64: what the peer could not take is dropped,
+        # and counted), queued, or the one in the blocked send.
+        assert emitted - QueuedOutput.QUEUE_ITEMS - 1 <= status["sent"] + status["dropped"] < emitted
+        assert status["dropped"] > status["sent"]
         started = time.monotonic()
         output.close()
         assert time.monotonic() - started < 2.0  # a blocked send does not hold the stop
+        assert len(sender) == 1 and not sender[0].is_alive()  # the blocked send was ended, not left
     finally:
         peer.close()
         server.close()
