@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def test_one_pair_gives_reaction_times_and_flicker(tmp_path):
+def test_one_pair_gives_reaction_times_and_flicker(tmp_path, shared_data):  # its clips: 4Q pairs
     out, png = tmp_path / "reaction.json", tmp_path / "reaction.png"
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "reaction", "--pairs", "2", "--dwell", "0,30", "--follow", "0,20", "--quiet",

@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_short_soak_counts_every_mood_and_samples_memory(tmp_path):
+def test_a_short_soak_counts_every_mood_and_samples_memory(tmp_path, shared_data):  # its clips: 4Q
     """Both modes at once (they mostly wait: the paced one on the clock, the fast one on listen)."""
     runs = {}
     for mode, minutes in (("fast", "1"), ("paced", "0.25")):
