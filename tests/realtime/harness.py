@@ -156,23 +156,40 @@ def finish(proc: subprocess.Popen, timeout_s: float = 60) -> tuple[int, str]:
     return proc.returncode, err.decode("utf-8", "replace")
 
 
-class StderrLines:
-    """A process's stderr read line by line as it comes (by a thread): wait for a line, not a guessed sleep.
+class Lines:
+    """A process's stderr (or ``stream``, e.g. its stdout) read line by line as it comes (by a
+    thread): wait for a line, not a guessed sleep.
 
     A fixed sleep before a signal failed on a loaded machine, where starting Python and importing
     the libraries took longer than the sleep; and a signal before the process set its handler
     ends it with a traceback.
     """
 
-    def __init__(self, proc: subprocess.Popen):
+    def __init__(self, proc: subprocess.Popen, stream=None):
         self.proc = proc
+        self.stream = proc.stderr if stream is None else stream
         self.lines: list[str] = []
+        self._taken = 0  # how many lines next_line has returned (or skip passed over)
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
     def _read(self) -> None:
-        for line in self.proc.stderr:
+        for line in self.stream:
             self.lines.append(line.decode("utf-8", "replace") if isinstance(line, bytes) else line)
+
+    def next_line(self, timeout_s: float) -> str:
+        """The line after the last one returned (with its newline); "" if none comes within ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.lines) <= self._taken:
+            if time.monotonic() >= deadline:
+                return ""
+            time.sleep(0.01)
+        self._taken += 1
+        return self.lines[self._taken - 1]
+
+    def skip(self) -> None:
+        """Pass over every line read so far: ``next_line`` returns the ones still to come."""
+        self._taken = len(self.lines)
 
     def wait_for(self, predicate, timeout_s: float = 60) -> str:
         """The first line (without its newline) ``predicate`` holds for; fails after ``timeout_s``."""

@@ -19,7 +19,7 @@ import zmq
 from realtime.keys import CurveError, secure_subscriber
 from realtime.keys import main as keys_main
 from realtime.publisher import Publisher, PublisherError
-from tests.realtime.harness import REPO, StderrLines, free_endpoint
+from tests.realtime.harness import REPO, Lines, free_endpoint
 from tests.realtime.test_subscribe import valid_mood
 
 pytestmark = pytest.mark.skipif(not zmq.has("curve"), reason="libzmq without CURVE")
@@ -189,7 +189,7 @@ def test_the_bridge_says_it_too_even_quiet(keys):
             [sys.executable, "-m", "realtime.bridge", "--from", endpoint, "--osc", "127.0.0.1:9", "--quiet"],
             cwd=REPO, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        stderr = StderrLines(bridge)
+        stderr = Lines(bridge)
         line = stderr.wait_for(lambda line: True, 60)  # started, connected, refused (~0.5 s after connecting)
         bridge.send_signal(signal.SIGINT)
         _, err = stderr.finish(10)

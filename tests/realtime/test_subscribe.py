@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import queue
 import re
 import signal
 import subprocess
@@ -17,7 +16,7 @@ import zmq
 
 from realtime import feed, subscribe
 from realtime.publisher import Publisher
-from tests.realtime.harness import free_endpoint
+from tests.realtime.harness import Lines, free_endpoint
 
 REPO = Path(__file__).resolve().parents[2]
 EPHEMERAL = "tcp://127.0.0.1:0"
@@ -247,28 +246,22 @@ def test_timeout_without_a_publisher_exits_1_with_a_message():
     assert 1.0 <= elapsed_s < 5.0
 
 
-def _lines(stream, into: queue.Queue) -> None:
-    for line in stream:
-        into.put(line)
-
-
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_stop_asked_for_exits_0_quietly_within_a_second(stop):
     """Ctrl-C, or SIGTERM from a supervisor or kill: a stop asked for, exit 0 as every command."""
     with Publisher(EPHEMERAL) as pub:
         proc = start_subscriber(pub.endpoint)
-        lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=_lines, args=(proc.stdout, lines), daemon=True).start()
+        lines = Lines(proc, proc.stdout)
         try:
             # Interrupt only once it is receiving: a SIGINT during interpreter start-up is
             # Python's business, not ours.
             deadline = time.monotonic() + 10
             i = 0
-            while lines.empty() and time.monotonic() < deadline and proc.poll() is None:
+            while not lines.lines and time.monotonic() < deadline and proc.poll() is None:
                 pub.send("status", valid_status(i))
                 i += 1
                 time.sleep(PUBLISH_EVERY_S)
-            assert not lines.empty(), "the subscriber printed nothing"
+            assert lines.lines, "the subscriber printed nothing"
 
             start = time.monotonic()
             proc.send_signal(stop)
@@ -286,43 +279,32 @@ def test_a_stop_asked_for_exits_0_quietly_within_a_second(stop):
     assert err == ""
 
 
-def _next_line(lines: queue.Queue, timeout_s: float) -> str:
-    try:
-        return lines.get(timeout=timeout_s)
-    except queue.Empty:
-        return ""
-
-
 def test_a_quiet_feed_is_noted_once_and_its_return_too():
     """A publisher that goes away (or has not started) leaves a SUB socket waiting with nothing to
     tell; after QUIET_NOTE_S the subscriber says so on stderr, once, and again when messages come."""
     with Publisher(EPHEMERAL) as pub:
         proc = start_subscriber(pub.endpoint)
-        out: queue.Queue[str] = queue.Queue()
-        err: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=_lines, args=(proc.stdout, out), daemon=True).start()
-        threading.Thread(target=_lines, args=(proc.stderr, err), daemon=True).start()
+        out, err = Lines(proc, proc.stdout), Lines(proc)
         try:
             i, deadline = 0, time.monotonic() + 15
-            while out.empty() and time.monotonic() < deadline:
+            while not out.lines and time.monotonic() < deadline:
                 pub.send("status", valid_status(i))
                 i += 1
                 time.sleep(PUBLISH_EVERY_S)
-            assert not out.empty(), "the subscriber printed nothing"
+            assert out.lines, "the subscriber printed nothing"
             quiet_from = time.monotonic()
-            note = _next_line(err, subscribe.QUIET_NOTE_S + 5)
+            note = err.next_line(subscribe.QUIET_NOTE_S + 5)
             # The publisher is there and sends nothing (an analyzer loading its model, or stalled).
             assert note.startswith(
                 f"subscribe: nothing for {subscribe.QUIET_NOTE_S:g} s (connected to the analyzer at {pub.endpoint}, "
                 "which sends nothing: starting, or stalled)."
             ), note
             assert time.monotonic() - quiet_from >= subscribe.QUIET_NOTE_S - 0.5  # not at once
-            assert _next_line(err, 1.0) == ""  # once, not every poll
-            while not out.empty():  # what came before the quiet
-                out.get_nowait()
+            assert err.next_line(1.0) == ""  # once, not every poll
+            out.skip()  # what came before the quiet
             pub.send("status", valid_status(i))
-            assert _next_line(err, 5.0) == "subscribe: messages again.\n"
-            assert _next_line(out, 5.0).startswith("status")
+            assert err.next_line(5.0) == "subscribe: messages again.\n"
+            assert out.next_line(5.0).startswith("status")
         finally:
             proc.kill()
             proc.wait()

@@ -20,7 +20,7 @@ from bench.reaction import pairs, spliced
 from realtime.web.server import colour_hex
 from tests.realtime.harness import (
     REPO,
-    StderrLines,
+    Lines,
     Subscriber,
     finish,
     free_endpoint,
@@ -172,7 +172,7 @@ def test_a_feed_that_never_comes_is_said_too():
     terminal, as it does when a feed it had stops: its page alone would look healthy."""
     feed = free_endpoint()  # nothing publishes there
     viewer = start("view", "--from", feed, "--web", str(free_port()), quiet=False)
-    stderr = StderrLines(viewer)
+    stderr = Lines(viewer)
     note = stderr.wait_for(lambda line: line.startswith("moodstream view: no feed for 3 s"), 60)
     viewer.send_signal(signal.SIGINT)
     code, err = stderr.finish(30)
