@@ -204,7 +204,7 @@ class Lines:
             time.sleep(0.05)
 
     def finish(self, timeout_s: float = 30) -> tuple[int, str]:
-        """Wait for the process to end: its exit code and all it wrote on stderr."""
+        """Wait for the process to end: its exit code and all it wrote on the stream read."""
         code = self.proc.wait(timeout=timeout_s)
         self._thread.join(timeout_s)
         for pipe in (self.proc.stdout, self.proc.stderr):
