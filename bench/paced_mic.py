@@ -49,9 +49,10 @@ _PLUGIN = "libasound_module_pcm_jack.so"
 _PLUGIN_DIRS = ("/usr/lib/*/alsa-lib", "/usr/lib/alsa-lib", "/usr/lib64/alsa-lib")
 _SILENT_INPUT = "system:capture_1"  # the dummy backend's capture port: zeros, paced by its timer
 _POLL_S = 0.02
-# What jackd and the player log when JACK itself failed a client: one that missed a cycle (a late
-# process on a busy machine: the audio goes out of step before any device reads it) or could not
-# connect to the server.
+# What jackd and the player log when a JACK client failed: one that missed a cycle (a late process on
+# a busy machine; the player's, or the capturing device's own, whose audio then goes out of step)
+# or could not connect to the server.  A `listen` that starts on the device logs a missed cycle of
+# its own client ("client = PortAudio") as a rule, on an idle machine too.
 JACK_FAULTS = (
     "JackEngine::XRun",
     "Cannot create new client",

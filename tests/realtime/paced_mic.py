@@ -64,10 +64,11 @@ def jack_server(folder: Path, period_frames: int = PERIOD_FRAMES) -> JackServer:
 
 def on_a_paced_mic(folder: Path, audio: np.ndarray, check, period_frames: int = PERIOD_FRAMES) -> None:
     """``check(mic, folder)`` with a fresh JACK server's paced microphone playing ``audio`` (48 kHz);
-    a failure carries the JACK server's and the player's logs.  When those name JACK's own fault
+    a failure carries the JACK server's and the player's logs.  When those name a JACK fault
     (``JACK_FAULTS``: a client that missed a cycle on the busy test machine, or could not connect),
-    the audio was out of step before the device under test read it: once more on another server,
-    whose failure fails the test with the first one's."""
+    the audio may have gone out of step in JACK, not in the code under test: once more on another
+    server, whose failure fails the test with the first one's.  (Not for checks on ``listen``,
+    whose own client misses a cycle as it starts: every failure there would be tried twice.)"""
     first = None  # the first attempt's failure, where JACK logged its own fault
     for attempt in (1, 2):
         here = folder / f"jack-{attempt}"
