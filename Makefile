@@ -35,7 +35,7 @@ need-file:  # before setup: a forgotten FILE is said at once, not after installi
 subscribe: setup  ## print a running analyzer's feed; ARGS="--topic mood"
 	$(PY) -m realtime.subscribe $(ARGS)
 
-bench: setup-test  ## per-hop latency of the default model; ARGS="--models default,musicnn-msd"
+bench: setup $(VENV)/.moodstream-bench  ## per-hop latency of the default model; ARGS="--models default,musicnn-msd"
 	$(PY) -m bench latency $(ARGS)
 
 test: setup-test lint  ## the test suite (ruff, then pytest); ARGS="-x tests/realtime"
@@ -79,4 +79,9 @@ $(VENV)/.moodstream: pyproject.toml $(VENV)/.torch-$(TORCH_VERSION)
 
 $(VENV)/.moodstream-dev: pyproject.toml $(VENV)/.moodstream
 	$(PIP) install -q --no-warn-conflicts -e ".[dev]"
+	@touch $@
+
+# bench needs librosa (its baseline loop), not the test set-up (JACK, Chromium, pytest).
+$(VENV)/.moodstream-bench: pyproject.toml $(VENV)/.moodstream
+	$(PIP) install -q --no-warn-conflicts -e ".[bench]"
 	@touch $@
