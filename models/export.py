@@ -97,6 +97,11 @@ def _export(
     with warnings.catch_warnings():
         # Negative-step slices are exported as they are rather than folded: harmless, noisy.
         warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
+        # The tracer warns at every Python branch on a shape or a weight (musicnn's live filters,
+        # its few-frames path): a page of warnings on a user's first ONNX run.  Each branch is
+        # fixed for the graph on purpose, and what the graph computes is compared with PyTorch
+        # before it is used (``models.runners.streaming_graphs``, ``export --check``).
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         torch.onnx.export(
             module,
             (example,),

@@ -26,7 +26,14 @@ import numpy as np
 import torch
 
 from models.base import SegmentModel
-from models.export import STREAMING_GRAPHS, current_streaming, session, weights_digest, write_streaming
+from models.export import (
+    STREAMING_GRAPHS,
+    current_streaming,
+    max_difference_streaming,
+    session,
+    weights_digest,
+    write_streaming,
+)
 from models.weights import cache_dir
 
 
@@ -111,6 +118,11 @@ class CompiledRunner(TorchRunner):
         super().warm_up()
 
 
+# The exported graphs' largest difference from PyTorch on random input that a runner accepts
+# (the tests hold every registered model's to 1e-4; trained heads may have larger weights).
+ONNX_CHECK_ATOL = 1e-3
+
+
 def streaming_graphs(model: SegmentModel) -> tuple[Path, Path]:
     """The model's encoder and pooling + heads graphs: the artifact's own, else the cache's (exported once)."""
     digest = weights_digest(model)
@@ -123,7 +135,14 @@ def streaming_graphs(model: SegmentModel) -> tuple[Path, Path]:
         folder.parent.mkdir(parents=True, exist_ok=True)
         # Exported beside, then moved in one rename: another process never sees half a folder.
         with tempfile.TemporaryDirectory(dir=folder.parent) as scratch:
-            write_streaming(model.cpu(), scratch)
+            encoder, head = write_streaming(model.cpu(), scratch)
+            # A graph whose traced branches do not hold for the model never runs (nor is kept).
+            worst = max_difference_streaming(model, encoder, head)
+            if not worst <= ONNX_CHECK_ATOL:
+                raise RuntimeError(
+                    f"its exported ONNX graphs differ from PyTorch by {worst:.2g} "
+                    f"(more than {ONNX_CHECK_ATOL:g}); run it with --backend torch"
+                )
             shutil.rmtree(folder, ignore_errors=True)
             Path(scratch).rename(folder)
             Path(scratch).mkdir()  # for TemporaryDirectory's own clean-up

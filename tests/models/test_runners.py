@@ -88,6 +88,23 @@ def test_graphs_of_an_older_exporter_are_exported_again(tmp_path, monkeypatch):
     assert json.loads((folder / STAMP).read_text())["graph"] == GRAPH_VERSION
 
 
+def test_a_cache_export_is_quiet_and_refuses_graphs_that_differ_from_pytorch(tmp_path, monkeypatch, recwarn):
+    """The tracer warns at each Python branch on a shape or a weight: not shown to a user.  But a
+    branch that does not hold for other batches (here: the exporter's example is a batch of 2)
+    makes graphs that compute something else: refused, and not kept in the cache."""
+    monkeypatch.setenv("MOODSTREAM_CACHE", str(tmp_path / "cache"))
+    model = models.resolve("default")
+    make_runner(model, "onnx")  # the default model's branches hold: exported, checked, kept
+    assert not [w for w in recwarn if issubclass(w.category, torch.jit.TracerWarning)]
+    (kept,) = (tmp_path / "cache" / "onnx").iterdir()
+    shutil.rmtree(kept)
+    encode = model.encode
+    model.encode = lambda patch: encode(patch) + float(patch.shape[0] != 2)  # frozen as 0 in the graph
+    with pytest.raises(RuntimeError, match=r"ONNX graphs differ from PyTorch by 1 \(more than 0.001\)"):
+        make_runner(model, "onnx")
+    assert list((tmp_path / "cache" / "onnx").iterdir()) == []
+
+
 def test_the_backend_table_and_an_unknown_backend():
     assert set(BACKENDS) == {"torch", "torch-whole", "onnx", "compile"}
     with pytest.raises(
