@@ -51,8 +51,11 @@ _SILENT_INPUT = "system:capture_1"  # the dummy backend's capture port: zeros, p
 _POLL_S = 0.02
 # What jackd and the player log when a JACK client failed: one that missed a cycle (a late process on
 # a busy machine; the player's, or the capturing device's own, whose audio then goes out of step)
-# or could not connect to the server.  A `listen` that starts on the device logs a missed cycle of
-# its own client ("client = PortAudio") as a rule, on an idle machine too.
+# or could not connect to the server.  A process that imports sounddevice is a client too,
+# "PortAudio" (PortAudio's JACK host API, ports or none).  `listen` ends by os._exit, which leaves
+# that client to die with the process: many of its stops log an xrun of it, after its audio was in.
+# (Closing PortAudio first would spare that, but where the server died meanwhile PortAudio's JACK
+# host API aborts the process on its way out: an assertion on jack_client_close.)
 JACK_FAULTS = (
     "JackEngine::XRun",
     "Cannot create new client",

@@ -67,8 +67,10 @@ def on_a_paced_mic(folder: Path, audio: np.ndarray, check, period_frames: int = 
     a failure carries the JACK server's and the player's logs.  When those name a JACK fault
     (``JACK_FAULTS``: a client that missed a cycle on the busy test machine, or could not connect),
     the audio may have gone out of step in JACK, not in the code under test: once more on another
-    server, whose failure fails the test with the first one's.  (Not for checks on ``listen``,
-    whose own client misses a cycle as it starts: every failure there would be tried twice.)"""
+    server, whose failure fails the test with the first one's.  (Not for checks on ``listen``
+    as they stand: the server logs an xrun of its PortAudio client at many of its stops, after
+    the audio was in (why: the comment above ``bench.paced_mic.JACK_FAULTS``); every failure
+    there would be tried twice.)"""
     first = None  # the first attempt's failure, where JACK logged its own fault
     for attempt in (1, 2):
         here = folder / f"jack-{attempt}"
