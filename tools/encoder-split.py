@@ -2,9 +2,9 @@
 
     python tools/encoder-split.py [--hop-frames 16] [--calls 400] [--threads 2]
 
-Encodes a stream of windows (random mel frames, the default model's weights) as a live hop does,
-each window once all its frames are in (no ``prepare`` ahead, as ``bench latency`` drives it),
-and times, per call, by wrapping the encoder's own methods:
+Encodes a stream of windows (random mel frames, the default model's weights), one per hop, each
+once all its frames are in (no ``prepare`` ahead: as ``bench latency`` drives it, not a live
+loop's early take), and times, per call, by wrapping the encoder's own methods:
 
 - the front end's five blocks in all (``StreamingEncoder._block``), and in it the blocks' calls
   on the window's edges (its first ``pl`` and last ``pr`` frames, both in one batch of 2 per
@@ -47,29 +47,22 @@ def main() -> int:
     stream = model.streaming_encoder()
     spent = dict.fromkeys(("front", "edges", "interior", "mid", "pool"), 0.0)
 
-    def timed(key, fn):
+    def timed(fn, key):
+        """``fn``, its time added to ``spent[key(first argument)]``."""
+
         def call(*a, **k):
             t0 = time.perf_counter()
             out = fn(*a, **k)
-            spent[key] += time.perf_counter() - t0
+            spent[key(a[0])] += time.perf_counter() - t0
             return out
 
         return call
 
-    def by_batch(fn):  # a block on the edges (lefts and rights: a batch of 2) or the interior (1)
-        def call(x, *a, **k):
-            t0 = time.perf_counter()
-            out = fn(x, *a, **k)
-            spent["edges" if x.shape[0] == 2 else "interior"] += time.perf_counter() - t0
-            return out
-
-        return call
-
-    stream._block = timed("front", stream._block)
-    model._mid = timed("mid", model._mid)
-    model._pool = timed("pool", model._pool)
-    for block in model.front:
-        block.folded = by_batch(block.folded)
+    stream._block = timed(stream._block, lambda _: "front")
+    model._mid = timed(model._mid, lambda _: "mid")
+    model._pool = timed(model._pool, lambda _: "pool")
+    for block in model.front:  # on the edges (lefts and rights: a batch of 2) or the interior (1)
+        block.folded = timed(block.folded, lambda x: "edges" if x.shape[0] == 2 else "interior")
     window = model.segment_frames
     frames = 1.0 + 0.5 * torch.randn(model.frontend.n_mels, window + args.hop_frames * args.calls)
     calls_ms = []
