@@ -26,6 +26,9 @@ HEARTBEAT_IVL_MS = 1000
 # Long enough for a busy but live subscriber (its I/O thread answers pings even while its
 # program is busy), short enough to free a dead peer's queue within seconds.
 HEARTBEAT_TIMEOUT_MS = 3000
+# How long ``close`` still sends what is queued: a reading subscriber gets it in milliseconds; a
+# stuck one holds a stop no longer than this.
+CLOSE_FLUSH_S = 0.5
 
 
 class PublisherError(RuntimeError):
@@ -149,9 +152,12 @@ class Publisher:
         return True
 
     def close(self) -> None:
-        """Close at once (queued messages are discarded); safe to call twice."""
+        """Close; what is still queued goes out for up to ``CLOSE_FLUSH_S`` (a run's last moods and
+        its final status: discarded at once, they were lost to a reading subscriber now and then),
+        the rest is discarded (a subscriber that stopped reading cannot hold a stop).  Safe to
+        call twice."""
         if self._socket is not None:
-            self._socket.close(linger=0)
+            self._socket.close(linger=round(CLOSE_FLUSH_S * 1000))
             self._socket = None
         if self._auth is not None:
             self._auth.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 
 import numpy as np
@@ -13,7 +14,7 @@ from jsonschema import Draft202012Validator
 
 from realtime import feed
 from realtime.feed import FeedError
-from realtime.publisher import Publisher, PublisherError, is_loopback
+from realtime.publisher import CLOSE_FLUSH_S, Publisher, PublisherError, is_loopback
 
 EPHEMERAL = "tcp://127.0.0.1:0"
 
@@ -426,6 +427,35 @@ def test_close_returns_promptly_with_queued_messages(context):
     pub.close()  # idempotent
     with pytest.raises(PublisherError, match="closed"):
         pub.send("status", valid_status())
+
+
+def test_close_still_sends_what_is_queued_to_a_subscriber_that_reads(context):
+    """A run's last moods and final status are sent just before its publisher closes: they must
+    still reach a subscriber that reads.  ~20 MB queued, more than loopback's socket buffers hold,
+    so at close much of it is still in ZeroMQ's queue (discarded there when close dropped it)."""
+    pub = Publisher(EPHEMERAL, sndhwm=100_000)
+    sub = subscriber(context, pub.endpoint, rcvhwm=10)
+    publish_until_received(pub, sub, "status", valid_status)
+    while sub.poll(100):  # the statuses that found it
+        sub.recv_multipart()
+    big = valid_mood(tags={f"tag{i}": 0.5 for i in range(1000)}, active=[], descriptors=[])
+    sent = 1000
+    for seq in range(sent):
+        assert pub.send("mood", {**big, "seq": seq})
+    received = []
+
+    def read() -> None:
+        while sub.poll(2000):
+            received.append(json.loads(sub.recv_multipart()[1])["seq"])
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    start = time.perf_counter()
+    pub.close()
+    closed_s = time.perf_counter() - start
+    reader.join(30)
+    assert received == list(range(sent)), f"{len(received)} of {sent} received"
+    assert closed_s < CLOSE_FLUSH_S + 0.5
 
 
 def test_a_given_context_is_left_open(context):
