@@ -431,7 +431,7 @@ def test_close_returns_promptly_with_queued_messages(context):
 
 def test_close_still_sends_what_is_queued_to_a_subscriber_that_reads(context):
     """A run's last moods and final status are sent just before its publisher closes: they must
-    still reach a subscriber that reads.  ~20 MB queued, more than loopback's socket buffers hold,
+    still reach a subscriber that reads.  ~13 MB queued, more than loopback's socket buffers hold,
     so at close much of it is still in ZeroMQ's queue (discarded there when close dropped it)."""
     pub = Publisher(EPHEMERAL, sndhwm=100_000)
     sub = subscriber(context, pub.endpoint, rcvhwm=10)
