@@ -99,7 +99,13 @@ def tag_thresholds(
 class CaptureClock:
     """Maps absolute source frame indices to the wall-clock time they were captured, and counts
     the gaps of a live source: wall-clock time between two captures that the samples received
-    (and dropped) between them do not cover (a stall, a suspended process, a reconnection)."""
+    (and dropped) between them do not cover (a stall, a suspended process, a reconnection).
+
+    A source read as fast as it goes (a file without --realtime) has no capture time: its
+    samples' time is that of the read that brought them in (its last write), so ``latency_ms``
+    is the time from reading to publishing.  Counted back from the last write by their duration,
+    as a live source's are, a window read seconds of audio ahead of the writer came out seconds
+    before the run began."""
 
     GAP_MIN_S = 0.25  # less is the jitter of a device's periods or a pipe's chunks, not lost audio
 
@@ -129,7 +135,7 @@ class CaptureClock:
         if not self._marks:
             return time.time()
         end, t = self._marks[0]
-        return t - (end - index) / self.rate_hz
+        return t - (end - index) / self.rate_hz if self.live else t
 
 
 class MemberFeed:

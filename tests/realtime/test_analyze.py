@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +31,16 @@ def test_json_windows_match_the_reference_taggram(shared_data):
     ref = np.load(shared_data / "reference" / "musicnn" / "MSD_musicnn.npz")
     clip = shared_data / str(ref["files"][1])
     # A hop of one segment and no pooling gives the reference's non-overlapping patches.
+    started = time.time()
     proc = analyze(str(clip), "--model", "musicnn-msd", "--json", "--hop", "2.992", "--context", "2.9")
+    ended = time.time()
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(lines) == len(ref["t1"])
     for line, expected in zip(lines, ref["t1"], strict=True):
         validate("mood", line)  # what listen publishes: the mood message, every key of it
+        # Read as fast as it goes: the time from reading to publishing, inside the run.
+        assert started <= line["t_capture"] <= line["t_publish"] <= ended, (started, line["t_capture"])
         assert line["valence"] is None and line["arousal"] is None
         got = np.array([line["tags"][name] for name in MSD_LABELS])
         np.testing.assert_allclose(got, expected, atol=1e-3)
