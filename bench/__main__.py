@@ -19,7 +19,7 @@ import argparse
 import sys
 
 from bench import e2e, edges, latency, reaction, scale, soak
-from moodstream.cli import Parser
+from moodstream.cli import Parser, run
 
 # Each module owns its subcommand: add_parser(subparsers) registers it and sets `func`.
 COMMANDS = (latency, e2e, scale, soak, reaction, edges)
@@ -39,4 +39,4 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench") -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

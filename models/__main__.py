@@ -16,7 +16,7 @@ import models
 from models.artifact import ArtifactError
 from models.export import export_command
 from models.weights import WeightsError
-from moodstream.cli import Parser
+from moodstream.cli import Parser, run
 
 
 def _built_without_weights(name: str) -> models.SegmentModel:
@@ -193,4 +193,4 @@ def export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

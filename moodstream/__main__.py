@@ -20,6 +20,8 @@ import importlib
 import os
 import sys
 
+from moodstream.cli import run
+
 COMMANDS = {
     "listen": ("realtime.listen", "analyse live audio and publish moods (and OSC, DMX, OS2L, MIDI)"),
     "analyze": ("realtime.analyze", "analyse a file as fast as possible, one line per window"),
@@ -48,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"moodstream: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    code = module.main(args, prog=f"moodstream {name}")  # its usage and errors say how it was run
+    # Its usage and errors say how it was run; a stop while it imports (torch: seconds) is one line.
+    code = run(lambda: importlib.import_module(COMMANDS[name][0]).main(args, prog=f"moodstream {name}"))
     if name == "listen":
         # As `python -m realtime.listen` does: all is closed; skip Python's slow teardown of torch.
         sys.stdout.flush()

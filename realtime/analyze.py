@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 
-from moodstream.cli import Parser
+from moodstream.cli import Parser, run
 from realtime.options import (
     add_model_options,
     build_model,
@@ -111,4 +111,4 @@ def main(argv: list[str] | None = None, prog: str = "python -m realtime.analyze"
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

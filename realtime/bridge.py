@@ -21,7 +21,7 @@ import time
 
 import zmq
 
-from moodstream.cli import Parser
+from moodstream.cli import Parser, run
 from realtime.feed import FeedError, decode
 from realtime.keys import CurveError
 from realtime.outputs import (
@@ -170,4 +170,4 @@ def main(argv: list[str] | None = None, prog: str = "python -m realtime.bridge")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

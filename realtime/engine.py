@@ -245,8 +245,10 @@ class Engine:
 
     # -- the loop -----------------------------------------------------------------------
 
-    def run(self, stop: threading.Event) -> int:
-        """Process until ``stop`` is set or the source ends; 0 on a clean end, 1 on a source error."""
+    def run(self, stop: threading.Event, on_started: Callable[[], None] | None = None) -> int:
+        """Process until ``stop`` is set or the source ends; 0 on a clean end, 1 on a source error.
+        ``on_started``: called once the source has started (a URL's first audio is in, a device
+        is open at its rate), before the first read (``listen``'s banner: the source as opened)."""
         cfg = self.config
         ring = RingBuffer(max(1, int(cfg.ring_s * self.source.sample_rate_hz)), self.source.channels)
         self.ring = ring
@@ -256,6 +258,8 @@ class Engine:
             self.source.start(ring)
             # The device may have opened at a fallback rate: only now is the input rate known.
             self.open(self.source.sample_rate_hz)
+            if on_started is not None:
+                on_started()
             next_status = time.monotonic()
             # A file read as fast as it goes comes in seconds at a time (fewer calls).
             read_s = LIVE_READ_S if self.source.live else 4.0

@@ -27,7 +27,7 @@ from pathlib import Path
 import zmq
 import zmq.auth
 
-from moodstream.cli import Parser
+from moodstream.cli import Parser, run
 
 
 class CurveError(ValueError):
@@ -140,4 +140,4 @@ def main(argv: list[str] | None = None, prog: str = "python -m realtime.keys") -
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

@@ -30,7 +30,7 @@ import time
 
 # Only what parsing, the source and the feed's port need: torch and the models load after them,
 # so a wrong --device, --file or port is said within a second.
-from moodstream.cli import Parser
+from moodstream.cli import Parser, run
 from realtime.feed import DEFAULT_ENDPOINT, endpoint
 from realtime.options import (
     REACTIONS,
@@ -147,6 +147,18 @@ SAME_STOP_S = 0.5  # signals this close to the first stop are that stop, not a s
 WIDTH = 79  # the live line fits an 80-column terminal (a wider one shows no more)
 
 
+def say(text: str, stream=None) -> None:
+    """Write to the terminal (stderr).  Once its reader has gone (``listen ... 2>&1 | head``, a
+    logger that died), write nowhere: the feed and the outputs go on, as for a closed terminal,
+    and the end is still a clean one."""
+    stream = sys.stderr if stream is None else stream
+    try:
+        stream.write(text)
+        stream.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+
+
 class LiveLine:
     """One line on the terminal, rewritten each hop: stream time, latency, the mood state,
     valence and arousal (labelled), the active moods (else the active emotions, else the
@@ -190,8 +202,7 @@ class LiveLine:
             text += "" if line is None else "\r" + line[:width].ljust(width)
         else:
             text = "".join(event + "\n" for event in events) + ("" if line is None else line[:WIDTH] + "\n")
-        self.stream.write(text)
-        self.stream.flush()
+        say(text, self.stream)
 
     def status(self, message: dict) -> None:
         """Note what went wrong in the last second; a line of its own when the source is lost, at
@@ -308,31 +319,36 @@ def main(argv: list[str] | None = None, prog: str = "python -m realtime.listen")
     signal.signal(signal.SIGTERM, on_signal)
     if view:
         view.outputs = engine.outputs
-    if not args.quiet:
-        from realtime.analyzer import effective_windows
 
-        _, hop_s, _, context_s = effective_windows(primary, engine.windowing)
-        feed = f"{session.publisher.endpoint}{' (CURVE)' if session.publisher.encrypted else ''}"
-        smoothing = f"{args.smooth:g} s{' adaptive' if args.follow else ''}" if args.smooth else "off"
-        view.announced_rate_hz = source.sample_rate_hz
-        for line in (
-            f"{engine.model_name} on {source.kind} {source.name!r} ({source.sample_rate_hz} Hz, {source.channels} ch)",
-            f"publishing on {feed}; hop {hop_s:.3g} s, context {context_s:.3g} s, {engine.windowing.resampler} resampler",
-            # The preset's name, so a user knows what to change; the values as given, overrides included.
-            f"reaction {args.reaction}: smoothing {smoothing}, dwell {args.dwell:g} s (--reaction {'|'.join(REACTIONS)})",
-            f"listening... the first result after {primary.segment_seconds:.1f} s of audio; Ctrl-C stops",
-        ):
-            print(f"moodstream: {line}", file=sys.stderr)
-        if engine.outputs:
-            targets = ", ".join(str(o) for o in engine.outputs.outputs)
-            rate = f"{args.output_rate:g} Hz" if args.output_rate else "once per hop"
-            print(f"moodstream: sending to {targets} ({rate})", file=sys.stderr)
-    if web:  # said even with --quiet: the URL is the way in
-        print(f"moodstream: web view at {web.url}", file=sys.stderr)
+    def announce() -> None:
+        # Once the source has started: it is named as opened (a device's rate, a URL that answered),
+        # and a source that cannot start gets its one error line without a banner before it.
+        if not args.quiet:
+            from realtime.analyzer import effective_windows
+
+            _, hop_s, _, context_s = effective_windows(primary, engine.windowing)
+            feed = f"{session.publisher.endpoint}{' (CURVE)' if session.publisher.encrypted else ''}"
+            smoothing = f"{args.smooth:g} s{' adaptive' if args.follow else ''}" if args.smooth else "off"
+            view.announced_rate_hz = source.sample_rate_hz
+            for line in (
+                f"{engine.model_name} on {source.kind} {source.name!r} ({source.sample_rate_hz} Hz, {source.channels} ch)",
+                f"publishing on {feed}; hop {hop_s:.3g} s, context {context_s:.3g} s, {engine.windowing.resampler} resampler",
+                # The preset's name, so a user knows what to change; the values as given, overrides included.
+                f"reaction {args.reaction}: smoothing {smoothing}, dwell {args.dwell:g} s (--reaction {'|'.join(REACTIONS)})",
+                f"listening... the first result after {primary.segment_seconds:.1f} s of audio; Ctrl-C stops",
+            ):
+                say(f"moodstream: {line}\n")
+            if engine.outputs:
+                targets = ", ".join(str(o) for o in engine.outputs.outputs)
+                rate = f"{args.output_rate:g} Hz" if args.output_rate else "once per hop"
+                say(f"moodstream: sending to {targets} ({rate})\n")
+        if web:  # said even with --quiet: the URL is the way in
+            say(f"moodstream: web view at {web.url}\n")
+
     failed_to_start = None
     try:
         try:
-            code = engine.run(stop)
+            code = engine.run(stop, on_started=announce)
         except SourceError as exc:  # the source would not start: nothing ran
             failed_to_start, code = str(exc), 2
         finally:
@@ -341,21 +357,21 @@ def main(argv: list[str] | None = None, prog: str = "python -m realtime.listen")
                 web.close()
     except KeyboardInterrupt:  # a second Ctrl-C, while running or closing: out now, no summary
         newline = "\n" if view and view.tty else ""
-        print(f"{newline}moodstream: stopped at once (a second Ctrl-C)", file=sys.stderr)
+        say(f"{newline}moodstream: stopped at once (a second Ctrl-C)\n")
         return 130
     if view and view.tty:
-        sys.stderr.write("\n")
+        say("\n")
     if failed_to_start or source.error:
-        print(f"error: {failed_to_start or source.error}", file=sys.stderr)
+        say(f"error: {failed_to_start or source.error}\n")
     for line in session.summary(stopped=stop.is_set()):
-        print(line, file=sys.stderr)
+        say(line + "\n")
     if web:
-        print(f"moodstream: {web.summary()}", file=sys.stderr)
+        say(f"moodstream: {web.summary()}\n")
     return code
 
 
 if __name__ == "__main__":
-    code = main()
+    code = run(main)
     # Everything main() opened is closed.  Python's own teardown of torch and its thread pools
     # would take 0.6 s more (seconds on a busy machine): skip it, so a stop is prompt.
     sys.stdout.flush()

@@ -804,6 +804,7 @@ class UrlSource(Source):
 
     def _ffmpeg_failure(self, returncode: int) -> str:
         last = next((line for line in reversed(self._stderr_lines) if line), "")
+        last = last.removeprefix(f"{self.url}: ")  # ffmpeg names the input too: once is enough
         if last:
             return f"ffmpeg could not read {self.url}: {last}"
         return f"ffmpeg exited with code {returncode} while reading {self.url}"

@@ -18,7 +18,7 @@ import time
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from moodstream.cli import Parser
+from moodstream.cli import Parser, interrupt, run
 from realtime.feed import DEFAULT_ENDPOINT, MAX_MESSAGE_BYTES, TOPICS, FeedError, decode, feed_endpoint
 from realtime.keys import CurveError, add_subscriber_options, secure_subscriber
 from realtime.smoothing import MOOD_STATES
@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m realtime.subscrib
         context.term()
         return 2
     # SIGTERM (a supervisor, kill) is a stop asked for, as Ctrl-C is: exit 0, as every command does.
-    terminated = signal.signal(signal.SIGTERM, _interrupt)
+    terminated = signal.signal(signal.SIGTERM, interrupt)
     try:
         return _receive(link, args.count, args.timeout, args.json)
     except KeyboardInterrupt:
@@ -367,10 +367,6 @@ def main(argv: list[str] | None = None, prog: str = "python -m realtime.subscrib
         signal.signal(signal.SIGTERM, terminated)
         link.close()
         context.term()
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 def _receive(link: FeedLink, count: int | None, timeout_s: float | None, as_json: bool) -> int:
@@ -417,4 +413,4 @@ def _receive(link: FeedLink, count: int | None, timeout_s: float | None, as_json
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

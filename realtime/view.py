@@ -20,7 +20,7 @@ import time
 
 import zmq
 
-from moodstream.cli import Parser
+from moodstream.cli import Parser, run
 from realtime.feed import FeedError, decode
 from realtime.keys import CurveError
 from realtime.subscribe import FEED_QUIET_S, add_feed_options, open_feed
@@ -110,4 +110,4 @@ def main(argv: list[str] | None = None, prog: str = "python -m realtime.view") -
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

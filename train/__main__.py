@@ -31,7 +31,7 @@ import models
 from models.artifact import ArtifactError, load
 from models.export import export_command
 from models.weights import WeightsError, cache_dir
-from moodstream.cli import Parser
+from moodstream.cli import Parser, run
 from train import datasets
 from train.features import FeatureCache
 from train.fit import Data, cross_validate, evaluate, examples, fit, stack_targets, validate
@@ -498,4 +498,4 @@ def main(argv: list[str] | None = None, prog: str = "python -m train") -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

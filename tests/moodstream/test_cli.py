@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from models.__main__ import main as models_main
@@ -44,3 +49,60 @@ def test_an_unknown_option_is_said_before_a_missing_argument(capsys, main, argv,
         main(argv)
     err = capsys.readouterr().err
     assert ended.value.code == 2 and err.startswith(words) and err.count("\n") == 1, err
+
+
+# A command run as `python -m MODULE`, with -X importtime: stderr says each import as it ends, so
+# a stop can be sent inside torch's import or just after it, not after a guessed sleep.  SIGINT
+# raises KeyboardInterrupt even where this test runs with it ignored (a shell's background job:
+# inherited, and left ignored, as it should be).
+RUN_TIMED_IMPORTS = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = sys.argv[1]; del sys.argv[1]; runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)"
+)
+
+
+def _imported(line: str) -> str:
+    """The module an ``-X importtime`` line says was imported ('' for any other line)."""
+    return line.rsplit("|", 1)[-1].strip() if line.startswith("import time:") else ""
+
+
+@pytest.mark.parametrize(
+    "module, stop, when",
+    [
+        # Inside `import torch` (~2.7 s of the first seconds here): a KeyboardInterrupt raised
+        # there can abort the process from torch's C++ start-up, so the stop ends it at once.
+        ("realtime.listen", signal.SIGTERM, "in torch's import"),
+        # Past it, loading the model: the ports bound so far are closed, then the one line.
+        ("realtime.listen", signal.SIGINT, "after torch's import"),
+        ("realtime.analyze", signal.SIGINT, "after torch's import"),
+    ],
+)
+def test_a_stop_while_a_command_starts_is_one_line_and_exit_0(shared_data, module, stop, when):
+    """README, Exit status: 0 on a stop asked for; not a traceback of `import torch` (Ctrl-C),
+    nor a silent death by SIGTERM (exit 143), while the model loads."""
+    from tests.realtime.harness import Lines, free_endpoint
+
+    clip = shared_data / "4q" / "audio" / "Q1" / "MT0000040632.ogg"
+    args = [str(clip)] if module == "realtime.analyze" else ["--file", str(clip), "--pub", free_endpoint()]
+    proc = subprocess.Popen(
+        [sys.executable, "-X", "importtime", "-c", RUN_TIMED_IMPORTS, module, *args],
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines = Lines(proc)
+    try:
+        if when == "in torch's import":
+            lines.wait_for(lambda line: _imported(line).startswith("torch."))
+        else:
+            lines.wait_for(lambda line: _imported(line) == "torch")
+        proc.send_signal(stop)
+        code, err = lines.finish()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    said = [line for line in err.splitlines() if not line.startswith("import time:")]
+    how = "Ctrl-C" if stop == signal.SIGINT else "SIGTERM"
+    assert (code, said) == (0, [f"moodstream: stopped ({how})"]), err[-3000:]

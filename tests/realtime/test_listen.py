@@ -206,12 +206,30 @@ def test_url_through_ffmpeg(feed, music, tmp_path):
             round(2.992 + 0.256 * k, 3) for k in range(12)
         ]
         assert sub.statuses()[0]["source"]["kind"] == "url"
-        # A URL that fails is an error with ffmpeg's reason, not a hang.
-        proc = listen("--url", url.replace("excerpt", "missing"), "--pub", free_endpoint())
+        # A URL that fails is an error with ffmpeg's reason, not a hang, and only that: no banner
+        # naming a source that never opened.
+        proc = listen("--url", url.replace("excerpt", "missing"), "--pub", free_endpoint(), quiet=False)
         code, err = finish(proc)
-        assert code != 0 and "404" in err
+        assert code == 2 and len(err.splitlines()) == 1 and err.startswith("error: ") and "404" in err, err
     finally:
         server.shutdown()
+
+
+def test_a_terminal_reader_that_goes_away_leaves_the_feed_running(feed, shared_data):
+    """`listen ... 2>&1 | head`, a logger that dies: listen prints nowhere from then on and
+    publishes to the end of the file, exit 0 (it ended with exit 1 at its next line, silently)."""
+    endpoint, sub = feed
+    proc = listen("--file", str(shared_data / CLIP), "--pub", endpoint, quiet=False)
+    try:
+        assert proc.stderr.readline().startswith(b"moodstream: default on file ")
+        proc.stderr.close()
+        sub.collect(ended, 60)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    sub.drain()
+    assert sub.moods()[-1]["t_stream"] > 29.0  # the 30 s clip, to its end
 
 
 def test_stalled_source_keeps_status_going_and_ctrl_c_stops_cleanly(feed):
