@@ -33,6 +33,13 @@ SACN_PRIORITY = 100  # the standard's default
 SACN_TERMINATE = 0x40  # options bit 6: stream terminated
 
 
+def check_universe(kind: str, universe: int) -> None:
+    """OutputError for a universe that ``kind`` ('artnet' or 'sacn') does not have."""
+    lo, hi, name = (0, ARTNET_MAX_UNIVERSE, "Art-Net") if kind == "artnet" else (*SACN_UNIVERSES, "sACN")
+    if not lo <= universe <= hi:
+        raise OutputError(f"--dmx-universe {universe}: {name} universes are {lo}..{hi}")
+
+
 class DmxOutput(Output):
     """One universe, as levels; subclasses wrap it in their protocol's packet."""
 
@@ -71,8 +78,7 @@ class ArtNetOutput(DmxOutput):
     kind = "artnet"
 
     def __init__(self, host: str, port: int, universe: int, routes: list[Route]):
-        if not 0 <= universe <= ARTNET_MAX_UNIVERSE:
-            raise OutputError(f"--dmx-universe {universe}: Art-Net universes are 0..{ARTNET_MAX_UNIVERSE}")
+        check_universe("artnet", universe)
         super().__init__(f"{host}:{port} universe {universe}", host, port, universe, routes)
         self.sequence = 0
 
@@ -93,9 +99,7 @@ class SacnOutput(DmxOutput):
     kind = "sacn"
 
     def __init__(self, host: str | None, port: int, universe: int, routes: list[Route], source_name: str):
-        lo, hi = SACN_UNIVERSES
-        if not lo <= universe <= hi:
-            raise OutputError(f"--dmx-universe {universe}: sACN universes are {lo}..{hi}")
+        check_universe("sacn", universe)
         multicast = host is None
         if multicast:
             host = f"239.255.{universe >> 8}.{universe & 0xFF}"

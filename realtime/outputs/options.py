@@ -8,7 +8,7 @@ import sys
 
 from realtime.options import refuse
 from realtime.outputs.base import Output, OutputError
-from realtime.outputs.dmx import ARTNET_PORT, SACN_PORT, ArtNetOutput, SacnOutput
+from realtime.outputs.dmx import ARTNET_PORT, SACN_PORT, ArtNetOutput, SacnOutput, check_universe
 from realtime.outputs.hub import Outputs
 from realtime.outputs.mapping import (
     DEFAULT_OSC_PREFIX,
@@ -136,8 +136,12 @@ def check_output_options(parser: argparse.ArgumentParser, args: argparse.Namespa
         )
     try:
         check_dmx_start(args.dmx_start)
+        # Here, not only where the outputs are made: after the model has loaded, seconds later.
+        for kind in ("artnet", "sacn") if args.dmx_universe is not None else ():
+            if getattr(args, kind):
+                check_universe(kind, args.dmx_universe)
         args.map_file = MapFile(args.map) if args.map else None
-    except MapError as exc:
+    except (MapError, OutputError) as exc:
         refuse(str(exc))
     used = {"osc": args.osc, "dmx": dmx, "os2l": args.os2l, "midi": args.midi}
     for kind in KINDS:

@@ -356,6 +356,24 @@ def test_unknown_model_and_bad_options(capsys):
         assert err.strip().count("\n") == 0 and err.endswith(
             "(python -m realtime.listen --help lists the options)\n"
         ), err
+    # ... a DMX universe too: before the model (a wrong one would be said instead, seconds later).
+    for output, universe, words in (
+        ("--sacn", "0", "error: --dmx-universe 0: sACN universes are 1..63999"),
+        ("--artnet", "40000", "error: --dmx-universe 40000: Art-Net universes are 0..32767"),
+    ):
+        args = (
+            "--model",
+            "nope",
+            "--stdin",
+            "--rate",
+            "16000",
+            output,
+            "127.0.0.1",
+            "--dmx-universe",
+            universe,
+        )
+        code, err = refused_here(capsys, *args)
+        assert code == 2 and err == words + "\n", err
 
 
 def test_a_source_that_yields_no_window_says_why_nothing_was_published(monkeypatch, capsys):
