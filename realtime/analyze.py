@@ -63,12 +63,15 @@ class Lines:
         if self.as_json:
             print(json.dumps(m, allow_nan=False, separators=(",", ":")))
             return
+        state = f"{m['state']:<15} " if m["state"] else ""
+        if m["silent"]:  # no tags to show: silence carries no mood (as listen's line says it)
+            print(f"{m['t_stream']:7.2f}s  {state}(silence)")
+            return
         top = sorted(m["tags"].items(), key=lambda kv: -kv[1])[: self.top]
         tags = "  ".join(f"{name} {p:.2f}" for name, p in top)
-        state = f"{m['state']:<15} " if m["state"] else ""
         va = "" if m["valence"] is None else f"V {m['valence']:+.2f} A {m['arousal']:+.2f}  "
         words = ", ".join(m["moods"] + m["emotions"])  # the active moods and emotions, else the top tags
-        print(f"{m['t_stream']:7.2f}s  {'(silent) ' if m['silent'] else ''}{state}{va}{words or tags}")
+        print(f"{m['t_stream']:7.2f}s  {state}{va}{words or tags}")
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m realtime.analyze") -> int:

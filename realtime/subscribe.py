@@ -307,10 +307,14 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         "endpoint",
         nargs="?",
         type=feed_endpoint,
-        help=f"ZeroMQ endpoint of the feed (default {DEFAULT_ENDPOINT}); or --from ENDPOINT, as bridge and view take it",
+        help=f"ZeroMQ endpoint of the feed (default {DEFAULT_ENDPOINT})",
     )
     parser.add_argument(
-        "--from", dest="from_endpoint", type=feed_endpoint, metavar="ENDPOINT", help=argparse.SUPPRESS
+        "--from",
+        dest="from_endpoint",
+        type=feed_endpoint,
+        metavar="ENDPOINT",
+        help="the feed's endpoint as an option, as bridge and view take it",
     )
     parser.add_argument(
         "--topic", action="append", choices=TOPICS, help="topic to receive; repeatable (default: both)"

@@ -246,3 +246,14 @@ def test_one_damaged_sample_is_said_in_the_singular():
     from realtime.session import _samples_were
 
     assert _samples_were(1) == ("sample", "was") and _samples_were(2) == ("samples", "were")
+
+
+def test_silence_reads_as_silence_without_tags(tmp_path):
+    """A silent window's line says the state and "(silence)", as listen's does: not the whole
+    vocabulary at 0.00, and not "silent" twice."""
+    path = tmp_path / "quiet.wav"
+    sf.write(path, np.zeros(5 * 16000, np.float32), 16000)
+    proc = analyze(str(path))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 3 and all(line.split()[1:] == ["silent", "(silence)"] for line in lines), lines
