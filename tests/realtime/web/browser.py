@@ -44,7 +44,9 @@ class Browser:
             port = self._devtools_port(profile / "DevToolsActivePort")
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as answer:
                 page = next(t for t in json.load(answer) if t["type"] == "page")
-            self.ws = connect(page["webSocketDebuggerUrl"], max_size=64 * 2**20, open_timeout=10)
+            # Entered as a context (websockets 17.1 deprecates a bare connect(); its legacy=True
+            # would refuse the older versions that pyproject allows), left in close().
+            self.ws = connect(page["webSocketDebuggerUrl"], max_size=64 * 2**20, open_timeout=10).__enter__()
         except BaseException:
             self.proc.kill()
             self.proc.wait()
