@@ -106,3 +106,24 @@ def test_a_stop_while_a_command_starts_is_one_line_and_exit_0(shared_data, modul
     said = [line for line in err.splitlines() if not line.startswith("import time:")]
     how = "Ctrl-C" if stop == signal.SIGINT else "SIGTERM"
     assert (code, said) == (0, [f"moodstream: stopped ({how})"]), err[-3000:]
+
+
+def test_run_leaves_an_ignored_sigint_ignored_and_puts_the_handlers_back():
+    """A shell's background job starts with SIGINT ignored: run() leaves it so (as Python does),
+    takes SIGTERM for the command, and gives both back after it."""
+    from moodstream.cli import interrupt, run
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    term_before = signal.getsignal(signal.SIGTERM)
+    try:
+        seen = []
+        assert (
+            run(lambda: seen.append((signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)))) == 0
+        )
+        assert seen == [(signal.SIG_IGN, interrupt)]
+        assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == (
+            signal.SIG_IGN,
+            term_before,
+        )
+    finally:
+        signal.signal(signal.SIGINT, before)
