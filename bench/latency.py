@@ -173,8 +173,11 @@ def _reads(engine: Engine, hop_samples: int, early_take: bool) -> Iterator[int]:
         yield min(most, -(-live_read_wanted(engine.pipeline) // block) * block)
 
 
+PROFILE_HOPS = 40  # --profile's default: steady averages; torch.profiler's events take ~0.3 s a hop to read
+
+
 def profile(
-    name: str, backend: str, hop_s: float, hops: int = 40, rows: int = 12, early_take: bool = False
+    name: str, backend: str, hop_s: float, hops: int = PROFILE_HOPS, rows: int = 12, early_take: bool = False
 ) -> str:
     """Where one hop's time goes, by operator and input shape (torch.profiler; eager backends)."""
     from torch.profiler import ProfilerActivity
@@ -366,8 +369,13 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument(
         "--profile",
-        action="store_true",
-        help="also print where each model's hop goes, by operator (torch.profiler; the first eager backend)",
+        nargs="?",
+        const=PROFILE_HOPS,
+        type=number(1, 1000, kind=int, what="--profile's hops"),
+        metavar="HOPS",
+        help="also print where each model's hop goes, by operator (torch.profiler; the first eager "
+        f"backend), averaged over HOPS hops ({PROFILE_HOPS}; each adds ~0.3 s of the profiler's own "
+        "processing on a 2-core CPU)",
     )
     p.add_argument("--json", help="write the figures as JSON here")
     p.add_argument("--plot", help="write a PNG chart here")
@@ -425,7 +433,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.profile:
         eager = [b for b in backends if b in ("torch", "torch-whole")]
         for name in names if eager else []:
-            print("\n" + profile(name, eager[0], args.hop, early_take=args.early_take))
+            print("\n" + profile(name, eager[0], args.hop, hops=args.profile, early_take=args.early_take))
     if args.json:
         with open(args.json, "w") as f:
             f.write(to_json(report) + "\n")

@@ -42,7 +42,7 @@ def test_latency_command_writes_table_json_and_png(tmp_path):
     out, png = tmp_path / "lat.json", tmp_path / "lat.png"
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "latency", "--models", "musicnn-msd", "--backends", "torch,torch-whole",
-         "--seconds", "3", "--warmup", "1", "--hop", "0.25", "--profile", "--json", str(out), "--plot", str(png)],
+         "--seconds", "3", "--warmup", "1", "--hop", "0.25", "--profile", "8", "--json", str(out), "--plot", str(png)],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -188,6 +188,7 @@ def test_compile_backend_runs_or_says_why(tmp_path):
 def test_bad_options_are_clear(capsys):
     err = refused(capsys, "latency", "--backends", "tensorrt")
     assert "unknown backend" in err and "compile" in err
+    assert "--profile's hops must be 1..1000" in refused(capsys, "latency", "--profile", "0")
 
 
 def test_librosa_mel_is_our_frontend_on_a_real_clip(shared_data):
