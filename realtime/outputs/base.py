@@ -130,15 +130,21 @@ class Output:
         return f"{self.kind} {self.target}"
 
 
+def resolve_udp(host: str, port: int) -> tuple[socket.AddressFamily, tuple]:
+    """``host``'s first address for UDP to ``port`` (its family, the address); OutputError if none."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except socket.gaierror as exc:
+        raise OutputError(f"cannot resolve {host!r}: {exc.strerror}") from None
+    family, _, _, _, address = infos[0]
+    return family, address
+
+
 class UdpTarget:
     """A connected, non-blocking UDP socket to one host and port (broadcast and multicast allowed)."""
 
     def __init__(self, host: str, port: int, *, multicast_ttl: int | None = None):
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-        except socket.gaierror as exc:
-            raise OutputError(f"cannot resolve {host!r}: {exc.strerror}") from None
-        family, _, _, _, address = infos[0]
+        family, address = resolve_udp(host, port)
         self.address = address
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.sock.setblocking(False)

@@ -62,8 +62,10 @@ def _without_libjack_chatter():
                     sys.stderr.write(line)
 
 
-def open_virtual_port(port_name: str):
-    """An rtmidi MidiOut with a virtual port ``port_name``; OSError naming what was tried if none opens."""
+def open_virtual_port(port_name: str | None):
+    """An rtmidi MidiOut with a virtual port ``port_name``, and the system's name; OSError naming
+    what was tried if none opens.  ``None``: only see that a MIDI system answers (a client, no
+    port for other programs to see); returns (None, its name)."""
     try:
         import rtmidi
     except ImportError as exc:  # the wheel links libasound: missing on a machine without ALSA
@@ -76,6 +78,9 @@ def open_virtual_port(port_name: str):
         with _without_libjack_chatter():
             try:
                 out = rtmidi.MidiOut(rtapi=api, name=CLIENT_NAME)
+                if port_name is None:
+                    out.delete()
+                    return None, system
                 out.open_virtual_port(port_name)
                 return out, system
             except (rtmidi.SystemError, rtmidi.InvalidUseError, rtmidi.NoDevicesError) as exc:

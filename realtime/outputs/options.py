@@ -7,7 +7,7 @@ import re
 import sys
 
 from realtime.options import refuse
-from realtime.outputs.base import Output, OutputError
+from realtime.outputs.base import Output, OutputError, resolve_udp
 from realtime.outputs.dmx import ARTNET_PORT, SACN_PORT, ArtNetOutput, SacnOutput, check_universe
 from realtime.outputs.hub import Outputs
 from realtime.outputs.mapping import (
@@ -141,6 +141,7 @@ def check_output_options(parser: argparse.ArgumentParser, args: argparse.Namespa
             if getattr(args, kind):
                 check_universe(kind, args.dmx_universe)
         args.map_file = MapFile(args.map) if args.map else None
+        check_targets(args)
     except (MapError, OutputError) as exc:
         refuse(str(exc))
     used = {"osc": args.osc, "dmx": dmx, "os2l": args.os2l, "midi": args.midi}
@@ -148,6 +149,22 @@ def check_output_options(parser: argparse.ArgumentParser, args: argparse.Namespa
         if args.map_file and kind in args.map_file.data and not used[kind]:
             flag = "--artnet or --sacn" if kind == "dmx" else f"--{kind}"
             print(f"warning: {args.map}: [{kind}] is unused without {flag}", file=sys.stderr)
+
+
+def check_targets(args: argparse.Namespace) -> None:
+    """The outputs' hosts resolve and a MIDI system answers, as when the outputs are made: a typo
+    or a missing JACK server is said as the options are read, not after the model has loaded
+    (seconds later).  OutputError, in the words the outputs use."""
+    for host, port in (*args.osc, *args.artnet, *args.sacn):
+        if host is not None:  # sACN without a host: its universe's multicast group
+            resolve_udp(host, port)
+    if args.midi:
+        from realtime.outputs.midi import open_virtual_port  # rtmidi loads only when asked for
+
+        try:
+            open_virtual_port(None)
+        except OSError as exc:
+            raise OutputError(f"--midi {args.midi[0]}: {exc}") from None
 
 
 def build_outputs(

@@ -329,7 +329,7 @@ def test_port_in_use(tmp_path, capsys):
         ctx.term()
 
 
-def test_unknown_model_and_bad_options(capsys):
+def test_unknown_model_and_bad_options(capsys, monkeypatch):
     code, err = refused_here(capsys, "--model", "nope", "--stdin", "--rate", "16000")
     assert code != 0 and "available: " in err and "musicnn-msd" in err
     assert "'default'" in err and "artifact directory" in err
@@ -374,6 +374,21 @@ def test_unknown_model_and_bad_options(capsys):
         )
         code, err = refused_here(capsys, *args)
         assert code == 2 and err == words + "\n", err
+    # ... and an output's host, and a MIDI system (none here: JACK asked for a server that is not).
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", "moodstream-no-such-server")
+    monkeypatch.setenv("JACK_NO_START_SERVER", "1")
+    for output, words in (
+        (["--osc", "no-such-host.invalid:7700"], "error: cannot resolve 'no-such-host.invalid': "),
+        (
+            ["--sacn", "127.0.0.1", "--artnet", "no-such-host.invalid"],
+            "error: cannot resolve 'no-such-host.invalid': ",
+        ),
+        (["--midi", "lights"], "error: --midi lights: cannot open a virtual MIDI port ("),
+    ):
+        if output[0] == "--midi" and os.path.exists("/dev/snd/seq"):
+            continue  # an ALSA sequencer: a virtual port would open
+        code, err = refused_here(capsys, "--model", "nope", "--stdin", "--rate", "16000", *output)
+        assert code == 2 and err.startswith(words) and err.count("\n") == 1, err
 
 
 def test_a_source_that_yields_no_window_says_why_nothing_was_published(monkeypatch, capsys):
