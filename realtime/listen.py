@@ -30,7 +30,7 @@ import time
 
 # Only what parsing, the source and the feed's port need: torch and the models load after them,
 # so a wrong --device, --file or port is said within a second.
-from moodstream.cli import Parser, run
+from moodstream.cli import STOP_SIGNALS, Parser, run
 from realtime.feed import DEFAULT_ENDPOINT, endpoint
 from realtime.options import (
     REACTIONS,
@@ -304,13 +304,15 @@ def main(argv: list[str] | None = None, prog: str = "python -m realtime.listen")
         engine.watchers.append(web)
     stop = threading.Event()
     stop_asked_at: float | None = None
+    stopped_by = ""  # "Ctrl-C" or "SIGTERM", for the last line
 
     def on_signal(signum, frame):
         # A second Ctrl-C: the user really wants out.  One stop can arrive twice at once (`timeout`
         # and process-group kills signal the process and then its group): that is still one stop.
-        nonlocal stop_asked_at
+        nonlocal stop_asked_at, stopped_by
         if stop_asked_at is None:
             stop_asked_at = time.monotonic()
+            stopped_by = STOP_SIGNALS.get(signum, "a signal")
             stop.set()
         elif time.monotonic() - stop_asked_at > SAME_STOP_S:
             raise KeyboardInterrupt
@@ -319,6 +321,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m realtime.listen")
     signal.signal(signal.SIGTERM, on_signal)
     if view:
         view.outputs = engine.outputs
+    outputs = list(engine.outputs.outputs) if engine.outputs else []  # closing the hub empties its list
 
     def announce() -> None:
         # Once the source has started: it is named as opened (a device's rate, a URL that answered),
@@ -365,6 +368,12 @@ def main(argv: list[str] | None = None, prog: str = "python -m realtime.listen")
         say(f"error: {failed_to_start or source.error}\n")
     for line in session.summary(stopped=stop.is_set()):
         say(line + "\n")
+    totals = session.totals()
+    if view and totals:  # not with --quiet: how the run went, and what each output sent
+        how = f"stopped ({stopped_by})" if stop.is_set() else "ended" if code else f"the {source.kind} ended"
+        say(f"moodstream: {how}: {totals}\n")
+        for output in outputs:
+            say(f"moodstream: {output}: {output.counts()}\n")
     if web:
         say(f"moodstream: {web.summary()}\n")
     return code

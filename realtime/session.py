@@ -75,6 +75,25 @@ class Session:
             lines.append(f"note: {n} {samples} at or past full scale {were} clamped")
         return lines
 
+    def totals(self) -> str | None:
+        """The run in a phrase, for its last line: "247 moods over 63.2 s of audio" and what was
+        lost on the way (dropped samples, device overflows, gaps); None before any mood."""
+        engine = self.engine
+        if engine.pipeline is None or engine.mood_seq == 0:
+            return None  # summary() says why there is no result
+        status = engine.status_message()
+        audio_s = engine.pipeline.sanitizer.samples_in / engine.pipeline.input_rate_hz
+        moods = status["published"] if self.publisher is not None else engine.mood_seq
+        text = f"{moods} mood{'s' if moods != 1 else ''} over {audio_s:.1f} s of audio"
+        lost = []
+        if n := status["dropped_samples"]:
+            lost.append(f"{n} {_samples_were(n)[0]} dropped")
+        if n := status["overflows"]:
+            lost.append(f"{n} device overflow{'s' if n != 1 else ''}")
+        if n := status["gaps"]:
+            lost.append(f"{n} gap{'s' if n != 1 else ''} ({status['gap_seconds']:.1f} s)")
+        return text + (f"; {', '.join(lost)}" if lost else "; nothing lost")
+
     def close(self) -> None:
         if self.engine.outputs:
             self.engine.outputs.close()

@@ -124,6 +124,7 @@ def test_virtual_device_feed_carries_the_ports_msd_tags(feed, music, virtual_mic
         "--pub",
         endpoint,
         env=env,
+        quiet=False,
     )
     try:
         # Two moods, and a status (one a second: the first may go out before we are subscribed).
@@ -133,6 +134,10 @@ def test_virtual_device_feed_carries_the_ports_msd_tags(feed, music, virtual_mic
         proc.kill()
     code, err = finish(proc)
     assert code == 0, err
+    # The last line says how it ended and how the run went (this unpaced device drops samples).
+    sub.drain()
+    published = sub.statuses()[-1]["published"]
+    assert err.splitlines()[-1].startswith(f"moodstream: stopped (SIGTERM): {published} moods over "), err
     # This device is unpaced: where its capture starts (and which periods the ring drops) varies
     # from run to run, so windows do not line up with the reference patches. Exact samples are
     # test_sources' job and the tags against the reference the paced test's; here the feed must

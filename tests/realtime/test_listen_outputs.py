@@ -8,6 +8,7 @@ ZeroMQ subscriber, then checks every receiver against the feed's mood messages
 from __future__ import annotations
 
 import os
+import re
 import socket
 import uuid
 
@@ -250,5 +251,15 @@ def test_dead_refusing_and_hanging_receivers_leave_the_feed_on_time(shared_data,
     assert any(
         line.startswith("moodstream: osc ") and "retrying: Connection refused" in line for line in lines
     )
-    assert lines[-1].startswith("! osc artnet os2l failing  ") and "V " in lines[-1], lines[-1]
+    # Then how the run ended, and what each output sent.
+    end = lines.index(f"moodstream: the file ended: {len(loaded)} moods over 10.0 s of audio; nothing lost")
+    assert lines[end - 1].startswith("! osc artnet os2l failing  ") and "V " in lines[end - 1], lines[end - 1]
+    sent = [
+        re.fullmatch(r"moodstream: (\w+) .*: sent (\d+) (.+), dropped (\d+)", line)
+        for line in lines[end + 1 :]
+    ]
+    assert [(m[1], m[3]) for m in sent] == [
+        ("osc", "OSC messages"), ("artnet", "DMX packets"), ("os2l", "OS2L messages"), ("os2l", "OS2L messages")
+    ], lines[end + 1 :]  # fmt: skip
+    assert all(int(m[4]) > 0 for m in sent), lines[end + 1 :]  # every one refused or never connected
     assert all(len(line) <= 79 for line in lines if not line.startswith("moodstream: ")), terminal
