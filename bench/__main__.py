@@ -15,8 +15,14 @@ Each subcommand prints a table and can write JSON (--json) and a PNG chart (--pl
 
 from __future__ import annotations
 
-import argparse
 import sys
+
+if __name__ == "__main__":  # before the imports that load torch: a stop there is one line too
+    from moodstream.cli import stop_while_importing
+
+    stop_while_importing()
+
+import argparse
 
 from bench import e2e, edges, latency, reaction, scale, soak
 from moodstream.cli import Parser, run

@@ -70,6 +70,20 @@ def _say_stopped(how: str) -> None:
         pass
 
 
+def stop_while_importing() -> None:
+    """For a ``python -m`` entry point whose imports load torch (seconds) before ``run`` can take
+    over: a stop there ends the process at once with one line.  Nothing has been done by then
+    that needs undoing.  ``run`` puts these handlers back after the command."""
+
+    def stopped(signum: int, frame) -> NoReturn:
+        _say_stopped(STOP_SIGNALS.get(signum, "a signal"))
+        os._exit(0)
+
+    for signum in STOP_SIGNALS:
+        if signum != signal.SIGINT or signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, stopped)
+
+
 def run(command: Callable[[], int | None]) -> int:
     """``command`` (a command's ``main`` with its arguments), stopped by Ctrl-C or SIGTERM wherever
     it has no stop of its own, with one line and exit 0: a stop asked for (README, Exit status),

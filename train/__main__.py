@@ -18,10 +18,16 @@ or with --fold I/K the I-th of K group-disjoint folds.
 
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__":  # before the imports that load torch: a stop there is one line too
+    from moodstream.cli import stop_while_importing
+
+    stop_while_importing()
+
 import argparse
 import json
 import shlex
-import sys
 from pathlib import Path
 
 import numpy as np

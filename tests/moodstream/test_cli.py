@@ -75,6 +75,9 @@ def _imported(line: str) -> str:
         # Past it, loading the model: the ports bound so far are closed, then the one line.
         ("realtime.listen", signal.SIGINT, "after torch's import"),
         ("realtime.analyze", signal.SIGINT, "after torch's import"),
+        # `python -m train|bench` import torch before main() and run() (moodstream.cli.stop_while_importing).
+        ("train", signal.SIGINT, "in torch's import"),
+        ("bench", signal.SIGTERM, "in torch's import"),
     ],
 )
 def test_a_stop_while_a_command_starts_is_one_line_and_exit_0(shared_data, module, stop, when):
@@ -83,7 +86,10 @@ def test_a_stop_while_a_command_starts_is_one_line_and_exit_0(shared_data, modul
     from tests.realtime.harness import Lines, free_endpoint
 
     clip = shared_data / "4q" / "audio" / "Q1" / "MT0000040632.ogg"
-    args = [str(clip)] if module == "realtime.analyze" else ["--file", str(clip), "--pub", free_endpoint()]
+    args = {
+        "realtime.analyze": [str(clip)],
+        "realtime.listen": ["--file", str(clip), "--pub", free_endpoint()],
+    }.get(module, ["--help"])
     proc = subprocess.Popen(
         [sys.executable, "-X", "importtime", "-c", RUN_TIMED_IMPORTS, module, *args],
         cwd=Path(__file__).resolve().parents[2],
