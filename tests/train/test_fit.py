@@ -275,11 +275,11 @@ def test_probe_concatenates_encoders_and_their_tag_logits(trained, shared_data, 
     _, cache, _ = trained  # holds musicnn-msd's window embeddings of the same 60 + 60 clips
     data = probe_data(shared_data, cache)
     one = run("probe", *data)
-    # A second encoder's embeddings are computed here: on 20 + 20 of the clips (a subset), so the
-    # test pays for 40 clips' worth, not 120 (the accuracy is checked on the 60 above).
-    few = [a if a != "60" else "20" for a in data]
+    # A second encoder's embeddings are computed here: on 10 + 10 of the clips (a subset), so the
+    # test pays for 20 clips' worth, not 120 (the accuracy is checked on the 60 above).
+    few = [a if a != "60" else "10" for a in data]
     both = run("probe", *few, "--encoder", "musicnn-msd,musicnn-mtt", "--features", "embedding,tags")
-    for proc, width, clips in ((one, 200, 60), (both, 2 * (200 + 50), 20)):
+    for proc, width, clips in ((one, 200, 60), (both, 2 * (200 + 50), 10)):
         assert proc.returncode == 0, proc.stderr[-3000:]
         val = json.loads(proc.stdout)["validation"]
         assert val["features_per_window"] == width and val["clips_validation"] == clips
