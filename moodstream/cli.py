@@ -70,10 +70,14 @@ def _say_stopped(how: str) -> None:
         pass
 
 
+_BEFORE_IMPORTS: dict[int, object] = {}  # the handlers stop_while_importing replaced
+
+
 def stop_while_importing() -> None:
     """For a ``python -m`` entry point whose imports load torch (seconds) before ``run`` can take
     over: a stop there ends the process at once with one line.  Nothing has been done by then
-    that needs undoing.  ``run`` puts these handlers back after the command."""
+    that needs undoing.  ``run`` puts the handlers from before this back after the command (not
+    these: a stop in the teardown must not exit 0 without flushing)."""
 
     def stopped(signum: int, frame) -> NoReturn:
         _say_stopped(STOP_SIGNALS.get(signum, "a signal"))
@@ -81,7 +85,7 @@ def stop_while_importing() -> None:
 
     for signum in STOP_SIGNALS:
         if signum != signal.SIGINT or signal.getsignal(signum) is not signal.SIG_IGN:
-            signal.signal(signum, stopped)
+            _BEFORE_IMPORTS[signum] = signal.signal(signum, stopped)
 
 
 def run(command: Callable[[], int | None]) -> int:
@@ -92,6 +96,9 @@ def run(command: Callable[[], int | None]) -> int:
     # A SIGINT ignored from the start stays so, as Python leaves it (a shell's background job).
     wanted = [s for s in STOP_SIGNALS if s != signal.SIGINT or signal.getsignal(s) is not signal.SIG_IGN]
     previous = {signum: signal.signal(signum, interrupt) for signum in wanted}
+    previous.update(
+        (signum, _BEFORE_IMPORTS.pop(signum)) for signum in list(_BEFORE_IMPORTS) if signum in previous
+    )
     try:
         return command() or 0
     except KeyboardInterrupt as exc:

@@ -370,7 +370,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m realtime.listen")
         say(line + "\n")
     totals = session.totals()
     if view and totals:  # not with --quiet: how the run went, and what each output sent
-        how = f"stopped ({stopped_by})" if stop.is_set() else "ended" if code else f"the {source.kind} ended"
+        if stop.is_set():
+            how = f"stopped ({stopped_by})"
+        else:
+            what = {"stdin": "stdin", "url": "the stream"}.get(source.kind, f"the {source.kind}")
+            how = f"{what} {'was lost' if code else 'ended'}"  # lost: --no-reconnect, a broken file
         say(f"moodstream: {how}: {totals}\n")
         for output in outputs:
             say(f"moodstream: {output}: {output.counts()}\n")

@@ -77,15 +77,18 @@ class Session:
 
     def totals(self) -> str | None:
         """The run in a phrase, for its last line: "247 moods over 63.2 s of audio" and what was
-        lost on the way (dropped samples, device overflows, gaps); None before any mood."""
+        lost on the way (moods not sent, dropped samples, device overflows, gaps); None before any
+        mood."""
         engine = self.engine
         if engine.pipeline is None or engine.mood_seq == 0:
             return None  # summary() says why there is no result
         status = engine.status_message()
         audio_s = engine.pipeline.sanitizer.samples_in / engine.pipeline.input_rate_hz
-        moods = status["published"] if self.publisher is not None else engine.mood_seq
+        moods = engine.mood_seq
         text = f"{moods} mood{'s' if moods != 1 else ''} over {audio_s:.1f} s of audio"
         lost = []
+        if self.publisher is not None and (n := moods - status["published"]):
+            lost.append(f"{n} not sent")  # refused by ZeroMQ (the publisher's dropped)
         if n := status["dropped_samples"]:
             lost.append(f"{n} {_samples_were(n)[0]} dropped")
         if n := status["overflows"]:

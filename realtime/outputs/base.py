@@ -136,6 +136,8 @@ def resolve_udp(host: str, port: int) -> tuple[socket.AddressFamily, tuple]:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     except socket.gaierror as exc:
         raise OutputError(f"cannot resolve {host!r}: {exc.strerror}") from None
+    except UnicodeError:  # "a..b", a label over 63 characters: the name cannot even be encoded
+        raise OutputError(f"cannot resolve {host!r}: not a valid host name") from None
     family, _, _, _, address = infos[0]
     return family, address
 

@@ -133,3 +133,22 @@ def test_run_leaves_an_ignored_sigint_ignored_and_puts_the_handlers_back():
         )
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def test_after_run_the_handlers_from_before_the_imports_are_back():
+    """stop_while_importing's handlers end the process at once with exit 0: after the command
+    (its teardown, a flush of piped output) a stop must not, so run() puts the earlier ones back."""
+    from moodstream.cli import interrupt, run, stop_while_importing
+
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        stop_while_importing()
+        importing = {signum: signal.getsignal(signum) for signum in before}
+        assert all(handler not in (before[signum], interrupt) for signum, handler in importing.items())
+        seen = []
+        assert run(lambda: seen.append(signal.getsignal(signal.SIGTERM))) == 0
+        assert seen == [interrupt]
+        assert {signum: signal.getsignal(signum) for signum in before} == before
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
