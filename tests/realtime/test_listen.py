@@ -6,6 +6,7 @@ import functools
 import http.server
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -134,10 +135,13 @@ def test_virtual_device_feed_carries_the_ports_msd_tags(feed, music, virtual_mic
         proc.kill()
     code, err = finish(proc)
     assert code == 0, err
-    # The last line says how it ended and how the run went (this unpaced device drops samples).
+    # The last line says how it ended and how the run went (this unpaced device drops samples):
+    # every mood received, and any the stop's close kept from this subscriber.
     sub.drain()
-    published = sub.statuses()[-1]["published"]
-    assert err.splitlines()[-1].startswith(f"moodstream: stopped (SIGTERM): {published} moods over "), err
+    said = re.match(
+        r"moodstream: stopped \(SIGTERM\): (\d+) moods over \d+\.\d s of audio; ", err.splitlines()[-1]
+    )
+    assert said and int(said[1]) >= len(sub.moods()) >= 2, err
     # This device is unpaced: where its capture starts (and which periods the ring drops) varies
     # from run to run, so windows do not line up with the reference patches. Exact samples are
     # test_sources' job and the tags against the reference the paced test's; here the feed must
