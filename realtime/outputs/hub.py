@@ -123,8 +123,10 @@ class Outputs:
             self.slugs.add(tags)
             self._each("bind", tags, self.slugs)
         values = values_of(message)
-        now = time.monotonic()
-        self._glide.update(message, values, now)
+        if self.rate_hz:  # the continuous values go on from where they stand (Glide): no jump at a hop
+            now = time.monotonic()
+            self._glide.update(message, values, now)
+            values = self._glide.at(now)
         self._each("emit", values, hop=True)
 
     def _each(self, method: str, *args, **kwargs) -> None:

@@ -116,8 +116,8 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
                    help="TOML file choosing which values go to which address, channel, command or CC, "
                    "with ranges and curves (a commented example: examples/moods.toml)")  # fmt: skip
     g.add_argument("--output-rate", type=_positive_rate, metavar="HZ",
-                   help="resend the outputs this many times a second, values gliding between hops "
-                   "with the feed's smoothing time constant (default: once per hop)")  # fmt: skip
+                   help="resend the outputs this many times a second, values gliding in a straight line "
+                   "from where they stand to the feed's newest, there a hop later (default: once per hop)")  # fmt: skip
 
 
 def check_output_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

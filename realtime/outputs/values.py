@@ -116,48 +116,46 @@ def is_continuous(name: str) -> bool:
 
 
 class Glide:
-    """Between two mood messages, each continuous value keeps moving toward the estimate behind the last.
+    """Between hops (``--output-rate``), each continuous value moves in a straight line from where
+    it stands to the feed's newest value, arriving one hop (``hop_s``) after the message, as the
+    next is due; then it holds.
 
-    The feed smooths each value exponentially, once per hop: s_k = s_(k-1) + alpha * (x_k - s_(k-1))
-    with alpha = 1 - exp(-dt / tau).  From two successive messages, their dt (``t_stream``) and
-    the feed's ``smooth_s`` (tau), the window's own estimate x_k follows; between hops a value
-    moves from s_k toward x_k with the same tau, as a smoother fed continuously would.  At every
-    message the glided value equals the message's, so this adds no lag; it only fills the gaps.
+    Continuous (a message starts its line from the value being shown: a fixture never jumps at a
+    hop), never past the feed's values (no overshoot, no snap back), and as steady as a line can
+    be: each frame moves a step's share of the hop.  The price is the hop itself: a value shows
+    the feed's newest one a hop later (half a hop on average) than the steps without
+    ``--output-rate`` would.  (The earlier glide extrapolated the feed's smoother, to be exact at
+    every hop; with the ``--reaction`` presets' adaptive smoothing, whose steps are larger than
+    the plain exponential it assumed, it ran past the next hop's value and snapped back: up to 40
+    of 255 in one DMX frame, about four times a second.)  With no smoothing (``smooth_s`` 0) the
+    values step, as was asked for.
     """
 
     def __init__(self):
-        self.values: Values = {}
-        self._targets: dict[str, float] = {}
-        self._last_t_stream: float | None = None
-        self._at = 0.0  # monotonic time of the last message
-        self._tau_s = 0.0
+        self.values: Values = {}  # the newest message's
+        self._from: dict[str, float] = {}  # its continuous values as shown when it came
+        self._at = 0.0  # monotonic time it came
+        self._hop_s = 0.0
 
     def update(self, message: dict, values: Values, now: float) -> None:
-        t_stream = float(message["t_stream"])
-        dt = 0.0 if self._last_t_stream is None else t_stream - self._last_t_stream
-        self._last_t_stream = t_stream
-        self._tau_s = float(message.get("smooth_s") or 0.0)
-        alpha = 1.0 - math.exp(-dt / self._tau_s) if self._tau_s > 0 and dt > 0 else 1.0
-        targets = {}
-        for name, value in values.items():
-            if value is None or not is_continuous(name):
-                continue
-            before = self.values.get(name)
-            if before is None or alpha >= 1.0:
-                targets[name] = value
-            else:
-                lo, hi = value_range(name)
-                targets[name] = min(max(before + (value - before) / alpha, lo), hi)
-        self.values, self._targets, self._at = dict(values), targets, now
+        shown = self.at(now)
+        self._from = {
+            name: shown[name]
+            for name, value in values.items()
+            if value is not None and is_continuous(name) and shown.get(name) is not None
+        }
+        smoothed = float(message.get("smooth_s") or 0.0) > 0
+        self._hop_s = float(message.get("hop_s") or 0.0) if smoothed else 0.0
+        self.values, self._at = dict(values), now
 
     def at(self, now: float) -> Values:
         """The values as they stand at ``now`` (monotonic seconds)."""
-        if self._tau_s <= 0:
+        if self._hop_s <= 0 or not self._from:
             return self.values
-        keep = math.exp(-max(now - self._at, 0.0) / self._tau_s)
+        part = min(max(now - self._at, 0.0) / self._hop_s, 1.0)
         moved = dict(self.values)
-        for name, target in self._targets.items():
-            moved[name] = target + (self.values[name] - target) * keep
+        for name, start in self._from.items():
+            moved[name] = start + (self.values[name] - start) * part
         _set_colour(moved)
         return moved
 

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from realtime.options import REACTIONS
 from realtime.outputs.values import Glide, Slugs, mood_colour, slug, values_of
 from realtime.smoothing import Smoother
 
@@ -87,46 +88,63 @@ def test_slugs_are_lower_case_path_parts_and_never_collide():
     assert slugs["HAPPY"] == "happy_3" and slugs["Happy"] == "happy"
 
 
-def feed_series(raw: list[float], hop_s: float, tau_s: float) -> list[dict]:
-    """Mood messages as the engine makes them: the window estimates smoothed with tau."""
-    smoother = Smoother(tau_s)
+def feed_series(raw: list[float], hop_s: float, tau_s: float, follow: float = 0.0) -> list[dict]:
+    """Mood messages as the engine makes them: the window estimates through the feed's smoother."""
+    smoother = Smoother(tau_s, follow)
     messages = []
     for k, x in enumerate(raw):
         s = float(smoother.update(np.array([x]), hop_s)[0])
         messages.append(
-            mood(t_stream=3.0 + k * hop_s, smooth_s=tau_s, valence=s, tags={"Happy": (s + 1) / 2})
+            mood(
+                t_stream=3.0 + k * hop_s,
+                hop_s=hop_s,
+                smooth_s=tau_s,
+                valence=s,
+                tags={"Happy": (s + 1) / 2},
+            )
         )
     return messages
 
 
-def test_glide_equals_the_feed_at_each_hop_and_moves_as_its_smoother_would_between():
-    hop_s, tau_s = 1.0, 2.0
-    raw = [0.0, 0.8, 0.8, 0.8, -0.5, -0.5]
-    messages = feed_series(raw, hop_s, tau_s)
+@pytest.mark.parametrize("reaction", ["balanced", "stable"])
+def test_glide_goes_on_from_where_it_stands_and_never_past_the_feed(reaction):
+    """What a dimmer on --output-rate 30 shows: no jump at a hop and no overshoot and snap back
+    (the glide that extrapolated the feed's smoother did both with the adaptive presets); each
+    message's value reached a hop later, in even frames."""
+    preset = REACTIONS[reaction]
+    rng = np.random.default_rng(7)
+    # Window estimates of music that changes: noise, a step up, noise, a step down.
+    level = np.repeat([-0.4, 0.5, -0.1], 40)
+    raw = np.clip(level + rng.normal(0.0, 0.15, level.size), -1, 1).tolist()
+    messages = feed_series(raw, preset.hop_s, preset.smooth_s, preset.follow)
     glide = Glide()
+    frame_s = 1 / 30
     for k, message in enumerate(messages):
-        t = 100.0 + k * hop_s
+        t = 100.0 + k * preset.hop_s
+        before = glide.at(t)["valence"] if k else None
         glide.update(message, values_of(message), now=t)
-        assert glide.at(t)["valence"] == pytest.approx(message["valence"], abs=1e-12)
-        if k + 1 < len(messages) and raw[k + 1] == raw[k]:
-            # The window estimate stayed: one hop on, the glide is where the next message will be.
-            assert glide.at(t + hop_s)["valence"] == pytest.approx(messages[k + 1]["valence"], abs=1e-9)
-            assert glide.at(t + hop_s)["tag:Happy"] == pytest.approx(
-                messages[k + 1]["tags"]["Happy"], abs=1e-9
-            )
-        if k >= 1:
-            # Between hops it moves monotonically from the feed's value toward the estimate.
-            path = [glide.at(t + f * hop_s)["valence"] for f in np.linspace(0, 1, 11)]
-            steps = np.diff(path)
-            assert (steps >= -1e-12).all() or (steps <= 1e-12).all()
-            assert abs(path[-1] - raw[k]) < abs(path[0] - raw[k]) or path[0] == pytest.approx(raw[k])
+        start = glide.at(t)["valence"]
+        if k:  # continuous through the hop: where the last message's line arrived
+            assert start == pytest.approx(before, abs=1e-12)
+            assert start == pytest.approx(messages[k - 1]["valence"], abs=1e-12)
+        else:
+            assert start == message["valence"]  # the first message: nothing to go on from
+        target = message["valence"]
+        path = [glide.at(t + f)["valence"] for f in np.arange(0.0, preset.hop_s + frame_s / 2, frame_s)]
+        lo, hi = min(start, target), max(start, target)
+        assert all(lo - 1e-12 <= v <= hi + 1e-12 for v in path), (k, start, target, path)
+        steps = np.abs(np.diff(path))
+        assert steps.max() <= abs(target - start) * frame_s / preset.hop_s + 1e-12  # even frames
+        end = glide.at(t + preset.hop_s)
+        assert end["valence"] == pytest.approx(target, abs=1e-12)
+        assert end["tag:Happy"] == pytest.approx(message["tags"]["Happy"], abs=1e-12)
 
 
 def test_glide_holds_without_smoothing_and_in_silence():
     glide = Glide()
-    first = mood(smooth_s=0.0, valence=0.2)
+    first = mood(smooth_s=0.0, hop_s=1.0, valence=0.2)
     glide.update(first, values_of(first), now=0.0)
-    second = mood(smooth_s=0.0, valence=0.6, t_stream=4.0)
+    second = mood(smooth_s=0.0, hop_s=1.0, valence=0.6, t_stream=4.0)
     glide.update(second, values_of(second), now=1.0)
     assert glide.at(1.5)["valence"] == 0.6  # no smoothing: nothing to glide
     glide = Glide()
@@ -136,3 +154,7 @@ def test_glide_holds_without_smoothing_and_in_silence():
     glide.update(quiet, values_of(quiet), now=2.0)
     moved = glide.at(2.5)
     assert moved["valence"] is None and moved["colour:r"] == 0.0 and moved["silent"] == 1.0
+    # Music again: the value is the feed's at once (there was none to go on from).
+    back = mood(t_stream=6.0, hop_s=1.0, valence=-0.3)
+    glide.update(back, values_of(back), now=3.0)
+    assert glide.at(3.0)["valence"] == -0.3 and glide.at(3.0)["colour:r"] > 0.0
