@@ -283,8 +283,10 @@ class QueuedOutput(Output):
                 self._connected = True
                 self._failed_at = None  # `error` keeps the last reason, for the record
                 with self._cond:
-                    # What was queued while away is stale: the latest of each destination replaces it.
-                    self.dropped += max(0, len(self._queue) - len(self._latest))
+                    # What was queued while away is stale: the latest of each destination replaces
+                    # it (sent again, whether or not it went out before), the rest is dropped.
+                    latest = {id(item) for item in self._latest.values()}
+                    self.dropped += sum(id(item) not in latest for item in self._queue)
                     self._queue = collections.deque(self._latest.values())
             item = self._next_item()
             if item is None:
@@ -324,3 +326,6 @@ class QueuedOutput(Output):
         self.interrupt()
         if self._thread.is_alive():
             self._thread.join(1.0)
+        with self._cond:  # what the peer never got (away, or not taking it) is counted, not lost
+            self.dropped += len(self._queue)
+            self._queue.clear()

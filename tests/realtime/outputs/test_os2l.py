@@ -12,6 +12,7 @@ from realtime.outputs import os2l
 from realtime.outputs.base import QueuedOutput
 from realtime.outputs.mapping import Route, to_range
 from realtime.outputs.os2l import Os2lOutput, browse
+from tests.realtime.harness import free_port
 from tests.realtime.outputs.receivers import Os2lServer
 
 VALENCE = [Route("valence", ("cmd", 1), to_range("valence", 0.0, 1.0))]
@@ -96,6 +97,40 @@ def test_a_peer_that_goes_away_is_retried_and_gets_the_latest_values_when_back()
             back.close()
     finally:
         output.close()
+
+
+def test_what_never_reached_the_lighting_program_is_counted_dropped():
+    """listen's last lines: an OS2L output that sent nothing must not say "dropped 0"."""
+    output = Os2lOutput("127.0.0.1", free_port(), VALENCE)  # nothing listens: refused
+    for k in range(10):
+        output.emit({"valence": k / 10}, hop=True)  # ten changes, each a message
+    output.close()
+    assert (output.sent, output.dropped) == (0, 10)
+
+
+def test_values_superseded_while_the_peer_was_away_are_counted_dropped():
+    # Nine destinations: the latest of each is sent again on the way back, so the queue's stale
+    # items are more than "queued minus destinations" (which counted 0 here).
+    buttons = [Route(f"active:t{i}", ("btn", f"t{i}")) for i in range(8)]
+    lighting = Os2lServer()
+    port = lighting.port
+    output = Os2lOutput("127.0.0.1", port, VALENCE + buttons)
+    try:
+        output.emit({"valence": -1.0, **{f"active:t{i}": 1.0 for i in range(8)}}, hop=True)
+        wait_for(lambda: len(lighting.messages) == 9, 5, "the first nine messages")
+        lighting.close()
+        wait_for(lambda: output.state == "retrying", 5, "the output to notice")
+        for k in range(1, 6):
+            output.emit({"valence": k / 5}, hop=True)  # five changes while away: the last one stands
+        back = Os2lServer(port=port)
+        try:
+            wait_for(lambda: len(back.messages) == 9, 10, "the latest of each destination")
+            assert back.messages[0] == {"evt": "cmd", "id": 1, "param": 1.0}
+        finally:
+            back.close()
+    finally:
+        output.close()
+    assert (output.sent, output.dropped) == (18, 4)
 
 
 def test_auto_without_any_lighting_program_says_so():
