@@ -74,8 +74,9 @@ _BEFORE_IMPORTS: dict[int, object] = {}  # the handlers stop_while_importing rep
 
 
 def stop_while_importing() -> None:
-    """For a ``python -m`` entry point whose imports load torch (seconds) before ``run`` can take
-    over: a stop there ends the process at once with one line.  Nothing has been done by then
+    """For a ``python -m`` entry point whose imports take time before ``run`` can take over (torch:
+    seconds; zmq, jsonschema and the rest of ``realtime.listen``'s: ~0.5 s): a stop there ends the
+    process at once with one line.  Nothing has been done by then
     that needs undoing.  ``run`` puts the handlers from before this back after the command (not
     these: a stop in the teardown must not exit 0 without flushing)."""
 

@@ -19,6 +19,11 @@ key, ``NAME.key_secret`` both keys (readable by its owner only).  Nothing here i
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # before the imports (up to ~0.5 s): a stop there is one line too
+    from moodstream.cli import stop_while_importing
+
+    stop_while_importing()
+
 import argparse
 import os
 import sys

@@ -15,6 +15,11 @@ Examples:
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # before the imports (up to ~0.5 s): a stop there is one line too
+    from moodstream.cli import stop_while_importing
+
+    stop_while_importing()
+
 # Thread pools that sleep rather than spin (realtime/live_env.py): set before numpy and torch load.
 from realtime.live_env import set_live_env
 

@@ -12,6 +12,11 @@ Examples:
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # before the imports (up to ~0.5 s): a stop there is one line too
+    from moodstream.cli import stop_while_importing
+
+    stop_while_importing()
+
 import argparse
 import signal
 import sys

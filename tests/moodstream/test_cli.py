@@ -72,6 +72,10 @@ def _imported(line: str) -> str:
         # Inside `import torch` (~2.7 s of the first seconds here): a KeyboardInterrupt raised
         # there can abort the process from torch's C++ start-up, so the stop ends it at once.
         ("realtime.listen", signal.SIGTERM, "in torch's import"),
+        # Before it, in the module's own imports (zmq, jsonschema, soundfile...: ~0.5 s): one
+        # line too (a stop there was a traceback, exit 1, or a silent exit 143).
+        ("realtime.listen", signal.SIGINT, "in its own imports"),
+        ("realtime.analyze", signal.SIGTERM, "in its own imports"),
         # Past it, loading the model: the ports bound so far are closed, then the one line.
         ("realtime.listen", signal.SIGINT, "after torch's import"),
         ("realtime.analyze", signal.SIGINT, "after torch's import"),
@@ -101,6 +105,8 @@ def test_a_stop_while_a_command_starts_is_one_line_and_exit_0(shared_data, modul
     try:
         if when == "in torch's import":
             lines.wait_for(lambda line: _imported(line).startswith("torch."))
+        elif when == "in its own imports":
+            lines.wait_for(lambda line: _imported(line) == "moodstream.cli")
         else:
             lines.wait_for(lambda line: _imported(line) == "torch")
         proc.send_signal(stop)
@@ -112,6 +118,47 @@ def test_a_stop_while_a_command_starts_is_one_line_and_exit_0(shared_data, modul
     said = [line for line in err.splitlines() if not line.startswith("import time:")]
     how = "Ctrl-C" if stop == signal.SIGINT else "SIGTERM"
     assert (code, said) == (0, [f"moodstream: stopped ({how})"]), err[-3000:]
+
+
+@pytest.mark.parametrize("module", ["realtime.bridge", "realtime.view", "realtime.subscribe"])
+def test_a_stop_while_a_feed_client_imports_is_no_traceback(module):
+    """The feed's clients stop with their own lines once running; a stop in their imports (~0.4 s,
+    before any handler of theirs) is one line too, not a traceback."""
+    from tests.realtime.harness import Lines, free_endpoint, free_port
+
+    args = {
+        "realtime.bridge": ["--osc", f"127.0.0.1:{free_port()}"],
+        "realtime.view": ["--web", str(free_port())],
+    }.get(module, [])
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-c",
+            RUN_TIMED_IMPORTS,
+            module,
+            "--from",
+            free_endpoint(),
+            *args,
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines = Lines(proc)
+    try:
+        lines.wait_for(lambda line: _imported(line) == "moodstream.cli")
+        proc.send_signal(signal.SIGINT)
+        code, err = lines.finish()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    said = [line for line in err.splitlines() if not line.startswith("import time:")]
+    # In the imports: the one line; later (a loaded machine), the client's own stop: exit 0 too.
+    assert code == 0 and "Traceback" not in err and said and said[-1].startswith("moodstream"), err[-3000:]
 
 
 def test_run_leaves_an_ignored_sigint_ignored_and_puts_the_handlers_back():
