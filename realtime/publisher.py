@@ -10,9 +10,11 @@ so their queues are freed instead of held until TCP gives up.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
 import logging
+import socket
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
@@ -49,6 +51,20 @@ def is_loopback(endpoint: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:  # "*", an interface name or a host name: possibly reachable from outside
         return False
+
+
+def _bind_failure(endpoint: str, error: int) -> str:
+    """Why binding ``endpoint`` failed, in a user's terms: ZeroMQ says "No such device" for a host
+    name it cannot resolve (it tries it as a network interface too)."""
+    transport, _, address = endpoint.partition("://")
+    host = address.rpartition(":")[0].strip("[]")
+    if transport == "tcp" and error in (errno.ENODEV, errno.EADDRNOTAVAIL) and host not in ("", "*"):
+        try:
+            socket.getaddrinfo(host, None)
+        except (socket.gaierror, UnicodeError):
+            return f"cannot resolve {host!r}, nor is it a network interface here"
+        return f"{host!r} is not an address of this machine"
+    return zmq.strerror(error)
 
 
 class Publisher:
@@ -108,7 +124,7 @@ class Publisher:
                     f"{endpoint} is already in use (another listen running?); choose another with --pub"
                 ) from e
             raise PublisherError(
-                f"cannot publish on {endpoint!r}: {zmq.strerror(e.errno)} "
+                f"cannot publish on {endpoint!r}: {_bind_failure(endpoint, e.errno)} "
                 f"(expected e.g. tcp://127.0.0.1:5556 or ipc:///tmp/moodstream.ipc)"
             ) from e
         if not is_loopback(self.endpoint) and not self.encrypted:

@@ -16,6 +16,7 @@ from realtime import feed
 from realtime import publisher as publisher_module
 from realtime.feed import FeedError
 from realtime.publisher import Publisher, PublisherError, is_loopback
+from tests.realtime.harness import free_port
 
 EPHEMERAL = "tcp://127.0.0.1:0"
 
@@ -372,6 +373,22 @@ def test_endpoint_in_use_is_a_clear_error():
 def test_bad_endpoint_is_a_clear_error(endpoint):
     with pytest.raises(PublisherError, match="cannot publish on"):
         Publisher(endpoint)
+
+
+@pytest.mark.parametrize(
+    "host, why",
+    [
+        # ZeroMQ's own word for both is "No such device".
+        ("no-such.invalid", "cannot resolve 'no-such.invalid', nor is it a network interface here"),
+        ("a..b", "cannot resolve 'a..b', nor is it a network interface here"),
+        # A host that resolves, to an address that is not this machine's (TEST-NET-1, RFC 5737).
+        ("192.0.2.1", "'192.0.2.1' is not an address of this machine"),
+    ],
+)
+def test_a_host_to_publish_on_that_is_not_here_is_said_plainly(host, why):
+    with pytest.raises(PublisherError) as caught:
+        Publisher(f"tcp://{host}:{free_port()}")
+    assert f": {why} (expected e.g." in str(caught.value), caught.value
 
 
 def test_a_subscriber_that_never_reads_blocks_neither_the_engine_nor_the_others(context):
