@@ -36,6 +36,9 @@ def reason(exc: OSError) -> str:
     return exc.strerror or str(exc) or type(exc).__name__
 
 
+SWITCHES = ("state:", "active:")  # values that are 1.0 or 0.0: on or off
+
+
 def glides(value: str) -> bool:
     """Values resent at ``--output-rate`` between hops (the colour follows valence and arousal)."""
     return is_continuous(value) or value.startswith("colour:")
@@ -81,11 +84,19 @@ class Output:
         raise NotImplementedError
 
     def present(self, values: Values):
-        """(route, value) for each route whose value the message has (valence is null in silence)."""
+        """(route, value) for each route whose value the message has (valence is null in silence);
+        the switches that are on (``state:NAME``, ``active:NAME``) last, after every one that is
+        off: a desk that keeps the state buttons as a radio group never sees two on at once."""
+        on = []
         for route in self.routes:
             value = values.get(route.value)
-            if value is not None:
+            if value is None:
+                continue
+            if route.value.startswith(SWITCHES) and value >= 0.5:
+                on.append((route, value))
+            else:
                 yield route, value
+        yield from on
 
     def keepalive(self) -> None:
         """No mood for a while (silence is still a mood; a stalled source is not): refresh if the protocol wants it."""

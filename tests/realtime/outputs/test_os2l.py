@@ -12,6 +12,7 @@ from realtime.outputs import os2l
 from realtime.outputs.base import QueuedOutput
 from realtime.outputs.mapping import Route, to_range
 from realtime.outputs.os2l import Os2lOutput, browse
+from realtime.smoothing import MOOD_STATES
 from tests.realtime.harness import free_port
 from tests.realtime.outputs.receivers import Os2lServer
 
@@ -131,6 +132,31 @@ def test_values_superseded_while_the_peer_was_away_are_counted_dropped():
     finally:
         output.close()
     assert (output.sent, output.dropped) == (18, 4)
+
+
+def test_the_old_state_goes_off_before_the_new_one_goes_on():
+    """A desk that keeps the state buttons as a radio group never sees two on at once."""
+    routes = [Route(f"state:{s}", ("btn", f"state {s}")) for s in MOOD_STATES]
+    lighting = Os2lServer()
+    output = Os2lOutput("127.0.0.1", lighting.port, routes)
+    try:
+        for state in ("calm-tender", "silent", "sad-dark", "tense-angry"):
+            output.emit({f"state:{s}": float(s == state) for s in MOOD_STATES}, hop=True)
+            # Connected first: what is queued before the connection is replaced by the latest.
+            wait_for(lambda: lighting.messages, 5, "the connection")
+        wait_for(lambda: len(lighting.messages) == 7, 5, "seven button changes")
+    finally:
+        output.close()
+        lighting.close()
+    assert [(m["name"], m["state"]) for m in lighting.messages] == [
+        ("state calm-tender", "on"),
+        ("state calm-tender", "off"),
+        ("state silent", "on"),
+        ("state silent", "off"),  # sad-dark comes before silent in the routes
+        ("state sad-dark", "on"),
+        ("state sad-dark", "off"),  # and tense-angry before sad-dark
+        ("state tense-angry", "on"),
+    ]
 
 
 def test_auto_without_any_lighting_program_says_so():
