@@ -87,13 +87,43 @@ def _imported(line: str) -> str:
 def test_a_stop_while_a_command_starts_is_one_line_and_exit_0(shared_data, module, stop, when):
     """README, Exit status: 0 on a stop asked for; not a traceback of `import torch` (Ctrl-C),
     nor a silent death by SIGTERM (exit 143), while the model loads."""
-    from tests.realtime.harness import Lines, free_endpoint
+    from tests.realtime.harness import free_endpoint
 
     clip = shared_data / "4q" / "audio" / "Q1" / "MT0000040632.ogg"
     args = {
         "realtime.analyze": [str(clip)],
         "realtime.listen": ["--file", str(clip), "--pub", free_endpoint()],
     }.get(module, ["--help"])
+    until = {
+        "in torch's import": lambda name: name.startswith("torch."),
+        "in its own imports": lambda name: name == "moodstream.cli",
+    }.get(when, lambda name: name == "torch")
+    code, said, err = _stopped(module, args, until, stop)
+    how = "Ctrl-C" if stop == signal.SIGINT else "SIGTERM"
+    assert (code, said) == (0, [f"moodstream: stopped ({how})"]), err[-3000:]
+
+
+@pytest.mark.parametrize("module", ["realtime.bridge", "realtime.view", "realtime.subscribe"])
+def test_a_stop_while_a_feed_client_imports_is_no_traceback(module):
+    """The feed's clients stop with their own lines once running; a stop in their imports (~0.4 s,
+    before any handler of theirs) is one line too, not a traceback."""
+    from tests.realtime.harness import free_endpoint, free_port
+
+    args = {
+        "realtime.bridge": ["--osc", f"127.0.0.1:{free_port()}"],
+        "realtime.view": ["--web", str(free_port())],
+    }.get(module, [])
+    in_imports = "moodstream.cli".__eq__  # imported first: the module's own imports follow
+    code, said, err = _stopped(module, ["--from", free_endpoint(), *args], in_imports, signal.SIGINT)
+    # In the imports: the one line; later (a loaded machine), the client's own stop: exit 0 too.
+    assert code == 0 and "Traceback" not in err and said and said[-1].startswith("moodstream"), err[-3000:]
+
+
+def _stopped(module: str, args: list[str], until, stop: int) -> tuple[int, list[str], str]:
+    """``python -m module args`` stopped by ``stop`` once the import ``until`` holds for has ended:
+    (exit code, its stderr's lines but the import times, all of its stderr)."""
+    from tests.realtime.harness import Lines
+
     proc = subprocess.Popen(
         [sys.executable, "-X", "importtime", "-c", RUN_TIMED_IMPORTS, module, *args],
         cwd=Path(__file__).resolve().parents[2],
@@ -103,62 +133,14 @@ def test_a_stop_while_a_command_starts_is_one_line_and_exit_0(shared_data, modul
     )
     lines = Lines(proc)
     try:
-        if when == "in torch's import":
-            lines.wait_for(lambda line: _imported(line).startswith("torch."))
-        elif when == "in its own imports":
-            lines.wait_for(lambda line: _imported(line) == "moodstream.cli")
-        else:
-            lines.wait_for(lambda line: _imported(line) == "torch")
+        lines.wait_for(lambda line: until(_imported(line)))
         proc.send_signal(stop)
         code, err = lines.finish()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    said = [line for line in err.splitlines() if not line.startswith("import time:")]
-    how = "Ctrl-C" if stop == signal.SIGINT else "SIGTERM"
-    assert (code, said) == (0, [f"moodstream: stopped ({how})"]), err[-3000:]
-
-
-@pytest.mark.parametrize("module", ["realtime.bridge", "realtime.view", "realtime.subscribe"])
-def test_a_stop_while_a_feed_client_imports_is_no_traceback(module):
-    """The feed's clients stop with their own lines once running; a stop in their imports (~0.4 s,
-    before any handler of theirs) is one line too, not a traceback."""
-    from tests.realtime.harness import Lines, free_endpoint, free_port
-
-    args = {
-        "realtime.bridge": ["--osc", f"127.0.0.1:{free_port()}"],
-        "realtime.view": ["--web", str(free_port())],
-    }.get(module, [])
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-X",
-            "importtime",
-            "-c",
-            RUN_TIMED_IMPORTS,
-            module,
-            "--from",
-            free_endpoint(),
-            *args,
-        ],
-        cwd=Path(__file__).resolve().parents[2],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines = Lines(proc)
-    try:
-        lines.wait_for(lambda line: _imported(line) == "moodstream.cli")
-        proc.send_signal(signal.SIGINT)
-        code, err = lines.finish()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    said = [line for line in err.splitlines() if not line.startswith("import time:")]
-    # In the imports: the one line; later (a loaded machine), the client's own stop: exit 0 too.
-    assert code == 0 and "Traceback" not in err and said and said[-1].startswith("moodstream"), err[-3000:]
+    return code, [line for line in err.splitlines() if not line.startswith("import time:")], err
 
 
 def test_run_leaves_an_ignored_sigint_ignored_and_puts_the_handlers_back():
