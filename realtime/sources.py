@@ -57,6 +57,9 @@ _JOIN_TIMEOUT_S = 0.15
 _TERMINATE_GRACE_S = 0.3
 # A started device that delivers nothing for this long is lost (a period is tens of ms).
 DEVICE_LOST_AFTER_S = 2.0
+# A network input (--url) whose server sends nothing for this long is lost: ffmpeg gives up on it
+# (-rw_timeout), so a stream that stalls with its connection open is reconnected, not waited for.
+URL_LOST_AFTER_S = 5.0
 _WATCH_S = 0.25  # how often the device watcher looks
 # The capture buffer on ALSA: how late PortAudio's callback may run (another thread holds the GIL,
 # the machine is busy) before the device overflows and audio is lost.  PortAudio's "low" latency
@@ -736,9 +739,10 @@ class UrlSource(Source):
     input's duration) in one thread.  ``start()`` waits up to ``open_timeout_s`` for the first
     audio bytes: if ffmpeg fails before then (connection refused, HTTP 404, not audio) start()
     raises SourceError with ffmpeg's own last message.  Later, a *live stream* (ffmpeg reports no
-    duration: a radio, an Icecast mount) that drops or whose ffmpeg fails is reconnected with
-    ``reconnect`` (1, 2, 4 ... 30 s apart), else it is an ``error``; a finite input (a file,
-    on disk or on a server) that ends normally ends.  Without ``realtime`` it never drops (a
+    duration: a radio, an Icecast mount) that drops, stalls for ``URL_LOST_AFTER_S`` or whose
+    ffmpeg fails is reconnected with ``reconnect`` (1, 2, 4 ... 30 s apart), else it is an
+    ``error``; a finite input (a file, on disk or on a server) that ends normally ends, and one
+    that breaks off is an ``error`` (reconnecting would play it again from its start).  Without ``realtime`` it never drops (a
     slow consumer back-pressures ffmpeg through the pipe); with ``realtime`` ffmpeg reads at
     native speed (``-re``) and, like a device, blocks that do not fit are dropped.
     """
@@ -762,6 +766,9 @@ class UrlSource(Source):
         self._settled = threading.Event()  # first audio arrived, or ffmpeg ended
         self._stderr_lines: collections.deque[str] = collections.deque(maxlen=20)  # warnings and errors
         self.duration_known: bool | None = None  # what ffmpeg said of the input: None until it did
+        # Why ffmpeg's input connection failed (timed out, cut short), which it logs and still exits
+        # 0 after: the current ffmpeg's, None while it has not.
+        self._broke: str | None = None
 
     def command(self) -> list[str]:
         """The ffmpeg command line this source runs."""
@@ -769,6 +776,8 @@ class UrlSource(Source):
         cmd = [self._ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+info"]
         if self.realtime:
             cmd.append("-re")
+        if _NETWORK_URL.match(self.url):
+            cmd += ["-rw_timeout", str(round(URL_LOST_AFTER_S * 1e6))]  # microseconds
         cmd += ["-i", self.url, "-vn", "-ac", "1", "-ar", str(self.sample_rate_hz), "-f", "f32le", "-"]
         return cmd
 
@@ -779,6 +788,7 @@ class UrlSource(Source):
 
     def _spawn(self) -> None:
         self._stderr_lines.clear()
+        self._broke = None
         try:
             self._proc = subprocess.Popen(
                 self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -840,15 +850,20 @@ class UrlSource(Source):
             returncode = self._reap()
             if stop.is_set():
                 return
-            if returncode == 0 and (self.duration_known is not False or self._finite_over_http()):
+            broke = self._broke
+            finite = self.duration_known is not False or self._finite_over_http()
+            if returncode == 0 and broke is None and finite:
                 return  # a finite input that ended: the end
-            lost = (
-                self._ffmpeg_failure(-1 if returncode is None else returncode)
-                if returncode != 0
-                else f"the stream {self.url} ended (the server closed it)"
-            )
-            if not self.reconnect or not self._settled_by_audio:
-                self._fail(lost)  # before the first audio start() reports it; else it ends the run
+            if returncode != 0:  # ffmpeg failed: its last message says why
+                lost = self._ffmpeg_failure(-1 if returncode is None else returncode)
+            elif broke is not None:  # its input's connection failed, and it exited 0 all the same
+                lost = f"{self.url} broke off: {broke}"
+            else:
+                lost = f"the stream {self.url} ended (the server closed it)"
+            if not self.reconnect or not self._settled_by_audio or finite:
+                # Before the first audio start() reports it; else it ends the run: a finite input
+                # that broke on the way too (reconnecting would play it again from its start).
+                self._fail(lost)
                 return
             if got_audio:
                 attempt, since = 0, time.time()
@@ -929,6 +944,12 @@ class UrlSource(Source):
         if level is None:
             return
         text = line[level.end() :].strip()
+        if level.group(1) in ("error", "fatal") and (
+            _FFMPEG_PROTOCOL.search(line[: level.start()]) or text.startswith(f"{self.url}: ")
+        ):
+            # The first says most: "Stream ends prematurely at 103835, should be 961350" comes
+            # before "Input/output error"; a stall is "Connection timed out".
+            self._broke = self._broke or text.removeprefix(f"{self.url}: ")
         if level.group(1) == "info":
             if text.startswith("Duration:") and self.duration_known is None:
                 self.duration_known = not text.startswith("Duration: N/A")
@@ -959,6 +980,10 @@ class UrlSource(Source):
 
 # "[tcp @ 0x55d0...] [error] Connection refused": the level, after any context.
 _FFMPEG_LEVEL = re.compile(r"\[(fatal|error|warning|info)\] ")
+# The context of a message of ffmpeg's input connection (not of a decoder: a bad frame is no break).
+_FFMPEG_PROTOCOL = re.compile(r"\[(https?|tcp|tls|rtmp\w*|rtsp|udp) @ ")
+# A URL ffmpeg reads over the network (what -rw_timeout applies to; a file cannot stall).
+_NETWORK_URL = re.compile(r"(https?|tcp|tls|rtmp\w*|rtsp|udp|srt|icecast|mmsh?)://", re.IGNORECASE)
 
 
 def open_file(path: str | os.PathLike, realtime: bool = False, rate_hz: int | None = None) -> Source:

@@ -11,6 +11,7 @@ import http.server
 import io
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -526,10 +527,23 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format, *args):  # keep the test output clean
         pass
 
+    def do_GET(self):
+        if self.path != "/broken.ogg":
+            return super().do_GET()
+        # A server that breaks off: the whole clip's Content-Length, a third of its bytes.
+        data = (Path(self.directory) / "clip.ogg").read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Type", "audio/ogg")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data[: len(data) // 3])
+        self.close_connection = True
+
 
 @pytest.fixture(scope="module")
 def http_base_url(music_clip, tmp_path_factory):
-    """A local HTTP server on an ephemeral port serving the clip (as clip.ogg) and not-audio.ogg."""
+    """A local HTTP server on an ephemeral port serving the clip (as clip.ogg), not-audio.ogg, and
+    broken.ogg (a third of the clip, then the connection closed)."""
     root = tmp_path_factory.mktemp("http_root")
     (root / "clip.ogg").symlink_to(music_clip)
     (root / "not-audio.ogg").write_text("<html><body>this is not audio</body></html>\n" * 50)
@@ -604,9 +618,12 @@ def _until(condition, timeout_s: float, ring: RingBuffer) -> int:
 
 
 def test_a_live_stream_that_drops_is_reconnected_with_backoff_and_a_file_url_just_ends(
-    music_clip, http_base_url
+    music_clip, http_base_url, monkeypatch
 ):
+    from realtime import sources
     from tests.realtime.harness import LiveStream
+
+    monkeypatch.setattr(sources, "URL_LOST_AFTER_S", 2.0)  # -rw_timeout: a stall this long is a loss
 
     with LiveStream(music_clip) as server:
         src = UrlSource(server.url, sample_rate_hz=CLIP_RATE_HZ)
@@ -625,6 +642,15 @@ def test_a_live_stream_that_drops_is_reconnected_with_backoff_and_a_file_url_jus
             before = ring.write_index
             _until(lambda: src.reconnecting is None and ring.write_index > before + CLIP_RATE_HZ, 15, ring)
             assert src.state == "running"
+            # The server stalls with the connection open (stopped): lost after URL_LOST_AFTER_S,
+            # not waited for; ffmpeg exits 0 then, and says why only in its log.
+            server.proc.send_signal(signal.SIGSTOP)
+            _until(lambda: src.reconnecting is not None, 10, ring)
+            assert "broke off: Connection timed out" in src.reconnecting["reason"], src.reconnecting
+            server.kill()
+            server.start()
+            before = ring.write_index
+            _until(lambda: src.reconnecting is None and ring.write_index > before + CLIP_RATE_HZ, 30, ring)
         finally:
             src.stop()
         # Without reconnect a drop is an error (listen exits 1 with it), not a quiet end.
@@ -644,6 +670,18 @@ def test_a_live_stream_that_drops_is_reconnected_with_backoff_and_a_file_url_jus
     src.start(ring)
     _until(lambda: src.finished, 20, ring)
     assert src.state == "ended" and src.duration_known is False
+
+
+def test_a_file_url_that_breaks_off_is_an_error_not_an_end(http_base_url):
+    """README, Exit status: 1 for a file that breaks mid-way; ffmpeg exits 0 there, and says why
+    only in its log.  Reconnecting would play the file again from its start: not done."""
+    src = UrlSource(f"{http_base_url}/broken.ogg", sample_rate_hz=CLIP_RATE_HZ)
+    src.reconnect = True
+    ring = RingBuffer(2**22, 1)
+    src.start(ring)
+    _until(lambda: src.finished, 20, ring)
+    assert src.state == "error" and "broke off: Stream ends prematurely" in src.error, src.error
+    assert src.reconnecting is None
 
 
 def test_url_connection_refused_is_a_clear_error():
