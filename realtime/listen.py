@@ -82,7 +82,8 @@ def parse_args(argv: list[str] | None, prog: str = "python -m realtime.listen") 
         "--channels",
         type=number(1, 64, kind=int, what="a channel count"),
         metavar="N",
-        help="device channels to capture (mixed to mono)",
+        help="channels to capture from the device, or of --stdin's interleaved PCM (default: the "
+        "device's, or 1 for --stdin); mixed to mono",
     )
     src.add_argument(
         "--file",
@@ -143,6 +144,8 @@ def parse_args(argv: list[str] | None, prog: str = "python -m realtime.listen") 
         parser.error("--stdin needs --rate (the sample rate of the raw PCM)")
     if args.realtime and not (args.file or args.url):
         parser.error("--realtime applies to --file and --url")
+    if args.channels and (args.file or args.url):
+        parser.error("--channels applies to --device and --stdin (a file or a stream has its own)")
     check_model_options(parser, args)
     check_output_options(parser, args)
     return args

@@ -1018,7 +1018,7 @@ def make_source(args: Namespace, rate_hz: int | None) -> Source:
     if args.file:
         return open_file(args.file, realtime=args.realtime, rate_hz=rate_hz)
     if args.stdin:
-        return StdinSource(args.rate, fmt=args.format)
+        return StdinSource(args.rate, fmt=args.format, channels=args.channels or 1)
     if args.url:
         source = UrlSource(args.url, sample_rate_hz=rate_hz, realtime=args.realtime)
     else:

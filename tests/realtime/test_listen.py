@@ -178,13 +178,15 @@ def test_stdin_pcm_with_nan_and_clipping_is_sanitised(feed, music):
     assert len(sub.moods()) == 8 and all(np.isfinite(list(m["tags"].values())).all() for m in sub.moods())
 
 
-def test_stdin_s16le(feed, music):
+def test_stdin_s16le_stereo(feed, music):
     endpoint, sub = feed
     audio, rate = music
-    pcm = (np.clip(audio[: 4 * rate], -1, 1) * 32767).astype("<i2").tobytes()
+    stereo = np.stack([audio[: 4 * rate], 0.5 * audio[: 4 * rate]], axis=1)  # interleaved L, R
+    pcm = (np.clip(stereo, -1, 1) * 32767).astype("<i2").tobytes()
     proc = listen(
-        "--stdin", "--rate", str(rate), "--format", "s16le", "--pub", endpoint, stdin=subprocess.PIPE
-    )
+        "--stdin", "--rate", str(rate), "--format", "s16le", "--channels", "2", "--pub", endpoint,
+        stdin=subprocess.PIPE,
+    )  # fmt: skip
     sub.collect(first_status, 60)
     proc.stdin.write(pcm)
     proc.stdin.close()
@@ -192,7 +194,8 @@ def test_stdin_s16le(feed, music):
     code, err = finish(proc)
     assert code == 0, err
     sub.drain()
-    assert len(sub.moods()) == 5  # 4 s (251 frames): windows end at 2.99 s, then every 0.256 s to 4.02 s
+    # 4 s (251 frames), not 8 s of mono: windows end at 2.99 s, then every 0.256 s to 4.02 s.
+    assert len(sub.moods()) == 5
 
 
 def test_url_through_ffmpeg(feed, music, tmp_path):
@@ -346,6 +349,8 @@ def test_unknown_model_and_bad_options(capsys, monkeypatch):
     assert code == 2 and "choose one audio source" in err
     code, err = refused_here(capsys, "--stdin")
     assert code == 2 and "--rate" in err
+    code, err = refused_here(capsys, "--file", "x.wav", "--channels", "2")
+    assert code == 2 and "--channels applies to --device and --stdin" in err
     # Every number and port is checked as it is parsed: exit 2, one line, never a traceback.
     for option, value, words in (
         ("--hop", "-1", "--hop: -1 is out of range: the hop in seconds must be 0.05..600"),
