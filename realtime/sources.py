@@ -57,6 +57,10 @@ _JOIN_TIMEOUT_S = 0.15
 _TERMINATE_GRACE_S = 0.3
 # A started device that delivers nothing for this long is lost (a period is tens of ms).
 DEVICE_LOST_AFTER_S = 2.0
+JACK_NOT_REOPENED = (
+    "PortAudio's JACK devices cannot be reopened once their server stops: restart listen, or "
+    "capture through ALSA's jack plugin (--device jack), which is reopened by itself"
+)
 # A network input (--url) whose server sends nothing for this long is lost: ffmpeg gives up on it
 # (-rw_timeout), so a stream that stalls with its connection open is reconnected, not waited for.
 URL_LOST_AFTER_S = 5.0
@@ -313,7 +317,9 @@ class DeviceSource(Source):
         super().__init__(info["name"], int(round(info["default_samplerate"])), channels)
         self.index = int(info["index"])
         self.buffer_s = buffer_s
-        self._alsa = sd.query_hostapis(info["hostapi"])["name"] == "ALSA"
+        host_api = sd.query_hostapis(info["hostapi"])["name"]
+        self._alsa = host_api == "ALSA"
+        self._jack = host_api.startswith("JACK")  # "JACK Audio Connection Kit": see _watch
         self._sd = sd
         self._stream = None
         self._stopping = False
@@ -475,6 +481,13 @@ class DeviceSource(Source):
             if lost is None:
                 continue
             self._abandon()
+            if self._jack:
+                # PortAudio's JACK host API makes its one JACK client when PortAudio starts: the
+                # server's stop took it, and no stream opens again ("Insufficient memory") until
+                # PortAudio is restarted, which the dead stream's close (hung in PortAudio, ~10
+                # min) does not let happen.  Retrying would wait for ever: say so and end.
+                self._fail(f"{lost}; {JACK_NOT_REOPENED}")
+                return
             if not self.reconnect:
                 self._fail(f"{lost}; check the device and restart")
                 return

@@ -122,6 +122,28 @@ def test_a_device_whose_audio_server_stops_is_reopened_and_gaps_are_counted(shar
         sub.close()
 
 
+def test_a_jack_host_api_device_whose_server_stops_ends_listen_with_what_to_do(tmp_path):
+    """PortAudio's own JACK devices (``system``) cannot be reopened once their server stops (its
+    JACK client went with it, and the dead stream's close hangs in PortAudio): not retried for
+    ever with "Insufficient memory", but exit 1 with the reason and what works instead."""
+    server = jack_server(tmp_path)  # skips where none can run
+    endpoint = free_endpoint()
+    sub = Subscriber(endpoint)
+    proc = None
+    try:
+        proc = listen("--device", "system", "--pub", endpoint, "--hop", "0.5", env=server.env)
+        sub.collect(_moods_after(1), 60)  # the dummy backend's silence: moods, marked silent
+        server.close()
+        code, err = finish(proc, timeout_s=30)
+        assert code == 1, err
+        assert "error: no audio from input device 'system'" in err and "--device jack" in err, err
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        server.close()
+        sub.close()
+
+
 def test_a_suspended_listen_reports_the_lag_it_really_has(shared_data, tmp_path):
     """A paced file whose reader was suspended: the moods after it carry the real lag (the audio
     was due seconds ago), not the time since it was finally read."""
