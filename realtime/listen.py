@@ -174,7 +174,8 @@ class LiveLine:
 
     It starts with "!" and what is wrong when the last second had dropped samples, device
     overflows or a stalled source, or an output is failing; an output that starts or stops
-    failing, and a source that is lost and back, get a line of their own.
+    failing, and a source that stalls or is lost and is back, get a line of their own (when no
+    audio comes, no mood comes to show a "!" on).
     """
 
     def __init__(self, stream=sys.stderr, live: bool = True):
@@ -235,14 +236,17 @@ class LiveLine:
         self._counts, self._trouble = counts, ", ".join(trouble)
         away = source["reconnect"]
         now = (source["state"], away["attempt"] if away else 0)
-        if now == self._source or (not away and self._source[0] != "reconnecting"):
-            self._source = now
+        previous, self._source = self._source, now
+        if now == previous:
             return
-        self._source = now
         if away:
             text = f"moodstream: {source['kind']} lost, reconnecting (attempt {away['attempt']}): {away['reason']}"
-        else:
-            text = f"moodstream: {source['kind']} {source['state']} again"
+        elif now[0] == "stalled":  # no mood comes without audio: the live line would not say it
+            text = f"moodstream: {source['kind']} stalled: no audio is coming in"
+        elif now[0] == "running" and previous[0] in ("reconnecting", "stalled"):
+            text = f"moodstream: {source['kind']} running again"
+        else:  # started, or ended (the last line says how)
+            return
         self._write([text])
 
     def __call__(self, m: dict) -> None:

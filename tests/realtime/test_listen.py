@@ -525,17 +525,22 @@ def test_the_live_line_fits_80_columns_and_flags_trouble():
         }
     )
     line.status({**status, "dropped_samples": 4800, "overflows": 1})
+    # Lost again, and stopped while away: how it ended is the last line's, not "ended again".
+    line.status({**status, "source": {"kind": "device", "state": "reconnecting", "reconnect": away}})
+    line.status({**status, "source": {"kind": "device", "state": "ended", "reconnect": None}})
     lines = out.getvalue().splitlines()
     assert lines[0] == "  12.0s   41 ms  energetic-happy  V +0.50 A +0.70  Joyous, Energetic, Exuberant"
-    assert lines[1].startswith("! dropped 4800 samples, device overflow  ") and lines[2].startswith(
-        "! no audio  "
-    )
+    assert lines[1].startswith("! dropped 4800 samples, device overflow  ")
+    # A stall is said when it starts: no mood comes without audio to carry the "!" meanwhile.
+    assert lines[2] == "moodstream: device stalled: no audio is coming in"
+    assert lines[3].startswith("! no audio  ")
     assert (
-        lines[3]
+        lines[4]
         == "moodstream: device lost, reconnecting (attempt 1): no audio from input device 'mic' for 2 s"
     )
-    assert lines[4] == "moodstream: device running again"
-    assert all(len(text) <= 79 for text in lines[:3])
+    assert lines[5] == "moodstream: device running again"
+    assert lines[6].startswith("moodstream: device lost, reconnecting (attempt 1)") and len(lines) == 7
+    assert all(len(text) <= 79 for text in lines[:4])
     # A file read as fast as it goes: its windows wait behind the audio read ahead; no latency shown.
     out = io.StringIO()
     LiveLine(out, live=False)(mood)
