@@ -129,6 +129,13 @@ class CaptureClock:
         self._last = (offered, capture_time)
         self._marks.append((end_index, capture_time))
 
+    def close(self, now: float) -> None:
+        """The run ends while the live source sends nothing (stalled, reconnecting): the time since
+        its last audio is a gap too (counted at the next audio otherwise, which will not come)."""
+        if self.live and self._last is not None and now - self._last[1] > self.GAP_MIN_S:
+            self.gaps += 1
+            self.gap_seconds += now - self._last[1]
+
     def time_of(self, index: int) -> float:
         while len(self._marks) > 1 and self._marks[0][0] < index:
             self._marks.popleft()
@@ -287,6 +294,8 @@ class Engine:
                     else:
                         ring.wait(0.005)
         finally:
+            if self.pipeline is not None and self._source_state() in ("stalled", "reconnecting"):
+                self.clock.close(time.time())
             self.source.stop()
         if self.outputs:
             self.outputs.flush()  # so the last status counts the last mood's sends

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -13,7 +14,7 @@ import models
 from models.runners import TorchRunner
 from realtime.analyzer import Member, Windowing
 from realtime.engine import Engine
-from realtime.sources import FileSource
+from realtime.sources import FileSource, StdinSource
 
 
 def _run_paced(
@@ -131,3 +132,33 @@ def test_at_a_quarter_second_hop_a_window_takes_the_early_read_and_the_last(musi
         else:
             idle += 1
     assert len(between) >= 6 and max(between) <= 1, between
+
+
+def test_a_stop_while_the_live_source_sends_nothing_counts_the_time_since_as_a_gap(music_clip):
+    """listen's last line: stopped while no audio came (a stalled pipe, a device reconnecting),
+    that time is audio lost too, not "nothing lost" (a gap was counted only when audio came back)."""
+    audio, rate = sf.read(music_clip, dtype="float32", frames=4 * 16000)
+    audio = soxr.resample(audio, rate, 16000) if rate != 16000 else audio
+    read_end, write_end = os.pipe()
+    writer = threading.Thread(target=lambda: os.write(write_end, audio.astype("<f4").tobytes()), daemon=True)
+    model = models.build("musicnn-msd")
+    with os.fdopen(read_end, "rb") as pipe:
+        engine = Engine(
+            StdinSource(16000, stream=pipe),
+            [Member("msd", model, TorchRunner(model))],
+            Windowing(hop_s=1.0),
+            publisher=None,
+        )
+        stop = threading.Event()
+        runner = threading.Thread(target=engine.run, args=(stop,), daemon=True)
+        runner.start()
+        writer.start()  # 4 s of audio, then nothing (the pipe stays open: a stall, not an end)
+        deadline = time.monotonic() + 60
+        while engine.pipeline is None or engine._source_state() != "stalled":
+            assert time.monotonic() < deadline, "the source never stalled"
+            time.sleep(0.05)
+        assert engine.clock.gaps == 0  # nothing came back: no gap counted yet
+        stop.set()
+        runner.join(10)
+    os.close(write_end)
+    assert engine.clock.gaps == 1 and engine.clock.gap_seconds >= engine.config.stall_after_s
