@@ -755,9 +755,10 @@ class UrlSource(Source):
     duration: a radio, an Icecast mount) that drops, stalls for ``URL_LOST_AFTER_S`` or whose
     ffmpeg fails is reconnected with ``reconnect`` (1, 2, 4 ... 30 s apart), else it is an
     ``error``; a finite input (a file, on disk or on a server) that ends normally ends, and one
-    that breaks off is an ``error`` (reconnecting would play it again from its start).  Without ``realtime`` it never drops (a
-    slow consumer back-pressures ffmpeg through the pipe); with ``realtime`` ffmpeg reads at
-    native speed (``-re``) and, like a device, blocks that do not fit are dropped.
+    that breaks off is an ``error`` (reconnecting would play it again from its start).  Without
+    ``realtime`` it never drops (a slow consumer back-pressures ffmpeg through the pipe); with
+    ``realtime`` ffmpeg reads at native speed (``-re``) and, like a device, blocks that do not
+    fit are dropped.
     """
 
     kind = "url"
@@ -993,10 +994,11 @@ class UrlSource(Source):
 
 # "[tcp @ 0x55d0...] [error] Connection refused": the level, after any context.
 _FFMPEG_LEVEL = re.compile(r"\[(fatal|error|warning|info)\] ")
-# The context of a message of ffmpeg's input connection (not of a decoder: a bad frame is no break).
-_FFMPEG_PROTOCOL = re.compile(r"\[(https?|tcp|tls|rtmp\w*|rtsp|udp) @ ")
-# A URL ffmpeg reads over the network (what -rw_timeout applies to; a file cannot stall).
-_NETWORK_URL = re.compile(r"(https?|tcp|tls|rtmp\w*|rtsp|udp|srt|icecast|mmsh?)://", re.IGNORECASE)
+# ffmpeg's network protocols: a URL of one (what -rw_timeout applies to; a file cannot stall), and
+# the context of a message of one (its input connection's, not a decoder's: a bad frame is no break).
+_NETWORK_PROTOCOLS = r"https?|tcp|tls|rtmp\w*|rtsp|udp|srt|icecast|mmsh?"
+_NETWORK_URL = re.compile(rf"({_NETWORK_PROTOCOLS})://", re.IGNORECASE)
+_FFMPEG_PROTOCOL = re.compile(rf"\[({_NETWORK_PROTOCOLS}) @ ")
 
 
 def open_file(path: str | os.PathLike, realtime: bool = False, rate_hz: int | None = None) -> Source:
