@@ -154,8 +154,9 @@ def test_a_stop_while_the_live_source_sends_nothing_counts_the_time_since_as_a_g
         runner.start()
         writer.start()  # 4 s of audio, then nothing (the pipe stays open: a stall, not an end)
         deadline = time.monotonic() + 60
-        while engine.pipeline is None or engine._source_state() != "stalled":
-            assert time.monotonic() < deadline, "the source never stalled"
+        # Its moods out (the audio came), then no audio for stall_after_s.
+        while engine.mood_seq < 1 or engine._source_state() != "stalled":
+            assert time.monotonic() < deadline, "no mood, or the source never stalled"
             time.sleep(0.05)
         assert engine.clock.gaps == 0  # nothing came back: no gap counted yet
         stop.set()
