@@ -55,11 +55,23 @@ def interrupt(signum: int, frame) -> NoReturn:
     exit 134 and a page of C++ and Python frames).  No command has done anything there that
     needs undoing (ports bound by then close with the process), so it ends at once."""
     how = STOP_SIGNALS.get(signum, "a signal")
+    _ASKED.append(how)
     torch = sys.modules.get("torch")
     if torch is not None and getattr(getattr(torch, "__spec__", None), "_initializing", False):
         _say_stopped(how)
         os._exit(0)
     raise KeyboardInterrupt(how)
+
+
+_ASKED: list[str] = []  # the stops interrupt() raised in this run
+
+
+def stop_asked() -> str | None:
+    """How a stop was asked for (``Ctrl-C``, ``SIGTERM``) since ``run`` began, None if none was.
+    interrupt()'s KeyboardInterrupt can be lost on its way: raised while a finalizer runs, or
+    inside a library's bare ``except:``, it is printed or swallowed and loading goes on.  A command
+    that goes on to run for long (``listen``, ``analyze``) asks this where its loading ends."""
+    return _ASKED[-1] if _ASKED else None
 
 
 def _say_stopped(how: str) -> None:
@@ -100,11 +112,13 @@ def run(command: Callable[[], int | None]) -> int:
     previous.update(
         (signum, _BEFORE_IMPORTS.pop(signum)) for signum in list(_BEFORE_IMPORTS) if signum in previous
     )
+    _ASKED.clear()
     try:
         return command() or 0
     except KeyboardInterrupt as exc:
         _say_stopped(exc.args[0] if exc.args else "Ctrl-C")
         return 0
     finally:
+        _ASKED.clear()  # this run's: a command called later in this process starts afresh
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 
-from moodstream.cli import Parser, run
+from moodstream.cli import Parser, run, stop_asked
 from realtime.options import (
     add_model_options,
     build_model,
@@ -96,6 +96,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m realtime.analyze"
     session = open_session(
         args, members, windowing, compute, source, publisher=None, on_mood=lines, outputs=False
     )
+    if (how := stop_asked()) is not None:  # a stop while loading whose KeyboardInterrupt was lost
+        session.close()
+        raise KeyboardInterrupt(how)  # run() says the one line
     started = time.perf_counter()
     try:
         code = session.engine.run(threading.Event())

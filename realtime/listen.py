@@ -35,7 +35,7 @@ import time
 
 # Only what parsing, the source and the feed's port need: torch and the models load after them,
 # so a wrong --device, --file or port is said within a second.
-from moodstream.cli import STOP_SIGNALS, Parser, run
+from moodstream.cli import STOP_SIGNALS, Parser, run, stop_asked
 from realtime.feed import DEFAULT_ENDPOINT, endpoint
 from realtime.options import (
     REACTIONS,
@@ -178,12 +178,12 @@ class LiveLine:
     audio comes, no mood comes to show a "!" on).
     """
 
-    def __init__(self, stream=sys.stderr, live: bool = True):
-        self.stream = stream
+    def __init__(self, stream=None, live: bool = True):
+        self.stream = sys.stderr if stream is None else stream  # at the call: stderr may be replaced
         # A file read as fast as it goes (no --realtime) has no lag to show: its windows wait in
         # the ring behind the audio read ahead, seconds that say nothing about the analyzer.
         self.live = live
-        self.tty = stream.isatty()
+        self.tty = self.stream.isatty()
         self.outputs = None  # an Outputs hub, whose failing outputs the line reports
         self._states: dict[int, str] = {}
         self._source = ("starting", 0)  # the source's state and reconnection attempt last shown
@@ -311,6 +311,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m realtime.listen")
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if (how := stop_asked()) is not None:  # a stop while loading whose KeyboardInterrupt was lost
+        session.close()
+        if web:
+            web.close()
+        raise KeyboardInterrupt(how)  # run() says the one line
     engine = session.engine
     if web:
         engine.watchers.append(web)

@@ -328,6 +328,34 @@ def test_missing_and_corrupt_files(tmp_path, capsys):
     assert code == 2 and "bad.ogg" in err
 
 
+def test_a_stop_whose_interrupt_was_lost_while_loading_still_stops(shared_data, monkeypatch, capsys):
+    """A Ctrl-C's KeyboardInterrupt can be lost while the model loads (raised in a finalizer, or
+    inside a library's bare ``except:``): listen must still stop there, with the one line, not
+    go on to run the source (a CI run saw a whole file analysed after its Ctrl-C)."""
+    from moodstream.cli import interrupt
+    from moodstream.cli import run as run_command
+    from realtime import listen as listen_module
+    from realtime import options
+    from realtime.publisher import Publisher
+
+    build_members = options.build_members
+
+    def loading_that_loses_the_interrupt(args):
+        try:
+            interrupt(signal.SIGINT, None)  # what the Ctrl-C's handler does, there
+        except BaseException:  # noqa: BLE001 - as such a library does
+            pass
+        return build_members(args)
+
+    monkeypatch.setattr(options, "build_members", loading_that_loses_the_interrupt)
+    endpoint = free_endpoint()
+    capsys.readouterr()
+    clip = str(shared_data / "4q" / "audio" / "Q1" / "MT0000040632.ogg")
+    code = run_command(lambda: listen_module.main(["--file", clip, "--pub", endpoint]))
+    assert (code, capsys.readouterr().err) == (0, "moodstream: stopped (Ctrl-C)\n")
+    Publisher(endpoint).close()  # its port was closed on the way out
+
+
 def test_port_in_use(tmp_path, capsys):
     endpoint = free_endpoint()
     ctx = zmq.Context()
