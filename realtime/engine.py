@@ -268,12 +268,13 @@ class Engine:
             if on_started is not None:
                 on_started()
             next_status = time.monotonic()
-            # A file read as fast as it goes comes in seconds at a time (fewer calls).
-            read_s = LIVE_READ_S if self.source.live else 4.0
-            max_frames = max(1, int(self.source.sample_rate_hz * read_s))
             while not stop.is_set():
-                live = self.source.live and not self.source.finished
+                # Asked at each turn: a --url turns out to be a live stream at its first audio.
+                self.clock.live = source_live = self.source.live
+                live = source_live and not self.source.finished
                 wanted = live_read_wanted(self.pipeline) if live else 1
+                # A file read as fast as it goes comes in seconds at a time (fewer calls).
+                max_frames = max(1, int(self.source.sample_rate_hz * (LIVE_READ_S if source_live else 4.0)))
                 frames, _ = ring.read(max_frames if ring.available() >= wanted else 0)
                 if len(frames):
                     self.clock.mark(*ring.last_capture, ring.dropped_frames)

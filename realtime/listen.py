@@ -32,6 +32,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 # Only what parsing, the source and the feed's port need: torch and the models load after them,
 # so a wrong --device, --file or port is said within a second.
@@ -90,7 +91,11 @@ def parse_args(argv: list[str] | None, prog: str = "python -m realtime.listen") 
         metavar="PATH",
         help="an audio file (libsndfile reads wav, flac, ogg, mp3…; anything else through ffmpeg when it is installed)",
     )
-    src.add_argument("--realtime", action="store_true", help="with --file/--url: pace to the clock")
+    src.add_argument(
+        "--realtime",
+        action="store_true",
+        help="with --file/--url: play a file at its pace (a live --url stream is paced by its server)",
+    )
     src.add_argument("--stdin", action="store_true", help="raw PCM on standard input (needs --rate)")
     src.add_argument(
         "--rate",
@@ -178,7 +183,7 @@ class LiveLine:
     audio comes, no mood comes to show a "!" on).
     """
 
-    def __init__(self, stream=None, live: bool = True):
+    def __init__(self, stream=None, live: bool | Callable[[], bool] = True):
         self.stream = sys.stderr if stream is None else stream  # at the call: stderr may be replaced
         # A file read as fast as it goes (no --realtime) has no lag to show: its windows wait in
         # the ring behind the audio read ahead, seconds that say nothing about the analyzer.
@@ -254,7 +259,7 @@ class LiveLine:
         flags = [self._trouble] if self._trouble else []
         flags += [" ".join(failing) + " failing"] if failing else []
         line = f"{'! ' + '; '.join(flags) + '  ' if flags else ''}{m['t_stream']:6.1f}s"
-        if self.live:
+        if self.live() if callable(self.live) else self.live:
             line += f" {m['latency_ms']:4.0f} ms"
         if m["state"]:
             line += f"  {m['state']}"
@@ -299,7 +304,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m realtime.listen")
         primary = members[0].model
         if source is None:
             source = make_source(args, primary.frontend.sample_rate_hz)
-        view = None if args.quiet else LiveLine(live=source.live)
+        # Asked at each line: a --url turns out to be a live stream at its first audio.
+        view = None if args.quiet else LiveLine(live=lambda: source.live)
         session = open_session(
             args, members, windowing, compute, source, publisher, on_mood=view, on_status=view and view.status
         )

@@ -758,7 +758,8 @@ class UrlSource(Source):
     that breaks off is an ``error`` (reconnecting would play it again from its start).  Without
     ``realtime`` it never drops (a slow consumer back-pressures ffmpeg through the pipe); with
     ``realtime`` ffmpeg reads at native speed (``-re``) and, like a device, blocks that do not
-    fit are dropped.
+    fit are dropped.  A network live stream is ``live`` either way (its server plays it at its
+    pace): ``latency_ms`` counts from the audio's arrival, and an outage counts as a gap.
     """
 
     kind = "url"
@@ -783,6 +784,7 @@ class UrlSource(Source):
         # Why ffmpeg's input connection failed (timed out, cut short), which it logs and still exits
         # 0 after: the current ffmpeg's, None while it has not.
         self._broke: str | None = None
+        self._finite: bool | None = None  # the input has a length (a file): None until known
 
     def command(self) -> list[str]:
         """The ffmpeg command line this source runs."""
@@ -865,7 +867,9 @@ class UrlSource(Source):
             if stop.is_set():
                 return
             broke = self._broke
-            finite = self.duration_known is not False or self._finite_over_http()
+            if self._finite is None:  # ffmpeg had not said by the end of start()
+                self._finite = self.duration_known is not False or self._finite_over_http()
+            finite = self._finite
             if returncode == 0 and broke is None and finite:
                 return  # a finite input that ended: the end
             if returncode != 0:  # ffmpeg failed: its last message says why
@@ -888,10 +892,21 @@ class UrlSource(Source):
             self._close_pipes()
             self._spawn()
 
+    def _learn_length(self) -> None:
+        """At the first audio (ffmpeg has logged the input's duration by then): does the input
+        end?  A live stream does not, and it is ``live`` even unpaced, as its server plays it at
+        its pace; read as a file's, its lag went unshown and an outage counted as no gap."""
+        if self.duration_known is None:  # no Duration line: left to the end (``_follow``)
+            return
+        self._finite = self.duration_known or self._finite_over_http()
+        self.live = self.realtime or (not self._finite and bool(_NETWORK_URL.match(self.url)))
+
     def _finite_over_http(self) -> bool:
         """True when the URL is a file on an HTTP server (it answers with a Content-Length; ffmpeg
         gives no duration for some formats over HTTP); False for a live stream (no length, or the
-        server is gone).  Asked only when an input without a duration ended without an error."""
+        server is gone).  Asked once, of an input ffmpeg gives no duration: at its first audio,
+        once ffmpeg is connected (a server of one client at a time, asked first, would refuse
+        ffmpeg), or at its end."""
         if not self.url.lower().startswith(("http://", "https://")):
             return False
         try:
@@ -942,6 +957,8 @@ class UrlSource(Source):
                     if not got_audio:
                         got_audio = self._settled_by_audio = True
                         self.reconnecting = None  # back
+                        if self._finite is None:
+                            self._learn_length()
                     self._settled.set()
                     if self.realtime:
                         ring.write(block.reshape(-1, 1))

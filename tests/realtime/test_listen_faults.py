@@ -7,6 +7,7 @@ by itself, count the audio it lost as gaps, and stop cleanly whenever it is aske
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 
@@ -44,7 +45,7 @@ def test_a_stream_that_dies_and_comes_back_is_followed(shared_data):
     with LiveStream(shared_data / CLIP) as server:
         endpoint = free_endpoint()
         sub = Subscriber(endpoint)
-        proc = listen("--url", server.url, "--pub", endpoint, "--hop", "0.5")
+        proc = listen("--url", server.url, "--pub", endpoint, "--hop", "0.5", quiet=False)
         try:
             sub.collect(_moods_after(1), 60)
             server.kill()
@@ -57,12 +58,18 @@ def test_a_stream_that_dies_and_comes_back_is_followed(shared_data):
             sub.collect(_moods_after(last_seq + 1), 60)  # moods resume, no restart of listen
             assert _last_status(sub)["source"]["state"] in ("running", "reconnecting")
             sub.collect(_state("running"), 10)
-            assert _last_status(sub)["source"]["reconnect"] is None
+            back = _last_status(sub)
+            assert back["source"]["reconnect"] is None
+            # A live stream is live without --realtime: the time it was away is a gap.
+            assert back["gaps"] >= 1 and back["gap_seconds"] > 0.5, back
             assert proc.poll() is None
         finally:
             code, err, _ = _stop(proc)
             sub.close()
         assert code == 0, err
+        # Its terminal lines (not a terminal: one per mood) show the lag, as a device's do.
+        assert re.search(r"^ *\d+\.\ds +\d+ ms ", err, re.MULTILINE), err
+        assert "moodstream: url lost, reconnecting (attempt 1)" in err and "url running again" in err, err
         # --no-reconnect: the drop ends listen with exit 1 and the reason.
         server.kill()
         server.start()

@@ -633,6 +633,7 @@ def test_a_live_stream_that_drops_is_reconnected_with_backoff_and_a_file_url_jus
         try:
             assert _until(lambda: ring.write_index > CLIP_RATE_HZ, 10, ring) >= 0
             assert src.duration_known is False  # a live stream: ffmpeg knows no duration
+            assert src.live  # unpaced, and live all the same: its server plays it at its pace
             server.kill()
             _until(lambda: src.reconnecting is not None and src.reconnecting["attempt"] >= 2, 10, ring)
             away = src.reconnecting
@@ -670,6 +671,7 @@ def test_a_live_stream_that_drops_is_reconnected_with_backoff_and_a_file_url_jus
     src.start(ring)
     _until(lambda: src.finished, 20, ring)
     assert src.state == "ended" and src.duration_known is False
+    assert not src.live  # it has a length: read as fast as it goes, as a file on disk
 
 
 def test_a_file_url_that_breaks_off_is_an_error_not_an_end(http_base_url):
