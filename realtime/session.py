@@ -67,6 +67,8 @@ class Session:
                     f"warning: no result: the {engine.source.kind} {engine.source.name!r} "
                     f"gave {audio_s:.2f} s of audio, less than one {segment_s:.2f} s segment"
                 )
+        if engine.source.warning and not engine.source.error:  # a damaged file, its part skipped
+            lines.append(f"warning: {engine.source.warning}")
         if n := sanitizer.sanitized_samples:
             samples, were = _samples_were(n)
             lines.append(f"warning: {n} NaN/Inf {samples} {were} replaced by silence")

@@ -134,6 +134,9 @@ class Source:
         # (replaced whole, never changed in place, so a reader sees one consistent dict).
         self.reconnect = False
         self.reconnecting: dict | None = None
+        # What went wrong without stopping it (ffmpeg met damaged data and skipped it): said at the
+        # end of the run, as a warning, since the moods went on over the rest.
+        self.warning: str | None = None
 
     def _away(self, reason: str, attempt: int, since: float) -> None:
         self.reconnecting = {"reason": reason, "attempt": attempt, "since": since}
@@ -785,6 +788,7 @@ class UrlSource(Source):
         # 0 after: the current ffmpeg's, None while it has not.
         self._broke: str | None = None
         self._finite: bool | None = None  # the input has a length (a file): None until known
+        self._decode_errors, self._first_decode_error = 0, ""  # over every ffmpeg run: ``warning``
 
     def command(self) -> list[str]:
         """The ffmpeg command line this source runs."""
@@ -981,6 +985,14 @@ class UrlSource(Source):
             # The first says most: "Stream ends prematurely at 103835, should be 961350" comes
             # before "Input/output error"; a stall is "Connection timed out".
             self._broke = self._broke or text.removeprefix(f"{self.url}: ")
+        elif level.group(1) == "error":  # a demuxer's or a decoder's: a damaged part, which it skips
+            self._decode_errors += 1
+            self._first_decode_error = self._first_decode_error or text
+            times = "once" if self._decode_errors == 1 else f"{self._decode_errors} times"
+            self.warning = (
+                f"ffmpeg met damaged data in {self.url} {times} (first: {self._first_decode_error}); "
+                "what it could not decode was skipped"
+            )
         if level.group(1) == "info":
             if text.startswith("Duration:") and self.duration_known is None:
                 self.duration_known = not text.startswith("Duration: N/A")
