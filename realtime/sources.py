@@ -134,7 +134,7 @@ class Source:
         # (replaced whole, never changed in place, so a reader sees one consistent dict).
         self.reconnect = False
         self.reconnecting: dict | None = None
-        # What went wrong without stopping it (ffmpeg met damaged data and skipped it): said at the
+        # What went wrong without stopping it (damaged data, skipped by the decoder): said at the
         # end of the run, as a warning, since the moods went on over the rest.
         self.warning: str | None = None
 
@@ -625,6 +625,9 @@ class FileSource(_ThreadSource):
         super().__init__(str(file_path), info.samplerate, info.channels)
         self.path = file_path
         self.realtime = self.live = realtime
+        # The length the file says it has (Ogg's last granule, FLAC's and WAV's headers; an MP3's is
+        # an estimate, so none): libsndfile skips a damaged stretch without a word, only shorter.
+        self.frames_said = None if info.format == "MP3" else info.frames
         # Paced: 10 ms blocks, like a sound card's period (a window ending mid-block waits for the
         # rest of it: 2048-frame blocks cost up to 128 ms of lag at 16 kHz). Unpaced: large reads.
         self.blocksize = blocksize or (self.paced_blocksize(info.samplerate) if realtime else 2048)
@@ -646,6 +649,7 @@ class FileSource(_ThreadSource):
             while not stop.is_set():
                 chunk = f.read(read_frames, dtype="float32", always_2d=True, out=buf[:read_frames])
                 if chunk.shape[0] == 0:
+                    self._check_length(frames_written)
                     break
                 for at in range(0, chunk.shape[0], self.blocksize):
                     block = chunk[at : at + self.blocksize]
@@ -664,6 +668,16 @@ class FileSource(_ThreadSource):
                     elif not _write_waiting(ring, block, stop):
                         return
                     frames_written += n
+
+    def _check_length(self, frames_read: int) -> None:
+        """At the file's end: shorter than it says by over a tenth of a second, it was damaged
+        and libsndfile skipped the damage (a garbled stretch of an Ogg Vorbis file): a warning."""
+        said, rate = self.frames_said, self.sample_rate_hz
+        if said and said - frames_read > rate // 10:
+            self.warning = (
+                f"{self.path} decoded to {frames_read / rate:.1f} s of the {said / rate:.1f} s it says "
+                "it holds: a damaged stretch of it was skipped"
+            )
 
 
 _PCM_FORMATS = {

@@ -410,6 +410,32 @@ def test_file_fast_mode_never_drops_with_a_tiny_ring(music_clip, clip):
     assert timed_stop(src) < 0.5
 
 
+def test_a_file_whose_damaged_stretch_libsndfile_skips_ends_with_a_warning(clip, tmp_path):
+    """libsndfile skips a garbled stretch of an Ogg Vorbis file without a word, only shorter than
+    the length the file says it has (its last page's position): the source says so at the end."""
+    vorbis = tmp_path / "clip.ogg"
+    sf.write(vorbis, clip, CLIP_RATE_HZ, format="OGG", subtype="VORBIS")
+    data = bytearray(vorbis.read_bytes())
+    third = len(data) // 3
+    data[third : third + len(data) // 10] = bytes(len(data) // 10)  # a tenth of it zeroed
+    damaged = tmp_path / "damaged.ogg"
+    damaged.write_bytes(bytes(data))
+    for path in (vorbis, damaged):
+        src = FileSource(path)
+        ring = RingBuffer(2**16, 1)
+        src.start(ring)
+        got = drain(ring, src)
+        assert src.state == "ended" and src.error is None  # the rest was played: not an error
+        if path is vorbis:
+            assert len(got) == len(clip) and src.warning is None
+    said_s = len(clip) / CLIP_RATE_HZ
+    assert len(got) < len(clip) - CLIP_RATE_HZ
+    assert src.warning == (
+        f"{damaged} decoded to {len(got) / CLIP_RATE_HZ:.1f} s of the {said_s:.1f} s it says it holds: "
+        "a damaged stretch of it was skipped"
+    )
+
+
 def test_file_realtime_paces_to_the_wall_clock(clip, tmp_path):
     excerpt = tmp_path / "one_second.wav"
     sf.write(excerpt, clip[:CLIP_RATE_HZ], CLIP_RATE_HZ, subtype="FLOAT")
