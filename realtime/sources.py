@@ -26,6 +26,7 @@ at all for file, stdin or URL input.
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import os
 import re
@@ -99,6 +100,53 @@ def _alsa_set_periods(sd, periods: int) -> bool:
     except (AttributeError, OSError):
         return False
     return set_periods(ctypes.c_int(periods)) == 0
+
+
+# PortAudio's ALSA host API writes each failed step of a failed open to C's stderr ("Expression
+# 'ret' failed in 'src/hostapi/alsa/pa_linux_alsa.c', line: 1736"): four to eight lines an open,
+# at every reconnection attempt, which say no more than the error the open returns (reported).
+_PORTAUDIO_STEP = re.compile(rb"Expression '.*' failed in 'src/")
+_STDERR_LOCK = threading.Lock()  # one redirection at a time (two devices reopening at once)
+
+
+@contextlib.contextmanager
+def _portaudio_steps_dropped():
+    """While PortAudio opens a stream: file descriptor 2 is a pipe, whose lines other than
+    PortAudio's failed steps (another thread's: the live line) go on to stderr afterwards."""
+    if os.name != "posix":
+        yield
+        return
+    with _STDERR_LOCK:
+        try:
+            sys.stderr.flush()
+            saved_fd = os.dup(2)
+        except (OSError, ValueError):  # no stderr (closed), or its reader gone: nothing to spare it
+            yield
+            return
+        read_fd, write_fd = os.pipe()  # an open writes a few hundred bytes: far from its 64 KiB
+        os.set_blocking(read_fd, False)
+        os.dup2(write_fd, 2)
+        os.close(write_fd)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.flush()
+            os.dup2(saved_fd, 2)  # the pipe's last writer is gone: it reads to its end
+            os.close(saved_fd)
+            data = b""
+            try:
+                while chunk := os.read(read_fd, 65536):
+                    data += chunk
+            except BlockingIOError:
+                pass
+            os.close(read_fd)
+            kept = b"".join(
+                line for line in data.splitlines(keepends=True) if not _PORTAUDIO_STEP.match(line)
+            )
+            if kept:
+                with contextlib.suppress(OSError):  # a reader of stderr that went away
+                    os.write(2, kept)
 
 
 # Reconnection: waits of 1, 2, 4 ... seconds between attempts, capped here.
@@ -390,21 +438,24 @@ class DeviceSource(Source):
         """A started stream at the first of ``rates`` that opens (``sample_rate_hz`` is set to it)."""
         sd = self._sd
         failures = []
+        self.open_failure: str | None = None
         self._generation += 1
         generation = self._generation
         for rate_hz in rates:
             try:
-                stream, buffered = self._input_stream(rate_hz, generation)
+                with _portaudio_steps_dropped():
+                    stream, buffered = self._input_stream(rate_hz, generation)
             except sd.PortAudioError as exc:
-                failures.append(f"{rate_hz} Hz: {exc}")
+                failures.append((rate_hz, str(exc)))
                 continue
             break
         else:
+            self.open_failure = failures[-1][1]  # PortAudio's reason, for a reconnection's status
             tried = ", ".join(str(r) for r in rates)
             raise SourceError(
                 f"cannot open input device {self.name!r} (index {self.index}) at any sample rate "
-                f"(tried {tried} Hz); last error: {failures[-1]}. The device may be in use by "
-                "another program or unplugged; close that program or pick another device."
+                f"(tried {tried} Hz); last error: {failures[-1][0]} Hz: {failures[-1][1]}. The device "
+                "may be in use by another program or unplugged; close that program or pick another device."
             )
         self.sample_rate_hz = rate_hz
         self._lost = None
@@ -511,7 +562,9 @@ class DeviceSource(Source):
             try:
                 self._stream = self._open([self.sample_rate_hz])
             except SourceError as exc:
-                reason = str(exc)
+                # Not the first open's advice (another program, another device): it is not back.
+                failure = self.open_failure
+                reason = f"input device {self.name!r} does not open yet ({failure})" if failure else str(exc)
                 continue
             opened_s = self._last_callback_s
             deadline = opened_s + self.lost_after_s

@@ -108,6 +108,13 @@ def test_a_device_whose_audio_server_stops_is_reopened_and_gaps_are_counted(shar
         sub.collect(_state("reconnecting"), 20)
         away = _last_status(sub)["source"]
         assert away["error"] is None and "input device 'moodmic'" in away["reconnect"]["reason"], away
+        # A failed attempt says the device does not open yet, with PortAudio's reason (not the
+        # first open's advice to close another program or pick another device).
+        sub.collect(lambda _: _last_status(sub)["source"]["reconnect"]["attempt"] >= 2, 20)
+        reason = _last_status(sub)["source"]["reconnect"]["reason"]
+        assert reason.startswith("input device 'moodmic' does not open yet (") and "PaErrorCode" in reason, (
+            reason
+        )
         last_seq = sub.moods()[-1]["seq"] if sub.moods() else -1
         # It comes back (a new server, the same device name): the device is reopened by itself.
         (tmp_path / "second").mkdir()
@@ -121,6 +128,8 @@ def test_a_device_whose_audio_server_stops_is_reopened_and_gaps_are_counted(shar
         sub.collect(_state("reconnecting"), 20)
         code, err, stop_s = _stop(proc)
         assert code == 0 and "Assertion" not in err, err
+        # PortAudio's lines for each failed step of each failed open are not passed on.
+        assert "Expression '" not in err, err
         assert stop_s < 3.0
     finally:
         if proc is not None and proc.poll() is None:
