@@ -295,11 +295,8 @@ class Engine:
                     else:
                         ring.wait(0.005)
         finally:
-            if self.pipeline is not None:
-                # Audio in but too little to read yet (a device reopened a moment ago) ends a gap too.
-                self.clock.mark(*ring.last_capture, ring.dropped_frames)
-                if self._source_state() in ("stalled", "reconnecting"):
-                    self.clock.close(time.time())
+            if self.pipeline is not None and self._source_state() in ("stalled", "reconnecting"):
+                self.clock.close(time.time())
             self.source.stop()
         if self.outputs:
             self.outputs.flush()  # so the last status counts the last mood's sends
