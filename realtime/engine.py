@@ -98,8 +98,17 @@ def tag_thresholds(
 
 class CaptureClock:
     """Maps absolute source frame indices to the wall-clock time they were captured, and counts
-    the gaps of a live source: wall-clock time between two captures that the samples received
-    (and dropped) between them do not cover (a stall, a suspended process, a reconnection).
+    the gaps of a live source: audio that should have arrived and did not (a stall, a suspended
+    process, a reconnection), seen as its *lateness* (capture time less the stream time of the
+    frames received, dropped ones included) rising to stay.
+
+    Lateness also rises and falls by itself, as unevenly as the audio arrives: a device's periods
+    (tens of ms), a pipe's chunks, a stream's Ogg pages (a second of audio at a time, so a read in
+    the middle of a page is up to a second late).  So a gap is counted once lateness has stayed
+    over ``GAP_MIN_S`` above the least of the ``FLOOR_S`` before for ``SETTLE_S`` (compared mark
+    to mark, a live stream's pages made a "gap" every few seconds); its size is the least rise
+    over that time.  Over the ``FLOOR_S`` a clock's drift (the source's against this machine's, a
+    few seconds a day) is far below ``GAP_MIN_S``.
 
     A source read as fast as it goes (a file without --realtime) has no capture time: its
     samples' time is that of the read that brought them in (its last write), so ``latency_ms``
@@ -107,13 +116,17 @@ class CaptureClock:
     as a live source's are, a window read seconds of audio ahead of the writer came out seconds
     before the run began."""
 
-    GAP_MIN_S = 0.25  # less is the jitter of a device's periods or a pipe's chunks, not lost audio
+    GAP_MIN_S = 0.25  # less is the unevenness of a device's periods or a pipe's chunks, not lost audio
+    SETTLE_S = 3.0  # lateness up this long is lost audio: longer than a stream's page (~1 s)
+    FLOOR_S = 10.0  # the lateness before it, over this long: what it is compared with
 
     def __init__(self, rate_hz: int, live: bool = True):
         self.rate_hz = rate_hz
         self.live = live
         self._marks: deque[tuple[int, float]] = deque(maxlen=4096)
         self._last: tuple[int, float] | None = None  # (frames offered, capture time) at the last mark
+        self._lateness: deque[tuple[float, float]] = deque()  # (capture time, lateness), on time
+        self._raised: tuple[float, float] | None = None  # since when lateness is up, and its least
         self.gaps = 0
         self.gap_seconds = 0.0
 
@@ -121,13 +134,34 @@ class CaptureClock:
         if not end_index or (self._marks and end_index <= self._marks[-1][0]):
             return
         offered = end_index + dropped_frames  # dropped audio arrived (and is counted) too: no gap
-        if self.live and self._last is not None:
-            missing_s = capture_time - self._last[1] - (offered - self._last[0]) / self.rate_hz
-            if missing_s > self.GAP_MIN_S:
-                self.gaps += 1
-                self.gap_seconds += missing_s
+        if self.live:
+            self._count_gap(capture_time, capture_time - offered / self.rate_hz)
         self._last = (offered, capture_time)
         self._marks.append((end_index, capture_time))
+
+    def _count_gap(self, now: float, lateness: float) -> None:
+        # ``_lateness`` holds the on-time marks of the last FLOOR_S whose lateness no later one is
+        # under (rising from the left): its first is the least, at a cost of O(1) a mark.
+        history = self._lateness
+        while history and history[0][0] < now - self.FLOOR_S:
+            history.popleft()
+        floor = history[0][1] if history else lateness
+        if lateness - floor <= self.GAP_MIN_S:  # on time: a rise before it was unevenness
+            while history and history[-1][1] >= lateness:
+                history.pop()
+            history.append((now, lateness))
+            self._raised = None
+            return
+        since, least = self._raised or (now, lateness)
+        least = min(least, lateness)
+        if now - since < self.SETTLE_S:
+            self._raised = (since, least)
+            return
+        self.gaps += 1
+        self.gap_seconds += least - floor
+        history.clear()  # the new level is what later lateness is compared with
+        history.append((now, least))
+        self._raised = None
 
     def close(self, now: float) -> None:
         """The run ends while the live source sends nothing (stalled, reconnecting): the time since

@@ -6,6 +6,7 @@ import os
 import threading
 import time
 
+import numpy as np
 import pytest
 import soundfile as sf
 import soxr
@@ -13,7 +14,7 @@ import soxr
 import models
 from models.runners import TorchRunner
 from realtime.analyzer import Member, Windowing
-from realtime.engine import Engine
+from realtime.engine import CaptureClock, Engine
 from realtime.sources import FileSource, StdinSource
 
 
@@ -132,6 +133,40 @@ def test_at_a_quarter_second_hop_a_window_takes_the_early_read_and_the_last(musi
         else:
             idle += 1
     assert len(between) >= 6 and max(between) <= 1, between
+
+
+RATE_HZ = 16000
+
+
+def _stream_marks(clock: CaptureClock, seconds: int, start_s: float = 0.0, first_frame: int = 0, rng=None):
+    """A live stream's audio as the engine marks it: a second of audio at a time (an Ogg page, in
+    20 ms chunks written at once), read once in the middle of each page and once at its end."""
+    for page in range(seconds):
+        arrived_s = start_s + page + 1.0  # its last sample was played a second after its first
+        partial = int(rng.integers(1, 50)) * 320 if rng is not None else 320
+        begin = first_frame + page * RATE_HZ
+        clock.mark(begin + partial, arrived_s)
+        clock.mark(begin + RATE_HZ, arrived_s + 0.005)
+
+
+def test_a_streams_uneven_arrival_is_no_gap_and_audio_that_never_came_is_one():
+    """A page of a live stream read at its start is up to a second "late"; compared read to read,
+    that made a gap every few seconds on a healthy stream.  Audio lost is lateness that stays up."""
+    rng = np.random.default_rng(0)
+    clock = CaptureClock(RATE_HZ)
+    _stream_marks(clock, 60, rng=rng)
+    assert (clock.gaps, clock.gap_seconds) == (0, 0.0)
+    # The connection lost for 2 s: its audio never comes; then the stream goes on, 2 s later.
+    _stream_marks(clock, 2, start_s=62.0, first_frame=60 * RATE_HZ, rng=rng)
+    assert clock.gaps == 0  # not yet: up for under SETTLE_S, it could still be unevenness
+    _stream_marks(clock, 30, start_s=64.0, first_frame=62 * RATE_HZ, rng=rng)
+    assert clock.gaps == 1 and clock.gap_seconds == pytest.approx(2.0, abs=0.01)
+    # A device's clock 100 ppm slower than this machine's, read every quarter second for an hour.
+    clock = CaptureClock(48000)
+    for read in range(3600 * 4):
+        frame = (read + 1) * 12000
+        clock.mark(frame, frame / 48000 * (1 + 100e-6))
+    assert clock.gaps == 0
 
 
 def test_a_stop_while_the_live_source_sends_nothing_counts_the_time_since_as_a_gap(music_clip):
