@@ -28,6 +28,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
+import http.client
 import os
 import re
 import select
@@ -855,6 +856,7 @@ class UrlSource(Source):
         # 0 after: the current ffmpeg's, None while it has not.
         self._broke: str | None = None
         self._finite: bool | None = None  # the input has a length (a file): None until known
+        self._length_asked = False  # _learn_length started
         self._decode_errors, self._first_decode_error = 0, ""  # over every ffmpeg run: ``warning``
 
     def command(self) -> list[str]:
@@ -983,7 +985,9 @@ class UrlSource(Source):
         try:
             with urllib.request.urlopen(self.url, timeout=2.0) as response:
                 return response.headers.get("Content-Length") is not None
-        except (OSError, ValueError):  # refused, timed out, HTTP error: not there any more
+        except (OSError, ValueError, http.client.HTTPException):
+            # Refused, timed out, an HTTP error (not there any more), or not HTTP at all: a
+            # SHOUTcast server answers "ICY 200 OK" (a live stream).
             return False
 
     def _reap(self) -> int | None:
@@ -1028,8 +1032,13 @@ class UrlSource(Source):
                     if not got_audio:
                         got_audio = self._settled_by_audio = True
                         self.reconnecting = None  # back
-                        if self._finite is None:
-                            self._learn_length()
+                        if self._finite is None and not self._length_asked:
+                            # In a thread of its own: the server may take its time to answer
+                            # (a server of one client at a time never does): no wait for audio.
+                            self._length_asked = True
+                            threading.Thread(
+                                target=self._learn_length, name="source-url-length", daemon=True
+                            ).start()
                     self._settled.set()
                     if self.realtime:
                         ring.write(block.reshape(-1, 1))
@@ -1052,13 +1061,15 @@ class UrlSource(Source):
             # The first says most: "Stream ends prematurely at 103835, should be 961350" comes
             # before "Input/output error"; a stall is "Connection timed out".
             self._broke = self._broke or text.removeprefix(f"{self.url}: ")
-        elif level.group(1) == "error":  # a demuxer's or a decoder's: a damaged part, which it skips
+        elif level.group(1) == "error" and not _FFMPEG_OUTPUT.search(line[: level.start()]):
+            # A demuxer's or a decoder's: a damaged part, which it skips.  (The output side's are
+            # not the input's damage: a chained Ogg stream's next song restarts its timestamps.)
             self._decode_errors += 1
             self._first_decode_error = self._first_decode_error or text
-            times = "once" if self._decode_errors == 1 else f"{self._decode_errors} times"
+            n = self._decode_errors
             self.warning = (
-                f"ffmpeg met damaged data in {self.url} {times} (first: {self._first_decode_error}); "
-                "what it could not decode was skipped"
+                f"ffmpeg met damaged data in {self.url} ({n} error message{'s' if n != 1 else ''}, the "
+                f"first: {self._first_decode_error}); what it could not decode was skipped"
             )
         if level.group(1) == "info":
             if text.startswith("Duration:") and self.duration_known is None:
@@ -1095,6 +1106,9 @@ _FFMPEG_LEVEL = re.compile(r"\[(fatal|error|warning|info)\] ")
 _NETWORK_PROTOCOLS = r"https?|tcp|tls|rtmp\w*|rtsp|udp|srt|icecast|mmsh?"
 _NETWORK_URL = re.compile(rf"({_NETWORK_PROTOCOLS})://", re.IGNORECASE)
 _FFMPEG_PROTOCOL = re.compile(rf"\[({_NETWORK_PROTOCOLS}) @ ")
+# The context of a message of ffmpeg's output side (5.x: the f32le muxer, its encoder, the
+# resampler; 6.x and later name the output and its stream): not about the input's data.
+_FFMPEG_OUTPUT = re.compile(r"\[(f32le|pcm_f32le|SWR|out#|aost#)")
 
 
 def open_file(path: str | os.PathLike, realtime: bool = False, rate_hz: int | None = None) -> Source:

@@ -6,6 +6,7 @@ mic) once, when sounddevice is imported.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import io
@@ -659,7 +660,9 @@ def test_a_live_stream_that_drops_is_reconnected_with_backoff_and_a_file_url_jus
         try:
             assert _until(lambda: ring.write_index > CLIP_RATE_HZ, 10, ring) >= 0
             assert src.duration_known is False  # a live stream: ffmpeg knows no duration
-            assert src.live  # unpaced, and live all the same: its server plays it at its pace
+            # Unpaced, and live all the same: its server plays it at its pace (known once the
+            # server's answer on its length is in: this one serves one client, and never answers).
+            _until(lambda: src.live, 5, ring)
             server.kill()
             _until(lambda: src.reconnecting is not None and src.reconnecting["attempt"] >= 2, 10, ring)
             away = src.reconnecting
@@ -700,6 +703,52 @@ def test_a_live_stream_that_drops_is_reconnected_with_backoff_and_a_file_url_jus
     assert not src.live  # it has a length: read as fast as it goes, as a file on disk
 
 
+def test_a_shoutcast_stream_answering_icy_200_ok_plays_and_is_live(music_clip, tmp_path):
+    """SHOUTcast's servers answer "ICY 200 OK", which ffmpeg takes and Python's HTTP client does
+    not (the question whether the input has a length failed the source with "ICY 200 OK")."""
+    mp3 = tmp_path / "clip.mp3"
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(music_clip), "-t", "10", "-c:a", "libmp3lame",
+         "-b:a", "128k", str(mp3)],
+        check=True,
+    )  # fmt: skip
+    data = mp3.read_bytes()
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    done = threading.Event()
+
+    def serve(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):  # a client that goes (the length check, a stop)
+            conn.recv(4096)
+            conn.sendall(b"ICY 200 OK\r\ncontent-type: audio/mpeg\r\nicy-name: moodstream test\r\n\r\n")
+            at = 0
+            while not done.is_set():  # 128 kb/s at its pace, a tenth of a second at a time
+                conn.sendall(data[at : at + 1600])
+                at = (at + 1600) % len(data)
+                time.sleep(0.1)
+
+    def accept() -> None:
+        while not done.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    src = UrlSource(f"http://127.0.0.1:{server.getsockname()[1]}/", sample_rate_hz=CLIP_RATE_HZ)
+    ring = RingBuffer(2**20, 1)
+    try:
+        src.start(ring)
+        _until(lambda: ring.write_index > CLIP_RATE_HZ and src.live, 10, ring)
+        assert src.state == "running" and src.error is None
+    finally:
+        src.stop()
+        done.set()
+        server.close()
+
+
 def test_a_file_url_that_breaks_off_is_an_error_not_an_end(http_base_url):
     """README, Exit status: 1 for a file that breaks mid-way; ffmpeg exits 0 there, and says why
     only in its log.  Reconnecting would play the file again from its start: not done."""
@@ -719,6 +768,27 @@ def test_url_connection_refused_is_a_clear_error():
     src = UrlSource(f"http://127.0.0.1:{port}/clip.ogg")
     with pytest.raises(SourceError, match="(?i)connection refused"):
         src.start(RingBuffer(1024, 1))
+
+
+def test_a_chained_ogg_file_is_no_damage(music_clip, tmp_path):
+    """An Ogg stream's next song is a new chain whose timestamps start again: ffmpeg's output
+    side says so at error level, which is no damaged data (a radio warned at every song)."""
+    parts = []
+    for i, start_s in enumerate(("0", "10")):
+        parts.append(tmp_path / f"part{i}.ogg")
+        subprocess.run(
+            ["ffmpeg", "-nostdin", "-loglevel", "error", "-ss", start_s, "-i", str(music_clip), "-t", "4",
+             "-c:a", "libvorbis", str(parts[-1])],
+            check=True,
+        )  # fmt: skip
+    chained = tmp_path / "chained.ogg"
+    chained.write_bytes(b"".join(part.read_bytes() for part in parts))
+    src = UrlSource(str(chained), sample_rate_hz=CLIP_RATE_HZ)
+    ring = RingBuffer(2**18, 1)
+    src.start(ring)
+    got = drain(ring, src)
+    assert src.state == "ended" and len(got) > 7.5 * CLIP_RATE_HZ  # both songs
+    assert src.warning is None, src.warning
 
 
 def test_url_stop_kills_ffmpeg(http_base_url):
