@@ -113,41 +113,47 @@ _STDERR_LOCK = threading.Lock()  # one redirection at a time (two devices reopen
 @contextlib.contextmanager
 def _portaudio_steps_dropped():
     """While PortAudio opens a stream: file descriptor 2 is a pipe, whose lines other than
-    PortAudio's failed steps (another thread's: the live line) go on to stderr afterwards."""
+    PortAudio's failed steps (another thread's: the live line) a thread passes on to stderr."""
     if os.name != "posix":
         yield
         return
     with _STDERR_LOCK:
         try:
-            sys.stderr.flush()
-            saved_fd = os.dup(2)
+            if sys.stderr is not None:
+                sys.stderr.flush()
+            stderr_fd = os.dup(2)
         except (OSError, ValueError):  # no stderr (closed), or its reader gone: nothing to spare it
             yield
             return
-        read_fd, write_fd = os.pipe()  # an open writes a few hundred bytes: far from its 64 KiB
-        os.set_blocking(read_fd, False)
-        os.dup2(write_fd, 2)
+        read_fd, write_fd = os.pipe()
+        # Not inheritable: a child started meanwhile gets no stderr rather than this pipe.
+        os.dup2(write_fd, 2, inheritable=False)
         os.close(write_fd)
+        forwarder = threading.Thread(target=_forward_lines, args=(read_fd, stderr_fd), name="stderr-filter")
+        forwarder.start()
         try:
             yield
         finally:
-            with contextlib.suppress(OSError, ValueError):
+            with contextlib.suppress(OSError, ValueError, AttributeError):
                 sys.stderr.flush()
-            os.dup2(saved_fd, 2)  # the pipe's last writer is gone: it reads to its end
-            os.close(saved_fd)
-            data = b""
-            try:
-                while chunk := os.read(read_fd, 65536):
-                    data += chunk
-            except BlockingIOError:
-                pass
-            os.close(read_fd)
-            kept = b"".join(
-                line for line in data.splitlines(keepends=True) if not _PORTAUDIO_STEP.match(line)
-            )
+            os.dup2(stderr_fd, 2)  # the pipe's last writer is gone: the forwarder reads to its end
+            forwarder.join()
+            os.close(stderr_fd)
+
+
+def _forward_lines(read_fd: int, out_fd: int) -> None:
+    """Lines from ``read_fd`` to ``out_fd`` as they come, less PortAudio's failed steps."""
+    pending = b""
+    with open(read_fd, "rb", buffering=0) as pipe:
+        while chunk := pipe.read(65536):
+            *lines, pending = (pending + chunk).split(b"\n")
+            kept = b"".join(line + b"\n" for line in lines if not _PORTAUDIO_STEP.match(line))
             if kept:
                 with contextlib.suppress(OSError):  # a reader of stderr that went away
-                    os.write(2, kept)
+                    os.write(out_fd, kept)
+    if pending and not _PORTAUDIO_STEP.match(pending):
+        with contextlib.suppress(OSError):
+            os.write(out_fd, pending)
 
 
 # Reconnection: waits of 1, 2, 4 ... seconds between attempts, capped here.

@@ -399,6 +399,33 @@ def test_file_missing_directory_and_corrupt_are_clear_errors(tmp_path):
     assert str(corrupt) in str(info.value) and "Format not recognised" in str(info.value)
 
 
+def test_portaudios_failed_steps_are_dropped_from_stderr_and_nothing_else_is():
+    """A failed open makes PortAudio write a line per failed step on C's stderr (4-8 at every
+    reconnection attempt): dropped.  What other threads write meanwhile goes on, however much."""
+    script = textwrap.dedent(
+        """
+        import os, subprocess, sys, threading
+        from realtime.sources import _portaudio_steps_dropped
+        with _portaudio_steps_dropped():
+            os.write(2, b"Expression 'ret' failed in 'src/hostapi/alsa/pa_linux_alsa.c', line: 1736\\n")
+            other = threading.Thread(target=lambda: os.write(2, b"x" * 100_000 + b"\\n"))
+            other.start()
+            other.join()
+            sys.stderr.write("moodstream: a line of ours\\n")
+            child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5); print('child ok')"])
+        child.wait()
+        sys.stderr.write(f"after, child {child.returncode}\\n")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Expression" not in done.stderr
+    assert ("x" * 100_000 + "\n") in done.stderr and "moodstream: a line of ours\n" in done.stderr
+    assert done.stderr.endswith("after, child 0\n") and done.stdout == "child ok\n"
+
+
 def test_file_fast_mode_never_drops_with_a_tiny_ring(music_clip, clip):
     src = FileSource(music_clip)
     assert (src.kind, src.sample_rate_hz, src.channels) == ("file", CLIP_RATE_HZ, 1)
