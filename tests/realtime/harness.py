@@ -102,9 +102,10 @@ class LiveStream:
              "-c:a", "libopus", "-f", "ogg", "-listen", "1", self.url],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        # Wait until it listens, without connecting (-listen 1 serves one client, then exits).
+        # Wait until it listens, without connecting (-listen 1 serves one client, then exits), or
+        # serves already: a client reconnecting meanwhile may take it before a look sees it listen.
         deadline = time.monotonic() + 10
-        while not _listening(self.port):
+        while not _listening_or_serving(self.port):
             assert self.proc.poll() is None and time.monotonic() < deadline, (
                 "ffmpeg's HTTP server did not start"
             )
@@ -124,11 +125,12 @@ class LiveStream:
         self.kill()
 
 
-def _listening(port: int) -> bool:
-    """Is a TCP socket on this machine listening on ``port`` (Linux's /proc/net/tcp: state 0A)?"""
+def _listening_or_serving(port: int) -> bool:
+    """Is a TCP socket on this machine listening on ``port``, or a server's end of a connection to
+    it (Linux's /proc/net/tcp: state 0A, 01)?"""
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         local, state = line.split()[1], line.split()[3]
-        if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+        if state in ("0A", "01") and int(local.rsplit(":", 1)[1], 16) == port:
             return True
     return False
 
