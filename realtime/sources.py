@@ -686,8 +686,9 @@ class FileSource(_ThreadSource):
         self.path = file_path
         self.realtime = self.live = realtime
         # The length the file says it has (Ogg's last granule, FLAC's and WAV's headers; an MP3's is
-        # an estimate, so none): libsndfile skips a damaged stretch without a word, only shorter.
-        self.frames_said = None if info.format == "MP3" else info.frames
+        # an estimate, and a FLAC written to a pipe says the largest count: none): libsndfile skips
+        # a damaged stretch without a word, only shorter.
+        self.frames_said = None if info.format == "MP3" or info.frames >= 2**62 else info.frames
         # Paced: 10 ms blocks, like a sound card's period (a window ending mid-block waits for the
         # rest of it: 2048-frame blocks cost up to 128 ms of lag at 16 kHz). Unpaced: large reads.
         self.blocksize = blocksize or (self.paced_blocksize(info.samplerate) if realtime else 2048)
