@@ -462,6 +462,12 @@ def test_a_file_whose_damaged_stretch_libsndfile_skips_ends_with_a_warning(clip,
         f"{damaged} decoded to {len(got) / CLIP_RATE_HZ:.1f} s of the {said_s:.1f} s it says it holds: "
         "a damaged stretch of it was skipped"
     )
+    # A FLAC written to a pipe cannot say its length (libsndfile gives the largest count): none.
+    piped = tmp_path / "piped.flac"
+    with piped.open("wb") as out:
+        subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(vorbis), "-t", "1", "-f", "flac", "-"],
+                       stdout=out, check=True)  # fmt: skip
+    assert sf.info(piped).frames > 2**62 and FileSource(piped).frames_said is None
 
 
 def test_file_realtime_paces_to_the_wall_clock(clip, tmp_path):
