@@ -947,7 +947,7 @@ class UrlSource(Source):
             if stop.is_set():
                 return
             broke = self._broke
-            if self._finite is None:  # ffmpeg had not said by the end of start()
+            if self._finite is None:  # not learnt at the first audio (no Duration line, or still asking)
                 self._finite = self.duration_known is not False or self._finite_over_http()
             finite = self._finite
             if returncode == 0 and broke is None and finite:
