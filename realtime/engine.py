@@ -126,7 +126,8 @@ class CaptureClock:
         self._marks: deque[tuple[int, float]] = deque(maxlen=4096)
         self._last: tuple[int, float] | None = None  # (frames offered, capture time) at the last mark
         self._lateness: deque[tuple[float, float]] = deque()  # (capture time, lateness), on time
-        self._raised: tuple[float, float] | None = None  # since when lateness is up, and its least
+        self._raised: tuple[float, float, float] | None = None  # since when lateness is up, least, most
+        self._uneven_s = 0.0  # the most lateness rose and came back down: how unevenly audio comes
         self.gaps = 0
         self.gap_seconds = 0.0
 
@@ -147,28 +148,38 @@ class CaptureClock:
             history.popleft()
         floor = history[0][1] if history else lateness
         if lateness - floor <= self.GAP_MIN_S:  # on time: a rise before it was unevenness
+            if self._raised is not None:
+                self._uneven_s = max(self._uneven_s, self._raised[2] - floor)
             while history and history[-1][1] >= lateness:
                 history.pop()
             history.append((now, lateness))
             self._raised = None
             return
-        since, least = self._raised or (now, lateness)
-        least = min(least, lateness)
-        if now - since < self.SETTLE_S:
-            self._raised = (since, least)
-            return
-        self.gaps += 1
-        self.gap_seconds += least - floor
-        history.clear()  # the new level is what later lateness is compared with
-        history.append((now, least))
-        self._raised = None
+        since, least, most = self._raised or (now, lateness, lateness)
+        self._raised = (since, min(least, lateness), max(most, lateness))
+        if now - since >= self.SETTLE_S:
+            self._gap(self._raised[1] - floor)
+            history.clear()  # the new level is what later lateness is compared with
+            history.append((now, self._raised[1]))
+            self._raised = None
 
-    def close(self, now: float) -> None:
-        """The run ends while the live source sends nothing (stalled, reconnecting): the time since
-        its last audio is a gap too (counted at the next audio otherwise, which will not come)."""
-        if self.live and self._last is not None and now - self._last[1] > self.GAP_MIN_S:
-            self.gaps += 1
-            self.gap_seconds += now - self._last[1]
+    def _gap(self, seconds: float) -> None:
+        self.gaps += 1
+        self.gap_seconds += seconds
+
+    def close(self, now: float, away: bool) -> None:
+        """The run ends.  ``away``: while the live source sends nothing (stalled, reconnecting),
+        so the time since its last audio is a gap (counted at the next audio otherwise, which will
+        not come).  And lateness up for less than ``SETTLE_S`` (the audio came back a moment ago)
+        is a gap too if it rose more than any unevenness of this source's that came back down."""
+        if not self.live or self._last is None:
+            return
+        if self._raised is not None and self._lateness:
+            rise = self._raised[1] - self._lateness[0][1]
+            if rise > self._uneven_s + self.GAP_MIN_S:
+                self._gap(rise)
+        if away and now - self._last[1] > self.GAP_MIN_S:
+            self._gap(now - self._last[1])
 
     def time_of(self, index: int) -> float:
         while len(self._marks) > 1 and self._marks[0][0] < index:
@@ -329,8 +340,10 @@ class Engine:
                     else:
                         ring.wait(0.005)
         finally:
-            if self.pipeline is not None and self._source_state() in ("stalled", "reconnecting"):
-                self.clock.close(time.time())
+            if self.pipeline is not None:
+                # Audio in but too little to read yet (a device reopened a moment ago) counts too.
+                self.clock.mark(*ring.last_capture, ring.dropped_frames)
+                self.clock.close(time.time(), away=self._source_state() in ("stalled", "reconnecting"))
             self.source.stop()
         if self.outputs:
             self.outputs.flush()  # so the last status counts the last mood's sends

@@ -161,6 +161,14 @@ def test_a_streams_uneven_arrival_is_no_gap_and_audio_that_never_came_is_one():
     assert clock.gaps == 0  # not yet: up for under SETTLE_S, it could still be unevenness
     _stream_marks(clock, 30, start_s=64.0, first_frame=62 * RATE_HZ, rng=rng)
     assert clock.gaps == 1 and clock.gap_seconds == pytest.approx(2.0, abs=0.01)
+    # Stopped a moment after an outage, its lateness up for under SETTLE_S: a gap if it rose more
+    # than the pages ever made it waver (just under a second here), and not if less.
+    for outage_s, gaps in ((2.0, 1), (0.5, 0)):
+        stopped = CaptureClock(RATE_HZ)
+        _stream_marks(stopped, 20, rng=rng)
+        _stream_marks(stopped, 1, start_s=20.0 + outage_s, first_frame=20 * RATE_HZ, rng=rng)
+        stopped.close(22.0 + outage_s, away=False)
+        assert stopped.gaps == gaps, (outage_s, stopped.gaps, stopped.gap_seconds)
     # A device's clock 100 ppm slower than this machine's, read every quarter second for an hour.
     clock = CaptureClock(48000)
     for read in range(3600 * 4):
@@ -169,9 +177,12 @@ def test_a_streams_uneven_arrival_is_no_gap_and_audio_that_never_came_is_one():
     assert clock.gaps == 0
 
 
-def test_a_stop_while_the_live_source_sends_nothing_counts_the_time_since_as_a_gap(music_clip):
+@pytest.mark.parametrize("back_samples", [0, 160], ids=["still stalled", "back, not read yet"])
+def test_a_stop_while_the_live_source_sends_nothing_counts_the_time_since_as_a_gap(music_clip, back_samples):
     """listen's last line: stopped while no audio came (a stalled pipe, a device reconnecting),
-    that time is audio lost too, not "nothing lost" (a gap was counted only when audio came back)."""
+    that time is audio lost too, not "nothing lost" (a gap was counted only when audio came back).
+    Also when the audio is back at the stop, too little of it for the engine to read yet (a
+    device reopened a moment before): its lateness rose more than this source ever wavered."""
     audio, rate = sf.read(music_clip, dtype="float32", frames=4 * 16000)
     audio = soxr.resample(audio, rate, 16000) if rate != 16000 else audio
     read_end, write_end = os.pipe()
@@ -194,6 +205,13 @@ def test_a_stop_while_the_live_source_sends_nothing_counts_the_time_since_as_a_g
             assert time.monotonic() < deadline, "no mood, or the source never stalled"
             time.sleep(0.05)
         assert engine.clock.gaps == 0  # nothing came back: no gap counted yet
+        if back_samples:
+            written = engine.ring.write_index
+            os.write(write_end, audio[:back_samples].astype("<f4").tobytes())
+            while engine.ring.write_index < written + back_samples:
+                assert time.monotonic() < deadline, "the audio did not come back"
+                time.sleep(0.01)
+            assert engine._source_state() == "running" and engine.ring.available() == back_samples
         stop.set()
         runner.join(10)
     os.close(write_end)
