@@ -130,8 +130,12 @@ def missing() -> str | None:
 
 
 def _connections(env: dict[str, str]) -> dict[str, set[str]] | None:
-    """port -> the ports it is connected to, from ``jack_lsp -c``; None if the server is not up."""
-    proc = subprocess.run(["jack_lsp", "-c"], env=env, capture_output=True, text=True, timeout=10)
+    """port -> the ports it is connected to, from ``jack_lsp -c``; None if the server is not up,
+    or did not answer within 10 s (a loaded machine: CI once saw a call hang; the callers poll)."""
+    try:
+        proc = subprocess.run(["jack_lsp", "-c"], env=env, capture_output=True, text=True, timeout=10)
+    except subprocess.TimeoutExpired:
+        return None
     if proc.returncode != 0:
         return None
     ports: dict[str, set[str]] = {}
