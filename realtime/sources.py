@@ -688,7 +688,8 @@ class FileSource(_ThreadSource):
         # The length the file says it has (Ogg's last granule, FLAC's and WAV's headers; an MP3's is
         # an estimate, and a FLAC written to a pipe says the largest count: none): libsndfile skips
         # a damaged stretch without a word, only shorter.
-        self.frames_said = None if info.format == "MP3" or info.frames >= 2**62 else info.frames
+        self.length_unknown = info.frames >= 2**62
+        self.frames_said = None if info.format == "MP3" or self.length_unknown else info.frames
         # Paced: 10 ms blocks, like a sound card's period (a window ending mid-block waits for the
         # rest of it: 2048-frame blocks cost up to 128 ms of lag at 16 kHz). Unpaced: large reads.
         self.blocksize = blocksize or (self.paced_blocksize(info.samplerate) if realtime else 2048)
@@ -948,7 +949,7 @@ class UrlSource(Source):
                 return
             broke = self._broke
             if self._finite is None:  # not learnt at the first audio (no Duration line, or still asking)
-                self._finite = self.duration_known is not False or self._finite_over_http()
+                self._finite = self._has_length()
             finite = self._finite
             if returncode == 0 and broke is None and finite:
                 return  # a finite input that ended: the end
@@ -978,8 +979,16 @@ class UrlSource(Source):
         its pace; read as a file's, its lag went unshown and an outage counted as no gap."""
         if self.duration_known is None:  # no Duration line: left to the end (``_follow``)
             return
-        self._finite = self.duration_known or self._finite_over_http()
-        self.live = self.realtime or (not self._finite and bool(_NETWORK_URL.match(self.url)))
+        self._finite = self._has_length()
+        self.live = self.realtime or not self._finite
+
+    def _has_length(self) -> bool:
+        """Whether the input ends: ffmpeg gave its duration (or logged no Duration line at all),
+        it is not on a network (a file on disk whose length ffmpeg cannot tell: a FLAC written to
+        a pipe), or a server says its length."""
+        return (
+            self.duration_known is not False or not _NETWORK_URL.match(self.url) or self._finite_over_http()
+        )
 
     def _finite_over_http(self) -> bool:
         """True when the URL is a file on an HTTP server (it answers with a Content-Length; ffmpeg
@@ -1123,11 +1132,17 @@ def open_file(path: str | os.PathLike, realtime: bool = False, rate_hz: int | No
     video, ...), by ffmpeg (a ``UrlSource`` on the path, at ``rate_hz`` or 48 kHz); the same
     checks and messages for ``listen --file`` and ``analyze``."""
     try:
-        return FileSource(path, realtime=realtime)
+        source = FileSource(path, realtime=realtime)
     except SourceError as exc:
         if not str(exc).startswith("cannot decode") or shutil.which("ffmpeg") is None:
             raise
         first = exc
+    else:
+        if not source.length_unknown or shutil.which("ffmpeg") is None:
+            return source
+        # A FLAC written to a pipe says no length, and libsndfile, seeking for one at its end,
+        # fails there ("Internal psf_fseek() failed", exit 1 after all its audio): ffmpeg reads it.
+        return _file_through_ffmpeg(path, realtime, rate_hz)
     # Ask ffmpeg now (a fraction of a second), so a file nothing can read fails here, before the
     # model loads, with libsndfile's message and ffmpeg's reason.
     probe = subprocess.run(
@@ -1137,6 +1152,10 @@ def open_file(path: str | os.PathLike, realtime: bool = False, rate_hz: int | No
     reason = probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else ""
     if probe.returncode != 0 or "Output file #0 does not contain any stream" in probe.stderr:
         raise SourceError(f"{first}; ffmpeg cannot read it either: {reason or 'no audio stream'}")
+    return _file_through_ffmpeg(path, realtime, rate_hz)
+
+
+def _file_through_ffmpeg(path: str | os.PathLike, realtime: bool, rate_hz: int | None) -> UrlSource:
     source = UrlSource(str(path), sample_rate_hz=rate_hz or 48000, realtime=realtime)
     source.kind = "file"  # what the user gave: status and messages say file
     return source

@@ -240,6 +240,22 @@ def test_an_m4a_file_is_read_through_ffmpeg(shared_data, tmp_path, capsys):
         assert len(set(top_a) & set(top_b)) >= 4  # AAC at 128 kb/s: the same music
 
 
+def test_a_flac_written_to_a_pipe_is_read_to_its_end(shared_data, tmp_path, capsys):
+    """Such a FLAC says no length: libsndfile, seeking for one at its end, failed there (exit 1,
+    "Internal psf_fseek() failed", after all the audio); ffmpeg reads it instead, to its end."""
+    from realtime import analyze as analyze_module
+
+    clip = shared_data / "4q" / "audio" / "Q1" / "MT0000040632.ogg"
+    piped = tmp_path / "piped.flac"
+    with piped.open("wb") as out:
+        subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(clip), "-t", "8", "-f", "flac", "-"],
+                       stdout=out, check=True)  # fmt: skip
+    capsys.readouterr()
+    assert analyze_module.main([str(piped), "--json", "--model", "musicnn-msd"]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 6 and "error" not in err, err  # 8 s: as the m4a above
+
+
 def test_a_reaction_sets_what_it_sets_for_listen_and_none_keeps_analyzes_defaults():
     from realtime.analyze import parse_args as analyze_args
     from realtime.listen import parse_args as listen_args
