@@ -865,6 +865,7 @@ class UrlSource(Source):
         self._broke: str | None = None
         self._finite: bool | None = None  # the input has a length (a file): None until known
         self._length_asked = False  # _learn_length started
+        self._input_format: str | None = None  # ffmpeg's name of the input's format
         self._decode_errors, self._first_decode_error = 0, ""  # over every ffmpeg run: ``warning``
 
     def command(self) -> list[str]:
@@ -985,10 +986,11 @@ class UrlSource(Source):
     def _has_length(self) -> bool:
         """Whether the input ends: ffmpeg gave its duration (or logged no Duration line at all),
         it is not on a network (a file on disk whose length ffmpeg cannot tell: a FLAC written to
-        a pipe), or a server says its length."""
-        return (
-            self.duration_known is not False or not _NETWORK_URL.match(self.url) or self._finite_over_http()
-        )
+        a pipe), or a server says its length.  Not asked of a playlist (HLS, DASH), whose length
+        ffmpeg knows when it has one: a live one's playlist has a Content-Length too."""
+        if self.duration_known is not False or not _NETWORK_URL.match(self.url):
+            return True
+        return self._input_format not in _PLAYLIST_FORMATS and self._finite_over_http()
 
     def _finite_over_http(self) -> bool:
         """True when the URL is a file on an HTTP server (it answers with a Content-Length; ffmpeg
@@ -1090,6 +1092,9 @@ class UrlSource(Source):
         if level.group(1) == "info":
             if text.startswith("Duration:") and self.duration_known is None:
                 self.duration_known = not text.startswith("Duration: N/A")
+            elif text.startswith("Input #0, ") and self._input_format is None:
+                # "Input #0, hls, from 'http://…'" (a name may hold commas: "mov,mp4,m4a,…").
+                self._input_format = text.split(", ")[1]
             return
         self._stderr_lines.append(text)
 
@@ -1122,6 +1127,8 @@ _FFMPEG_LEVEL = re.compile(r"\[(fatal|error|warning|info)\] ")
 _NETWORK_PROTOCOLS = r"https?|tcp|tls|rtmp\w*|rtsp|udp|srt|icecast|mmsh?"
 _NETWORK_URL = re.compile(rf"({_NETWORK_PROTOCOLS})://", re.IGNORECASE)
 _FFMPEG_PROTOCOL = re.compile(rf"\[({_NETWORK_PROTOCOLS}) @ ")
+# ffmpeg's playlist formats: a duration when the playlist is of a whole file, none when it is live.
+_PLAYLIST_FORMATS = {"hls", "dash"}
 # The context of a message of ffmpeg's output side (5.x: the f32le muxer, its encoder, the
 # resampler; 6.x and later name the output and its stream): not about the input's data.
 _FFMPEG_OUTPUT = re.compile(r"\[(f32le|pcm_f32le|SWR|out#|aost#)")

@@ -782,6 +782,40 @@ def test_a_shoutcast_stream_answering_icy_200_ok_plays_and_is_live(music_clip, t
         server.close()
 
 
+def test_a_live_hls_stream_is_live(music_clip, tmp_path):
+    """A live HLS playlist (no #EXT-X-ENDLIST: ffmpeg gives no duration) is served with a
+    Content-Length like a file's: ffmpeg's word on its length counts, not the server's."""
+    producer = subprocess.Popen(
+        ["ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(music_clip),
+         "-c:a", "aac", "-b:a", "64k", "-f", "hls", "-hls_time", "1", "-hls_list_size", "4",
+         "-hls_flags", "delete_segments", str(tmp_path / "live.m3u8")],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(tmp_path))
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    src = None
+    try:
+        deadline = time.monotonic() + 20
+        playlist = tmp_path / "live.m3u8"
+        while not playlist.exists() or playlist.read_text().count("#EXTINF") < 2:
+            assert time.monotonic() < deadline and producer.poll() is None, "no live playlist"
+            time.sleep(0.1)
+        src = UrlSource(f"http://127.0.0.1:{server.server_address[1]}/live.m3u8", sample_rate_hz=CLIP_RATE_HZ)
+        ring = RingBuffer(2**20, 1)
+        src.start(ring)
+        _until(lambda: ring.write_index > CLIP_RATE_HZ and src.live, 20, ring)
+        assert src.duration_known is False and src.state == "running"
+    finally:
+        if src is not None:
+            src.stop()
+        producer.kill()
+        producer.wait()
+        server.shutdown()
+        server.server_close()
+
+
 def test_a_file_url_that_breaks_off_is_an_error_not_an_end(http_base_url):
     """README, Exit status: 1 for a file that breaks mid-way; ffmpeg exits 0 there, and says why
     only in its log.  Reconnecting would play the file again from its start: not done."""
