@@ -864,7 +864,6 @@ class UrlSource(Source):
         # 0 after: the current ffmpeg's, None while it has not.
         self._broke: str | None = None
         self._finite: bool | None = None  # the input has a length (a file): None until known
-        self._length_asked = False  # _learn_length started
         self._input_format: str | None = None  # ffmpeg's name of the input's format
         self._decode_errors, self._first_decode_error = 0, ""  # over every ffmpeg run: ``warning``
 
@@ -949,7 +948,7 @@ class UrlSource(Source):
             if stop.is_set():
                 return
             broke = self._broke
-            if self._finite is None:  # not learnt at the first audio (no Duration line, or still asking)
+            if self._finite is None:  # not learnt yet (no Duration line, or still asking)
                 self._finite = self._has_length()
             finite = self._finite
             if returncode == 0 and broke is None and finite:
@@ -975,11 +974,9 @@ class UrlSource(Source):
             self._spawn()
 
     def _learn_length(self) -> None:
-        """At the first audio (ffmpeg has logged the input's duration by then): does the input
-        end?  A live stream does not, and it is ``live`` even unpaced, as its server plays it at
-        its pace; read as a file's, its lag went unshown and an outage counted as no gap."""
-        if self.duration_known is None:  # no Duration line: left to the end (``_follow``)
-            return
+        """Once ffmpeg has logged the input's duration: does the input end?  A live stream does
+        not, and it is ``live`` even unpaced, as its server plays it at its pace; read as a file's,
+        its lag went unshown and an outage counted as no gap."""
         self._finite = self._has_length()
         self.live = self.realtime or not self._finite
 
@@ -995,8 +992,8 @@ class UrlSource(Source):
     def _finite_over_http(self) -> bool:
         """True when the URL is a file on an HTTP server (it answers with a Content-Length; ffmpeg
         gives no duration for some formats over HTTP); False for a live stream (no length, or the
-        server is gone).  Asked once, of an input ffmpeg gives no duration: at its first audio,
-        once ffmpeg is connected (a server of one client at a time, asked first, would refuse
+        server is gone).  Asked once, of an input ffmpeg gives no duration: when ffmpeg says so
+        (it is connected by then: a server of one client at a time, asked first, would refuse
         ffmpeg), or at its end."""
         if not self.url.lower().startswith(("http://", "https://")):
             return False
@@ -1050,13 +1047,6 @@ class UrlSource(Source):
                     if not got_audio:
                         got_audio = self._settled_by_audio = True
                         self.reconnecting = None  # back
-                        if self._finite is None and not self._length_asked:
-                            # In a thread of its own: the server may take its time to answer
-                            # (a server of one client at a time never does): no wait for audio.
-                            self._length_asked = True
-                            threading.Thread(
-                                target=self._learn_length, name="source-url-length", daemon=True
-                            ).start()
                     self._settled.set()
                     if self.realtime:
                         ring.write(block.reshape(-1, 1))
@@ -1092,6 +1082,10 @@ class UrlSource(Source):
         if level.group(1) == "info":
             if text.startswith("Duration:") and self.duration_known is None:
                 self.duration_known = not text.startswith("Duration: N/A")
+                # ffmpeg is connected by now (it has probed the input: a server of one client at a
+                # time would refuse it if asked first).  In a thread of its own: the server may take
+                # its time to answer (that one never does), and the audio must not wait for it.
+                threading.Thread(target=self._learn_length, name="source-url-length", daemon=True).start()
             elif text.startswith("Input #0, ") and self._input_format is None:
                 # "Input #0, hls, from 'http://…'" (a name may hold commas: "mov,mp4,m4a,…").
                 self._input_format = text.split(", ")[1]
