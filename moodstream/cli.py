@@ -113,6 +113,7 @@ def run(command: Callable[[], int | None]) -> int:
         (signum, _BEFORE_IMPORTS.pop(signum)) for signum in list(_BEFORE_IMPORTS) if signum in previous
     )
     _ASKED.clear()
+    unraisable_hook, sys.unraisablehook = sys.unraisablehook, _lost_stops_unsaid(sys.unraisablehook)
     try:
         return command() or 0
     except KeyboardInterrupt as exc:
@@ -120,5 +121,19 @@ def run(command: Callable[[], int | None]) -> int:
         return 0
     finally:
         _ASKED.clear()  # this run's: a command called later in this process starts afresh
+        sys.unraisablehook = unraisable_hook
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _lost_stops_unsaid(hook: Callable) -> Callable:
+    """``sys.unraisablehook`` that says nothing of interrupt()'s KeyboardInterrupt raised while a
+    finalizer ran (importlib's module lock, a ``__del__``): Python cannot raise it there, and would
+    print it, "Exception ignored in: …" and a traceback, before the one line.  The stop is in
+    ``_ASKED``, which the command asks where its loading ends (``stop_asked``)."""
+
+    def unraisable(info) -> None:
+        if not (isinstance(info.exc_value, KeyboardInterrupt) and _ASKED):
+            hook(info)
+
+    return unraisable

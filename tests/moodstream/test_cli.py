@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -162,6 +163,40 @@ def test_run_leaves_an_ignored_sigint_ignored_and_puts_the_handlers_back():
         )
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def test_a_stop_that_lands_in_a_finalizer_is_the_one_line_not_a_traceback(tmp_path):
+    """A Ctrl-C while a finalizer runs (in CI: importlib's module lock, as the model loaded)
+    raises its KeyboardInterrupt where Python cannot: it printed "Exception ignored in: …" and a
+    traceback before the one line.  The stop itself is kept (``stop_asked``) and honoured."""
+    script = textwrap.dedent(
+        """
+        import os, signal
+        from moodstream.cli import run, stop_asked
+
+        class Finalized:
+            def __del__(self):
+                os.kill(os.getpid(), signal.SIGINT)  # the handler runs in here, between bytecodes
+                for _ in range(10_000):
+                    pass
+
+        def command():
+            Finalized()  # gone at once: its __del__ runs, and the interrupt is lost there
+            how = stop_asked()
+            assert how == "Ctrl-C", how
+            raise KeyboardInterrupt(how)  # what listen and analyze do where loading ends
+
+        raise SystemExit(run(command))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stderr) == (0, "moodstream: stopped (Ctrl-C)\n"), done.stderr
 
 
 def test_after_run_the_handlers_from_before_the_imports_are_back():
