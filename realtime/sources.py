@@ -864,6 +864,7 @@ class UrlSource(Source):
         # 0 after: the current ffmpeg's, None while it has not.
         self._broke: str | None = None
         self._finite: bool | None = None  # the input has a length (a file): None until known
+        self._length_thread: threading.Thread | None = None  # learning it (_learn_length)
         self._input_format: str | None = None  # ffmpeg's name of the input's format
         self._decode_errors, self._first_decode_error = 0, ""  # over every ffmpeg run: ``warning``
 
@@ -948,7 +949,9 @@ class UrlSource(Source):
             if stop.is_set():
                 return
             broke = self._broke
-            if self._finite is None:  # not learnt yet (no Duration line, or still asking)
+            if self._length_thread is not None:
+                self._length_thread.join()  # still asking the server: its answer, not a second ask
+            if self._finite is None:  # no Duration line came: not asked yet
                 self._finite = self._has_length()
             finite = self._finite
             if returncode == 0 and broke is None and finite:
@@ -1085,7 +1088,10 @@ class UrlSource(Source):
                 # ffmpeg is connected by now (it has probed the input: a server of one client at a
                 # time would refuse it if asked first).  In a thread of its own: the server may take
                 # its time to answer (that one never does), and the audio must not wait for it.
-                threading.Thread(target=self._learn_length, name="source-url-length", daemon=True).start()
+                self._length_thread = threading.Thread(
+                    target=self._learn_length, name="source-url-length", daemon=True
+                )
+                self._length_thread.start()
             elif text.startswith("Input #0, ") and self._input_format is None:
                 # "Input #0, hls, from 'http://…'" (a name may hold commas: "mov,mp4,m4a,…").
                 self._input_format = text.split(", ")[1]
