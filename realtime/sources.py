@@ -29,6 +29,7 @@ import collections
 import contextlib
 import ctypes
 import http.client
+import mmap
 import os
 import re
 import select
@@ -690,6 +691,10 @@ class FileSource(_ThreadSource):
         # a damaged stretch without a word, only shorter.
         self.length_unknown = info.frames >= 2**62
         self.frames_said = None if info.format == "MP3" or self.length_unknown else info.frames
+        # One recording after another in one Ogg file (a radio stream's dump, or files joined with
+        # cat): libsndfile reads the first and ends there, without a word (open_file: ffmpeg).
+        self.chains = ogg_chains(file_path) if info.format == "OGG" else 1
+        self.chained = self.chains > 1
         # Paced: 10 ms blocks, like a sound card's period (a window ending mid-block waits for the
         # rest of it: 2048-frame blocks cost up to 128 ms of lag at 16 kHz). Unpaced: large reads.
         self.blocksize = blocksize or (self.paced_blocksize(info.samplerate) if realtime else 2048)
@@ -733,13 +738,56 @@ class FileSource(_ThreadSource):
 
     def _check_length(self, frames_read: int) -> None:
         """At the file's end: shorter than it says by over a tenth of a second, it was damaged
-        and libsndfile skipped the damage (a garbled stretch of an Ogg Vorbis file): a warning."""
+        and libsndfile skipped the damage (a garbled stretch of an Ogg Vorbis file): a warning.
+        So is a chained file's end, which is its first recording's (without ffmpeg to read it)."""
         said, rate = self.frames_said, self.sample_rate_hz
+        if self.chained:
+            self.warning = (
+                f"{self.path} holds {self.chains} recordings one after another, and only the first "
+                f"({frames_read / rate:.1f} s) was read: ffmpeg reads them all (apt-get install ffmpeg)"
+            )
+            return
         if said and said - frames_read > rate // 10:
             self.warning = (
                 f"{self.path} decoded to {frames_read / rate:.1f} s of the {said / rate:.1f} s it says "
                 "it holds: a damaged stretch of it was skipped"
             )
+
+
+# The start of an Ogg page that begins a logical stream: "OggS", version 0, a header type with
+# the beginning-of-stream bit (0x02; with or without continued 0x01 and end-of-stream 0x04).
+_OGG_BOS_PAGE = re.compile(rb"OggS\x00[\x02\x03\x06\x07]")
+_OGG_HEADER_BYTES = 27  # up to the segment count; the segment table, one byte a segment, follows
+
+
+def ogg_chains(path: str | os.PathLike) -> int:
+    """How many chains an Ogg file holds: groups of streams one after another in the file.
+
+    A chain begins with the beginning-of-stream pages of its streams, one after the other (Vorbis
+    alone: one page; with a video or a skeleton: several); a second group, after some audio, is
+    the next recording.  Found by a search for those pages (~0.4 s a GB from the page cache),
+    not a walk page by page: the 5 bytes and a flag turn up by chance inside compressed audio
+    about once in 10^13 bytes, and would only send the file to ffmpeg, which reads it as well.
+    """
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            return 0
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            chains, group_end = 0, -1
+            for match in _OGG_BOS_PAGE.finditer(data):
+                start = match.start()
+                segments_at = start + _OGG_HEADER_BYTES
+                if segments_at > size:  # cut off within the header
+                    break
+                n_segments = data[segments_at - 1]
+                page_bytes = (
+                    _OGG_HEADER_BYTES + n_segments + sum(data[segments_at : segments_at + n_segments])
+                )
+                if start != group_end:  # not right after the last beginning: a new group
+                    chains += 1
+                group_end = start + page_bytes
+            return chains
 
 
 _PCM_FORMATS = {
@@ -1072,7 +1120,11 @@ class UrlSource(Source):
             # The first says most: "Stream ends prematurely at 103835, should be 961350" comes
             # before "Input/output error"; a stall is "Connection timed out".
             self._broke = self._broke or text.removeprefix(f"{self.url}: ")
-        elif level.group(1) == "error" and not _FFMPEG_OUTPUT.search(line[: level.start()]):
+        elif (
+            level.group(1) == "error"
+            and not _FFMPEG_OUTPUT.search(line[: level.start()])
+            and not (self._input_format is None and _FFMPEG_OGG_LENGTH_PROBE.search(line))
+        ):
             # A demuxer's or a decoder's: a damaged part, which it skips.  (The output side's are
             # not the input's damage: a chained Ogg stream's next song restarts its timestamps.)
             self._decode_errors += 1
@@ -1132,6 +1184,10 @@ _PLAYLIST_FORMATS = {"hls", "dash"}
 # The context of a message of ffmpeg's output side (5.x: the f32le muxer, its encoder, the
 # resampler; 6.x and later name the output and its stream): not about the input's data.
 _FFMPEG_OUTPUT = re.compile(r"\[(f32le|pcm_f32le|SWR|out#|aost#)")
+# Before it names the input, ffmpeg's Ogg demuxer looks for the length at the file's end: in a
+# chained Opus file it finds the last recording there, a stream it cannot take as the first's,
+# and says so at error level; then it reads every chain to its end.  No damaged data.
+_FFMPEG_OGG_LENGTH_PROBE = re.compile(r"\[ogg @ [^]]*\] \[error\] failed to create or replace stream")
 
 
 def open_file(path: str | os.PathLike, realtime: bool = False, rate_hz: int | None = None) -> Source:
@@ -1145,10 +1201,11 @@ def open_file(path: str | os.PathLike, realtime: bool = False, rate_hz: int | No
             raise
         first = exc
     else:
-        if not source.length_unknown or shutil.which("ffmpeg") is None:
+        if not (source.length_unknown or source.chained) or shutil.which("ffmpeg") is None:
             return source
         # A FLAC written to a pipe says no length, and libsndfile, seeking for one at its end,
-        # fails there ("Internal psf_fseek() failed", exit 1 after all its audio): ffmpeg reads it.
+        # fails there ("Internal psf_fseek() failed", exit 1 after all its audio); of a chained Ogg
+        # file it reads the first recording alone: ffmpeg reads them to the end.
         return _file_through_ffmpeg(path, realtime, rate_hz)
     # Ask ffmpeg now (a fraction of a second), so a file nothing can read fails here, before the
     # model loads, with libsndfile's message and ffmpeg's reason.

@@ -27,7 +27,7 @@ import soundfile as sf
 
 from bench.paced_mic import PacedMic
 from realtime.ring import RingBuffer
-from realtime.sources import FileSource, SourceError, StdinSource, UrlSource
+from realtime.sources import FileSource, SourceError, StdinSource, UrlSource, ogg_chains, open_file
 from tests.realtime.paced_mic import RATE_HZ, on_a_paced_mic
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -837,25 +837,59 @@ def test_url_connection_refused_is_a_clear_error():
         src.start(RingBuffer(1024, 1))
 
 
-def test_a_chained_ogg_file_is_no_damage(music_clip, tmp_path):
-    """An Ogg stream's next song is a new chain whose timestamps start again: ffmpeg's output
-    side says so at error level, which is no damaged data (a radio warned at every song)."""
+def test_a_chained_ogg_file_is_read_to_its_end_and_is_no_damage(music_clip, shared_data, tmp_path):
+    """One recording after another in one Ogg file (a radio stream's dump, files joined with
+    cat): libsndfile reads the first alone and ends there, without a word, so ``open_file`` has
+    ffmpeg read it, to its end.  Nor is a chain damaged data: ffmpeg's output side says at error
+    level that the next one's timestamps start again (a radio warned at every song), and of a
+    chained Opus file its Ogg demuxer, looking for the length at the end, that it cannot take the
+    last recording for the first."""
     parts = []
-    for i, start_s in enumerate(("0", "10")):
+    for i, (start_s, layout) in enumerate((("0", []), ("10", ["-ar", "44100", "-ac", "2"]))):
         parts.append(tmp_path / f"part{i}.ogg")
         subprocess.run(
             ["ffmpeg", "-nostdin", "-loglevel", "error", "-ss", start_s, "-i", str(music_clip), "-t", "4",
-             "-c:a", "libvorbis", str(parts[-1])],
+             *layout, "-c:a", "libvorbis", str(parts[-1])],
             check=True,
         )  # fmt: skip
-    chained = tmp_path / "chained.ogg"
-    chained.write_bytes(b"".join(part.read_bytes() for part in parts))
-    src = UrlSource(str(chained), sample_rate_hz=CLIP_RATE_HZ)
+    vorbis = tmp_path / "chained.ogg"
+    vorbis.write_bytes(b"".join(part.read_bytes() for part in parts))
+    clips = sorted((shared_data / "4q" / "audio" / "Q1").glob("*.ogg"))[:2]  # Opus, 30 s each
+    opus = tmp_path / "chained-opus.ogg"
+    opus.write_bytes(b"".join(clip.read_bytes() for clip in clips))
+    assert [ogg_chains(path) for path in (parts[0], clips[0], vorbis, opus)] == [1, 1, 2, 2]
+    first, rate_hz = sf.read(vorbis)
+    assert len(first) == 4 * rate_hz  # all that libsndfile alone makes of it
+    opus_s = sum(sf.info(clip).duration for clip in clips)
+    for path, seconds in ((vorbis, 8.0), (opus, opus_s)):
+        assert FileSource(path).chained
+        src = open_file(path, rate_hz=CLIP_RATE_HZ)
+        assert (src.kind, src.sample_rate_hz, src.channels) == ("file", CLIP_RATE_HZ, 1)
+        ring = RingBuffer(2**18, 1)
+        src.start(ring)
+        got = drain(ring, src)
+        assert src.state == "ended" and src.error is None
+        got_s = len(got) / CLIP_RATE_HZ
+        assert abs(got_s - seconds) < 0.05, (path.name, got_s)  # every recording
+        assert src.warning is None, src.warning
+    assert isinstance(open_file(parts[0]), FileSource)  # one recording: libsndfile, as before
+    src = FileSource(vorbis)  # what open_file falls back to without ffmpeg: it says what it missed
     ring = RingBuffer(2**18, 1)
     src.start(ring)
-    got = drain(ring, src)
-    assert src.state == "ended" and len(got) > 7.5 * CLIP_RATE_HZ  # both songs
-    assert src.warning is None, src.warning
+    assert len(drain(ring, src)) == len(first) and src.warning == (
+        f"{vorbis} holds 2 recordings one after another, and only the first (4.0 s) was read: "
+        "ffmpeg reads them all (apt-get install ffmpeg)"
+    )
+    # A chain really damaged still says so (ffmpeg checks every page's CRC).
+    data = bytearray(opus.read_bytes())
+    data[len(data) // 4 : len(data) // 4 + len(data) // 20] = bytes(len(data) // 20)
+    damaged = tmp_path / "damaged-opus.ogg"
+    damaged.write_bytes(bytes(data))
+    src = open_file(damaged, rate_hz=CLIP_RATE_HZ)
+    ring = RingBuffer(2**18, 1)
+    src.start(ring)
+    drain(ring, src)
+    assert (src.warning or "").startswith(f"ffmpeg met damaged data in {damaged} ("), src.warning
 
 
 def test_url_stop_kills_ffmpeg(http_base_url):
