@@ -29,7 +29,6 @@ import collections
 import contextlib
 import ctypes
 import http.client
-import mmap
 import os
 import re
 import select
@@ -46,6 +45,7 @@ from typing import BinaryIO
 import numpy as np
 import soundfile as sf
 
+from realtime import ogg
 from realtime.ring import RingBuffer
 
 # Tried, in this order, after the device's own default rate.
@@ -693,7 +693,8 @@ class FileSource(_ThreadSource):
         self.frames_said = None if info.format == "MP3" or self.length_unknown else info.frames
         # One recording after another in one Ogg file (a radio stream's dump, or files joined with
         # cat): libsndfile reads the first and ends there, without a word (open_file: ffmpeg).
-        self.chains = ogg_chains(file_path) if info.format == "OGG" else 1
+        self.is_ogg = info.format == "OGG"
+        self.chains = ogg.chains(file_path) if self.is_ogg else 1
         self.chained = self.chains > 1
         # Paced: 10 ms blocks, like a sound card's period (a window ending mid-block waits for the
         # rest of it: 2048-frame blocks cost up to 128 ms of lag at 16 kHz). Unpaced: large reads.
@@ -739,7 +740,9 @@ class FileSource(_ThreadSource):
     def _check_length(self, frames_read: int) -> None:
         """At the file's end: shorter than it says by over a tenth of a second, it was damaged
         and libsndfile skipped the damage (a garbled stretch of an Ogg Vorbis file): a warning.
-        So is a chained file's end, which is its first recording's (without ffmpeg to read it)."""
+        So are an Ogg file's pages whose checksums fail (libsndfile decodes past a garbled stretch
+        of Ogg Opus at its full length), and a chained file's end, which is its first recording's
+        (without ffmpeg to read it)."""
         said, rate = self.frames_said, self.sample_rate_hz
         if self.chained:
             self.warning = (
@@ -752,42 +755,11 @@ class FileSource(_ThreadSource):
                 f"{self.path} decoded to {frames_read / rate:.1f} s of the {said / rate:.1f} s it says "
                 "it holds: a damaged stretch of it was skipped"
             )
-
-
-# The start of an Ogg page that begins a logical stream: "OggS", version 0, a header type with
-# the beginning-of-stream bit (0x02; with or without continued 0x01 and end-of-stream 0x04).
-_OGG_BOS_PAGE = re.compile(rb"OggS\x00[\x02\x03\x06\x07]")
-_OGG_HEADER_BYTES = 27  # up to the segment count; the segment table, one byte a segment, follows
-
-
-def ogg_chains(path: str | os.PathLike) -> int:
-    """How many chains an Ogg file holds: groups of streams one after another in the file.
-
-    A chain begins with the beginning-of-stream pages of its streams, one after the other (Vorbis
-    alone: one page; with a video or a skeleton: several); a second group, after some audio, is
-    the next recording.  Found by a search for those pages (~0.4 s a GB from the page cache),
-    not a walk page by page: the 5 bytes and a flag turn up by chance inside compressed audio
-    about once in 10^13 bytes, and would only send the file to ffmpeg, which reads it as well.
-    """
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size == 0:
-            return 0
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            chains, group_end = 0, -1
-            for match in _OGG_BOS_PAGE.finditer(data):
-                start = match.start()
-                segments_at = start + _OGG_HEADER_BYTES
-                if segments_at > size:  # cut off within the header
-                    break
-                n_segments = data[segments_at - 1]
-                page_bytes = (
-                    _OGG_HEADER_BYTES + n_segments + sum(data[segments_at : segments_at + n_segments])
-                )
-                if start != group_end:  # not right after the last beginning: a new group
-                    chains += 1
-                group_end = start + page_bytes
-            return chains
+        elif self.is_ogg and (stretches := ogg.damaged_stretches(self.path)):
+            self.warning = (
+                f"{self.path} has {stretches} damaged stretch{'es' if stretches != 1 else ''} (Ogg pages "
+                "whose checksums fail), which libsndfile decoded past: what they held is missing or garbled"
+            )
 
 
 _PCM_FORMATS = {

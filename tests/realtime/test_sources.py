@@ -26,8 +26,9 @@ import pytest
 import soundfile as sf
 
 from bench.paced_mic import PacedMic
+from realtime import ogg
 from realtime.ring import RingBuffer
-from realtime.sources import FileSource, SourceError, StdinSource, UrlSource, ogg_chains, open_file
+from realtime.sources import FileSource, SourceError, StdinSource, UrlSource, open_file
 from tests.realtime.paced_mic import RATE_HZ, on_a_paced_mic
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -470,6 +471,25 @@ def test_a_file_whose_damaged_stretch_libsndfile_skips_ends_with_a_warning(clip,
     assert sf.info(piped).frames > 2**62 and FileSource(piped).frames_said is None
 
 
+def test_a_garbled_stretch_of_ogg_opus_that_libsndfile_decodes_past_ends_with_a_warning(
+    music_clip, clip, tmp_path
+):
+    """libsndfile decodes an Ogg Opus file past a garbled stretch at its full length, without a
+    word: the pages' checksums say it (``realtime.ogg``)."""
+    data = bytearray(music_clip.read_bytes())  # the shared clip is Ogg Opus
+    data[len(data) // 2] ^= 0x55
+    damaged = tmp_path / "damaged.ogg"
+    damaged.write_bytes(bytes(data))
+    src = FileSource(damaged)
+    ring = RingBuffer(2**16, 1)
+    src.start(ring)
+    assert len(drain(ring, src)) == len(clip) and src.state == "ended" and src.error is None
+    assert src.warning == (
+        f"{damaged} has 1 damaged stretch (Ogg pages whose checksums fail), which libsndfile decoded "
+        "past: what they held is missing or garbled"
+    )
+
+
 def test_file_realtime_paces_to_the_wall_clock(clip, tmp_path):
     excerpt = tmp_path / "one_second.wav"
     sf.write(excerpt, clip[:CLIP_RATE_HZ], CLIP_RATE_HZ, subtype="FLOAT")
@@ -857,7 +877,7 @@ def test_a_chained_ogg_file_is_read_to_its_end_and_is_no_damage(music_clip, shar
     clips = sorted((shared_data / "4q" / "audio" / "Q1").glob("*.ogg"))[:2]  # Opus, 30 s each
     opus = tmp_path / "chained-opus.ogg"
     opus.write_bytes(b"".join(clip.read_bytes() for clip in clips))
-    assert [ogg_chains(path) for path in (parts[0], clips[0], vorbis, opus)] == [1, 1, 2, 2]
+    assert [ogg.chains(path) for path in (parts[0], clips[0], vorbis, opus)] == [1, 1, 2, 2]
     first, rate_hz = sf.read(vorbis)
     assert len(first) == 4 * rate_hz  # all that libsndfile alone makes of it
     opus_s = sum(sf.info(clip).duration for clip in clips)
