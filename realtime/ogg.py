@@ -28,9 +28,11 @@ _CRC_AT = 22  # the page's CRC-32, little-endian, computed with these 4 bytes ze
 _REVERSED_BITS = bytes(int(f"{b:08b}"[::-1], 2) for b in range(256))
 
 
-def _crc(page: bytes) -> int:
-    raw = zlib.crc32(page.translate(_REVERSED_BITS), 0xFFFFFFFF) ^ 0xFFFFFFFF  # zlib's, unwound
-    return int(f"{raw:032b}"[::-1], 2)
+def _sound(page: bytes) -> bool:
+    """Whether the page's checksum is right."""
+    blanked = page[:_CRC_AT] + bytes(4) + page[_CRC_AT + 4 :]
+    raw = zlib.crc32(blanked.translate(_REVERSED_BITS), 0xFFFFFFFF) ^ 0xFFFFFFFF  # zlib's, unwound
+    return int(f"{raw:032b}"[::-1], 2) == int.from_bytes(page[_CRC_AT : _CRC_AT + 4], "little")
 
 
 def _page_bytes(data, start: int) -> int | None:
@@ -97,10 +99,7 @@ def damaged_stretches(path: str | os.PathLike) -> int:
             if match is None:
                 break
             size = _page_bytes(data, start)
-            page = None if size is None else bytes(data[start : start + size])
-            if page is not None and _crc(page[:_CRC_AT] + bytes(4) + page[_CRC_AT + 4 :]) == int.from_bytes(
-                page[_CRC_AT : _CRC_AT + 4], "little"
-            ):
+            if size is not None and _sound(bytes(data[start : start + size])):
                 at, in_damage = start + size, False
                 continue
             if not in_damage:
