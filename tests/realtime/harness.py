@@ -135,10 +135,23 @@ def _listening_or_serving(port: int) -> bool:
     return False
 
 
+def own_port(module: str, args: tuple[str, ...] | list[str]) -> list[str]:
+    """``listen``'s ARGS with a free ``--pub`` where they name none: a test does not need the
+    default port, which a listen running on the machine holds (the test then fails with
+    "already in use" before what it checks)."""
+    return [*args] if module != "listen" or "--pub" in args else ["--pub", free_endpoint(), *args]
+
+
 def start(module: str, *args: str, env=None, stdin=None, quiet: bool = True) -> subprocess.Popen:
     """``python -m realtime.<module> [--quiet] ARGS`` in the repository, output captured."""
     return subprocess.Popen(
-        [sys.executable, "-m", f"realtime.{module}", *(["--quiet"] if quiet else []), *args],
+        [
+            sys.executable,
+            "-m",
+            f"realtime.{module}",
+            *(["--quiet"] if quiet else []),
+            *own_port(module, args),
+        ],
         cwd=REPO,
         env=env,
         stdin=stdin,
@@ -218,6 +231,6 @@ class Lines:
 def run(module: str, *args: str, env=None, timeout_s: float = 60) -> subprocess.CompletedProcess:
     """``python -m realtime.<module> --quiet ARGS`` to the end (for the errors it prints)."""
     return subprocess.run(
-        [sys.executable, "-m", f"realtime.{module}", "--quiet", *args],
+        [sys.executable, "-m", f"realtime.{module}", "--quiet", *own_port(module, args)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout_s,
     )  # fmt: skip

@@ -22,7 +22,17 @@ import zmq
 from models.musicnn import MSD_LABELS
 from realtime.session import resampler_for
 from realtime.sources import FileSource, StdinSource
-from tests.realtime.harness import REPO, Subscriber, ended, finish, first_status, free_endpoint, listen, run
+from tests.realtime.harness import (
+    REPO,
+    Subscriber,
+    ended,
+    finish,
+    first_status,
+    free_endpoint,
+    listen,
+    own_port,
+    run,
+)
 
 CLIP = "4q/audio/Q1/MT0000040632.ogg"
 
@@ -305,7 +315,7 @@ def refused_here(capsys, *args: str) -> tuple[int, str]:
 
     capsys.readouterr()
     try:
-        code = listen_module.main(["--quiet", *args])
+        code = listen_module.main(["--quiet", *own_port("listen", args)])
     except SystemExit as exc:  # argparse exits 2; a string is Python's "print it, exit 1"
         code = exc.code if isinstance(exc.code, int) else 1
         if isinstance(exc.code, str):
@@ -477,7 +487,7 @@ def test_input_errors_come_before_torch_and_the_model_load(tmp_path, virtual_mic
             (["--list-devices"], None),
         ):
             proc = subprocess.run(
-                [sys.executable, "-c", CHECK_BEFORE_TORCH, "--quiet", *args],
+                [sys.executable, "-c", CHECK_BEFORE_TORCH, "--quiet", *own_port("listen", args)],
                 cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
             )  # fmt: skip
             code, seconds, torch_loaded = proc.stdout.strip().splitlines()[-1].split()
@@ -501,7 +511,10 @@ def test_analyze_says_the_same_as_listen_as_fast(tmp_path):
     bad.write_bytes(os.urandom(3000))
     for path, words in ((tmp_path / "absent.wav", "audio file not found"), (bad, "cannot decode audio file")):
         said = []
-        for script, args in ((CHECK_BEFORE_TORCH, ["--quiet", "--file"]), (CHECK_ANALYZE_BEFORE_TORCH, [])):
+        for script, args in (
+            (CHECK_BEFORE_TORCH, own_port("listen", ["--quiet", "--file"])),
+            (CHECK_ANALYZE_BEFORE_TORCH, []),
+        ):
             proc = subprocess.run(
                 [sys.executable, "-c", script, *args, str(path)],
                 cwd=REPO,
@@ -745,7 +758,7 @@ sys.exit(code)
 def test_without_portaudio_devices_say_what_to_install_and_files_still_work(music, tmp_path):
     def run_without(*args):
         return subprocess.run(
-            [sys.executable, "-c", WITHOUT_PORTAUDIO, "--quiet", *args],
+            [sys.executable, "-c", WITHOUT_PORTAUDIO, "--quiet", *own_port("listen", args)],
             cwd=REPO, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
 
