@@ -42,8 +42,8 @@ def parse_args(argv: list[str] | None, prog: str = "python -m realtime.analyze")
     parser.add_argument(
         "file",
         metavar="FILE",
-        help="audio file (libsndfile reads wav, flac, ogg, mp3…; anything else, e.g. m4a or video, "
-        "through ffmpeg when it is installed)",
+        help="audio file (libsndfile reads wav, flac, ogg…; mp3, m4a, video and anything else ffmpeg "
+        "decodes go through ffmpeg when it is installed)",
     )
     parser.add_argument(
         "--json", action="store_true", help="each window's mood message, one JSON object per line"

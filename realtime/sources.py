@@ -641,6 +641,8 @@ class _ThreadSource(Source):
     def _guarded_run(self, ring: RingBuffer) -> None:
         try:
             self._run(ring)
+        except SourceError as exc:  # already in the user's words
+            self._fail(str(exc))
         except Exception as exc:  # any failure must become `error`, not a silently dead thread
             self._fail(f"{self.kind} source {self.name!r} failed: {exc}")
         finally:
@@ -693,6 +695,7 @@ class FileSource(_ThreadSource):
         self.frames_said = None if info.format == "MP3" or self.length_unknown else info.frames
         # One recording after another in one Ogg file (a radio stream's dump, or files joined with
         # cat): libsndfile reads the first and ends there, without a word (open_file: ffmpeg).
+        self.format = info.format  # libsndfile's name of the container: "WAV", "FLAC", "OGG", "MP3"...
         self.is_ogg = info.format == "OGG"
         self.chains = ogg.chains(file_path) if self.is_ogg else 1
         self.chained = self.chains > 1
@@ -715,7 +718,14 @@ class FileSource(_ThreadSource):
             start_wall_s = time.time()
             frames_written = 0
             while not stop.is_set():
-                chunk = f.read(read_frames, dtype="float32", always_2d=True, out=buf[:read_frames])
+                try:
+                    chunk = f.read(read_frames, dtype="float32", always_2d=True, out=buf[:read_frames])
+                except sf.LibsndfileError as exc:  # damaged beyond what it skips: an MP3 it cannot resync
+                    raise SourceError(
+                        f"libsndfile cannot decode {self.path} past {frames_written / self.sample_rate_hz:.1f} s "
+                        f"({exc.error_string.rstrip('.')}): the file is damaged there; with ffmpeg installed it is read "
+                        "past the damage"
+                    ) from None
                 if chunk.shape[0] == 0:
                     self._check_length(frames_written)
                     break
@@ -1173,11 +1183,16 @@ def open_file(path: str | os.PathLike, realtime: bool = False, rate_hz: int | No
             raise
         first = exc
     else:
-        if not (source.length_unknown or source.chained) or shutil.which("ffmpeg") is None:
+        if (
+            not (source.length_unknown or source.chained or source.format == "MP3")
+            or shutil.which("ffmpeg") is None
+        ):
             return source
         # A FLAC written to a pipe says no length, and libsndfile, seeking for one at its end,
         # fails there ("Internal psf_fseek() failed", exit 1 after all its audio); of a chained Ogg
-        # file it reads the first recording alone: ffmpeg reads them to the end.
+        # file it reads the first recording alone; at a damaged stretch of an MP3 that its mpg123
+        # cannot resync in, it fails ("Unspecified internal error", the rest unread) and mpg123
+        # writes its notes on stderr: ffmpeg reads them to the end, skipping damage with a warning.
         return _file_through_ffmpeg(path, realtime, rate_hz)
     # Ask ffmpeg now (a fraction of a second), so a file nothing can read fails here, before the
     # model loads, with libsndfile's message and ffmpeg's reason.

@@ -490,6 +490,44 @@ def test_a_garbled_stretch_of_ogg_opus_that_libsndfile_decodes_past_ends_with_a_
     )
 
 
+def test_a_damaged_mp3_is_read_past_its_damage_and_libsndfile_alone_says_where_it_stopped(
+    music_clip, clip, tmp_path
+):
+    """At a damaged stretch of an MP3 that its mpg123 cannot resync in, libsndfile fails, the
+    rest unread (``analyze`` exited 1 two thirds into a 30 s file): ``open_file`` has ffmpeg read
+    MP3s, which skips the damage and says so; without ffmpeg, the error says where and why."""
+    mp3 = tmp_path / "clip.mp3"
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(music_clip), "-c:a", "libmp3lame", "-b:a", "128k",
+         str(mp3)],
+        check=True,
+    )  # fmt: skip
+    data = bytearray(mp3.read_bytes())
+    data[len(data) // 3 : len(data) // 3 + len(data) // 20] = bytes(len(data) // 20)
+    damaged = tmp_path / "damaged.mp3"
+    damaged.write_bytes(bytes(data))
+    said_s = len(clip) / CLIP_RATE_HZ
+    for path in (mp3, damaged):
+        src = open_file(path, rate_hz=CLIP_RATE_HZ)
+        assert isinstance(src, UrlSource) and src.kind == "file"
+        ring = RingBuffer(2**18, 1)
+        src.start(ring)
+        got_s = len(drain(ring, src)) / CLIP_RATE_HZ
+        assert src.state == "ended" and src.error is None
+        if path is mp3:
+            assert abs(got_s - said_s) < 0.05 and src.warning is None, (got_s, src.warning)
+    assert said_s * 0.85 < got_s < said_s - 0.5  # all but the damaged twentieth
+    assert (src.warning or "").startswith(f"ffmpeg met damaged data in {damaged} ("), src.warning
+    src = FileSource(damaged)  # what open_file falls back to without ffmpeg
+    ring = RingBuffer(2**18, 1)
+    src.start(ring)
+    stopped_s = len(drain(ring, src)) / src.sample_rate_hz
+    assert stopped_s < said_s * 0.4 and src.error == (
+        f"libsndfile cannot decode {damaged} past {stopped_s:.1f} s (Unspecified internal error): the file is "
+        "damaged there; with ffmpeg installed it is read past the damage"
+    )
+
+
 def test_file_realtime_paces_to_the_wall_clock(clip, tmp_path):
     excerpt = tmp_path / "one_second.wav"
     sf.write(excerpt, clip[:CLIP_RATE_HZ], CLIP_RATE_HZ, subtype="FLOAT")
