@@ -141,11 +141,11 @@ class CaptureClock:
         self._marks.append((end_index, capture_time))
 
     def _count_gap(self, now: float, lateness: float) -> None:
-        # ``_lateness`` holds the on-time marks of the last FLOOR_S whose lateness no later one is
-        # under (rising from the left): its first is the least, at a cost of O(1) a mark.
+        # ``_lateness`` holds the on-time marks of the FLOOR_S up to the last on-time one whose
+        # lateness no later one is under (rising from the left): its first is the least, at a cost
+        # of O(1) a mark.  Up to the last on-time mark, not to now: after an outage longer than
+        # FLOOR_S, the lateness to compare with is that before it (none was left, so no gap).
         history = self._lateness
-        while history and history[0][0] < now - self.FLOOR_S:
-            history.popleft()
         floor = history[0][1] if history else lateness
         if lateness - floor <= self.GAP_MIN_S:  # on time: a rise before it was unevenness
             if self._raised is not None:
@@ -153,6 +153,8 @@ class CaptureClock:
             while history and history[-1][1] >= lateness:
                 history.pop()
             history.append((now, lateness))
+            while history[0][0] < now - self.FLOOR_S:
+                history.popleft()
             self._raised = None
             return
         since, least, most = self._raised or (now, lateness, lateness)

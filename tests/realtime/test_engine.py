@@ -161,6 +161,14 @@ def test_a_streams_uneven_arrival_is_no_gap_and_audio_that_never_came_is_one():
     assert clock.gaps == 0  # not yet: up for under SETTLE_S, it could still be unevenness
     _stream_marks(clock, 30, start_s=64.0, first_frame=62 * RATE_HZ, rng=rng)
     assert clock.gaps == 1 and clock.gap_seconds == pytest.approx(2.0, abs=0.01)
+    # Outages longer than the lateness compared with (FLOOR_S): the lateness before them counts,
+    # not the time since (all of it inside the outage, none: they were no gap at all).
+    for outage_s in (15.0, 120.0):
+        long_away = CaptureClock(RATE_HZ)
+        _stream_marks(long_away, 20, rng=rng)
+        _stream_marks(long_away, 10, start_s=20.0 + outage_s, first_frame=20 * RATE_HZ, rng=rng)
+        assert long_away.gaps == 1, outage_s
+        assert long_away.gap_seconds == pytest.approx(outage_s, abs=0.01)
     # Stopped a moment after an outage, its lateness up for under SETTLE_S: a gap if it rose more
     # than the pages ever made it waver (just under a second here), and not if less.
     for outage_s, gaps in ((2.0, 1), (0.5, 0)):
