@@ -918,8 +918,15 @@ class UrlSource(Source):
         self._stderr_lines.clear()
         self._broke = None
         try:
+            # In a process group of its own: a terminal's Ctrl-C goes to the whole job, and ffmpeg,
+            # stopped by it, exited 255 before listen stopped it, a failure of the source (exit 1).
+            # listen stops it (stop()); if listen dies, ffmpeg's next write to the pipe ends it.
             self._proc = subprocess.Popen(
-                self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                process_group=0,
             )
         except OSError as exc:
             raise SourceError(f"cannot run ffmpeg ({self._ffmpeg}): {exc}") from exc

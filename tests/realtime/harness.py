@@ -142,8 +142,12 @@ def own_port(module: str, args: tuple[str, ...] | list[str]) -> list[str]:
     return [*args] if module != "listen" or "--pub" in args else ["--pub", free_endpoint(), *args]
 
 
-def start(module: str, *args: str, env=None, stdin=None, quiet: bool = True) -> subprocess.Popen:
-    """``python -m realtime.<module> [--quiet] ARGS`` in the repository, output captured."""
+def start(
+    module: str, *args: str, env=None, stdin=None, quiet: bool = True, own_group: bool = False
+) -> subprocess.Popen:
+    """``python -m realtime.<module> [--quiet] ARGS`` in the repository, output captured.
+    ``own_group``: in a process group of its own, as a shell's job, so that a signal to the group
+    (``os.killpg``) is a terminal's Ctrl-C: its children get it too."""
     return subprocess.Popen(
         [
             sys.executable,
@@ -157,11 +161,12 @@ def start(module: str, *args: str, env=None, stdin=None, quiet: bool = True) -> 
         stdin=stdin,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        process_group=0 if own_group else None,
     )
 
 
-def listen(*args: str, env=None, stdin=None, quiet: bool = True) -> subprocess.Popen:
-    return start("listen", *args, env=env, stdin=stdin, quiet=quiet)
+def listen(*args: str, env=None, stdin=None, quiet: bool = True, own_group: bool = False) -> subprocess.Popen:
+    return start("listen", *args, env=env, stdin=stdin, quiet=quiet, own_group=own_group)
 
 
 def finish(proc: subprocess.Popen, timeout_s: float = 60) -> tuple[int, str]:

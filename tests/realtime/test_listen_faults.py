@@ -7,8 +7,10 @@ by itself, count the audio it lost as gaps, and stop cleanly whenever it is aske
 
 from __future__ import annotations
 
+import os
 import re
 import signal
+import subprocess
 import time
 
 import soundfile as sf
@@ -85,6 +87,26 @@ def test_a_stream_that_dies_and_comes_back_is_followed(shared_data):
         server.kill()
         code, err = finish(proc, timeout_s=30)
         assert code == 1 and "error: the stream" in err and "ended" in err, err
+
+
+def test_a_ctrl_c_at_the_terminal_stops_a_file_read_through_ffmpeg_with_exit_0(shared_data, tmp_path):
+    """A terminal's Ctrl-C goes to every process of the job: ffmpeg, reading an MP3 (or a --url),
+    exited 255 on it, and listen took that for the source failing ("error: ffmpeg exited with code
+    255", exit 1); of a live stream, it warned of "damaged data" with an empty message."""
+    mp3 = tmp_path / "clip.mp3"
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(shared_data / CLIP), "-t", "20", str(mp3)],
+                   check=True)  # fmt: skip
+    endpoint = free_endpoint()
+    sub = Subscriber(endpoint)
+    proc = listen("--file", str(mp3), "--realtime", "--pub", endpoint, own_group=True)
+    try:
+        sub.collect(_moods_after(0), 60)
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        code, err = finish(proc, timeout_s=20)
+        sub.close()
+    assert code == 0 and "error" not in err and "warning" not in err, err
+    assert _last_status(sub)["source"]["error"] is None, _last_status(sub)
 
 
 def test_a_device_whose_audio_server_stops_is_reopened_and_gaps_are_counted(shared_data, tmp_path):
