@@ -464,7 +464,8 @@ class Engine:
             return "ended"
         last_audio = self.ring.last_write_monotonic if self.ring is not None else 0.0
         if not last_audio:
-            return "starting" if time.monotonic() - self.started < self.config.stall_after_s else "stalled"
+            allowed_s = max(self.config.stall_after_s, self.source.first_audio_s)
+            return "starting" if time.monotonic() - self.started < allowed_s else "stalled"
         if time.monotonic() - last_audio > self.config.stall_after_s:
             return "stalled"
         return "running"

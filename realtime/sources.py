@@ -175,6 +175,8 @@ class Source:
 
     kind: str = ""
     live: bool = False  # audio arrives at the pace it is played (a device, a pipe, a paced file)
+    # How long after its start the first audio may take, the source still starting, not stalled.
+    first_audio_s: float = 0.0
 
     def __init__(self, name: str, sample_rate_hz: int, channels: int):
         self.name = name
@@ -930,6 +932,10 @@ class UrlSource(Source):
             )
         except OSError as exc:
             raise SourceError(f"cannot run ffmpeg ({self._ffmpeg}): {exc}") from exc
+
+    # ffmpeg probes a live stream for a few seconds of it before its first audio (~2 s of Ogg);
+    # with nothing coming it gives up after URL_LOST_AFTER_S, and the source reconnects.
+    first_audio_s = URL_LOST_AFTER_S
 
     def start(self, ring: RingBuffer) -> None:
         """Start ffmpeg; raise SourceError if it fails within ``open_timeout_s``."""
