@@ -142,6 +142,7 @@ class WebView:
         self._inbox: collections.deque = collections.deque(maxlen=INBOX_MESSAGES)
         self._clients: set[Client] = set()
         self._history: collections.deque = collections.deque()  # (t_stream, valence, arousal, silent)
+        self._last_mood_seq = -1  # a mood seq not above the last one is a new run's
         self._last: dict[str, bytes] = {}  # the last status, mood and colour events
         # Counted by the server's thread, read at the end (summary): browsers that connected, and
         # events dropped for browsers that read too slowly.
@@ -247,6 +248,11 @@ class WebView:
             self._last["status"] = _event("status", message)
             return [self._last["status"]]
         valence, arousal = message["valence"], message["arousal"]
+        if message["seq"] <= self._last_mood_seq or (
+            self._history and message["t_stream"] < self._history[-1][0] - 1.0
+        ):  # a new run (an analyzer restarted under realtime.view): its history starts over
+            self._history.clear()
+        self._last_mood_seq = message["seq"]
         self._history.append((message["t_stream"], valence, arousal, message["silent"]))
         while self._history and self._history[0][0] < message["t_stream"] - HISTORY_S:
             self._history.popleft()

@@ -156,7 +156,9 @@ function onHistory(h) {
 }
 
 function onMood(m) {
-  if (view.t.length && m.t_stream < view.t[view.t.length - 1] - 1) { // a new stream: start over
+  // A new run (the analyzer restarted): its seq starts again, and mostly its stream time too.
+  const newRun = (view.lastMood && m.seq < view.lastMood.seq) || (view.t.length && m.t_stream < view.t[view.t.length - 1] - 1);
+  if (newRun) { // start over
     view.t = []; view.valence = []; view.arousal = []; view.silent = [];
   }
   // A browser that connects mid-show gets the last mood twice: in the history, then as itself.

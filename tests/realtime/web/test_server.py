@@ -15,6 +15,7 @@ import pytest
 from realtime.web import web_address
 from realtime.web.server import HISTORY_S, WebView, colour_hex
 from tests.realtime.test_listen_web import events_of
+from tests.realtime.web.browser import Browser, chromium
 
 
 def mood(
@@ -57,6 +58,52 @@ def test_a_browser_that_connects_mid_show_gets_the_last_five_minutes_then_the_st
     assert events[3][1] == sent[-1] and events[4][1] == {"seq": 39, "rgb": colour_hex(0.5, -0.2 + 0.39)}
     assert events[6][1] == {"seq": 40, "rgb": "#000000"}  # silence: black, as on the lights
     assert web.summary() == "web view: served 1 browser"
+
+
+def test_a_restarted_analyzer_starts_the_history_over():
+    """``realtime.view`` outlives the analyzers it follows: a browser opened after a restart got
+    both runs in one history, drawn over each other (12 s back to 3 s)."""
+    web = WebView("127.0.0.1", 0, title="test")
+    try:
+        for seq in range(10):  # a first run, stopped at 12 s
+            web.publish("mood", mood(seq, 3.0 + seq, -0.5, -0.5))
+        for seq in range(3):  # the next: its seq and stream time start again
+            web.publish("mood", mood(seq, 3.0 + seq, 0.5, 0.5))
+        web.publish("mood", mood(0, 20.0, 0.1, 0.1))  # and again, its stream time further on
+        web.publish("status", {"seq": 0, "source": {"state": "running"}})
+        deadline = time.monotonic() + 5
+        while web._last.get("status") is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        answer = urllib.request.urlopen(f"http://127.0.0.1:{web.port}/events", timeout=10)
+    finally:
+        web.close()
+    history = events_of(answer.read())[1][1]
+    assert (history["t_stream"], history["valence"]) == ([20.0], [0.1])
+
+
+@pytest.mark.skipif(chromium() is None, reason="needs Chromium (apt-get install chromium)")
+def test_the_page_starts_its_timeline_over_when_the_analyzer_restarts(tmp_path):
+    """In a real browser: a run's moods, then a new run's, whose stream time may be further on
+    than where the last ended (its seq starts again): the timeline holds the new run's alone."""
+    web = WebView("127.0.0.1", 0, title="test")
+    try:
+        with Browser(tmp_path / "chromium") as browser:
+            browser.open(web.url)
+            browser.wait_for("typeof view !== 'undefined' && view.connected", 20, "the page's event stream")
+            for seq in range(5):
+                web.publish("mood", mood(seq, 1.0 + seq, -0.5, -0.5))
+            browser.wait_for("view.t.length === 5", 20, "the first run")
+            for seq in range(2):
+                web.publish("mood", mood(seq, 8.0 + seq, 0.5, 0.5))
+            shown = browser.wait_for(
+                "view.lastMood && view.lastMood.seq === 1 && view.t.length <= 2 && view.t",
+                20,
+                "the second run",
+            )
+    finally:
+        web.close()
+    assert shown == [8.0, 9.0]
 
 
 @pytest.mark.parametrize(
