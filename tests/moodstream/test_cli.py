@@ -171,12 +171,15 @@ def test_a_stop_that_lands_in_a_finalizer_is_the_one_line_not_a_traceback(tmp_pa
     traceback before the one line.  The stop itself is kept (``stop_asked``) and honoured."""
     script = textwrap.dedent(
         """
-        import os, signal
+        import signal, threading
         from moodstream.cli import run, stop_asked
 
         class Finalized:
             def __del__(self):
-                os.kill(os.getpid(), signal.SIGINT)  # the handler runs in here, between bytecodes
+                # To this thread: delivered before pthread_kill returns, so its handler runs in
+                # here, between bytecodes (os.kill may pick another thread, which the kernel can
+                # run later: a CI run's handler came after __del__, and stop_asked said None).
+                signal.pthread_kill(threading.get_ident(), signal.SIGINT)
                 for _ in range(10_000):
                     pass
 
