@@ -290,6 +290,7 @@ class Engine:
         self.moods_sent = 0
         self.status_seq = 0
         self.started = time.monotonic()
+        self._stopped = False  # asked to stop before its source ended: the last status says so
         self.ring: RingBuffer | None = None  # run's
 
     @property
@@ -346,6 +347,9 @@ class Engine:
                 # Audio in but too little to read yet (a device reopened a moment ago) counts too.
                 self.clock.mark(*ring.last_capture, ring.dropped_frames)
                 self.clock.close(time.time(), away=self._source_state() in ("stalled", "reconnecting"))
+            # Stopped (Ctrl-C, SIGTERM), not ended: a client tells the operator's stop from a
+            # file's or a stream's end.
+            self._stopped = stop.is_set() and not self.source.finished
             self.source.stop()
         if self.outputs:
             self.outputs.flush()  # so the last status counts the last mood's sends
@@ -456,10 +460,12 @@ class Engine:
             self.on_mood(message)
 
     def _source_state(self) -> str:
-        if self.source.reconnecting:
-            return "reconnecting"
         if self.source.error:
             return "error"
+        if self._stopped:
+            return "stopped"
+        if self.source.reconnecting:
+            return "reconnecting"
         if self.source.finished:
             return "ended"
         last_audio = self.ring.last_write_monotonic if self.ring is not None else 0.0

@@ -19,7 +19,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 from referencing import Registry, Resource
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 TOPICS = ("mood", "status")
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
 # A mood message with a few hundred tags is a few kB; anything near this is not ours.

@@ -24,7 +24,15 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from moodstream.cli import Parser, interrupt, run
-from realtime.feed import DEFAULT_ENDPOINT, MAX_MESSAGE_BYTES, TOPICS, FeedError, decode, feed_endpoint
+from realtime.feed import (
+    DEFAULT_ENDPOINT,
+    MAX_MESSAGE_BYTES,
+    SCHEMA_VERSION,
+    TOPICS,
+    FeedError,
+    decode,
+    feed_endpoint,
+)
 from realtime.keys import CurveError, add_subscriber_options, secure_subscriber
 from realtime.smoothing import MOOD_STATES
 
@@ -39,7 +47,7 @@ _FEED_HELP = f"""\
 the feed:
   A ZeroMQ PUB socket (default {DEFAULT_ENDPOINT}).  Each message is two frames: the topic
   ('mood' or 'status'), then a UTF-8 JSON object described by realtime/schema/feed.schema.json
-  (schema 4).  With --json both topics print as bare objects: 'tags' marks a mood, 'uptime_s'
+  (schema {SCHEMA_VERSION}).  With --json both topics print as bare objects: 'tags' marks a mood, 'uptime_s'
   a status.
   mood    once per analysis hop: tags (probability of every tag), active (tags on now),
           valence and arousal in [-1, 1] or null, state (the mood state, null without
@@ -47,7 +55,8 @@ the feed:
           state_p (each state's probability), moods, emotions, descriptors (the active tags
           of each vocabulary, strongest first), silent, t_capture/t_publish (Unix s),
           latency_ms, t_stream, hop_s, context_s, smooth_s, seq, model, schema.
-  status  once a second: source (kind, name, state, sample_rate_hz, error, reconnect),
+  status  once a second: source (kind, name, state: starting, running, stalled, reconnecting,
+          ended, stopped or error; sample_rate_hz, error, reconnect),
           overflows, dropped_samples, sanitized_samples, clipped_samples, gaps and gap_seconds
           (live audio that never arrived), published (mood messages sent), latency_ms (p50,
           p99, count over the last minute), process_ms (the analyzer's stages per window, p50

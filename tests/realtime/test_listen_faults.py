@@ -108,6 +108,9 @@ def test_a_ctrl_c_at_the_terminal_stops_a_file_read_through_ffmpeg_with_exit_0(s
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         code, err = finish(proc, timeout_s=20)
+    try:  # the last status: stopped, not ended (the file had not), nor an error
+        sub.collect(_state("stopped"), 10)
+    finally:
         sub.close()
     assert code == 0 and "error" not in err and "warning" not in err, err
     assert _last_status(sub)["source"]["error"] is None, _last_status(sub)

@@ -35,7 +35,7 @@ def valid_mood(**overrides: object) -> dict:
     tags = {name: round(0.01 + 0.3 * (i % 7) / 7, 3) for i, name in enumerate(MTAT_TAGS)}
     tags.update(rock=0.81, pop=0.55, electronic=0.40)
     message = {
-        "schema": 4,
+        "schema": 5,
         "seq": 12,
         "model": "musicnn-mtat",
         "t_capture": t_capture,
@@ -68,7 +68,7 @@ def valid_mood(**overrides: object) -> dict:
 def valid_status(**overrides: object) -> dict:
     """A status message of a device source that is running."""
     message = {
-        "schema": 4,
+        "schema": 5,
         "seq": 3,
         "t": time.time(),
         "model": "musicnn-mtat",

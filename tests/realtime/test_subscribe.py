@@ -27,7 +27,7 @@ def valid_mood(seq: int = 0, **overrides: object) -> dict:
     """A mood message as the engine publishes it (t_publish/latency_ms are stamped on send)."""
     t_capture = time.time() - 0.035
     message = {
-        "schema": 4,
+        "schema": 5,
         "seq": seq,
         "model": "musicnn-mtat",
         "t_capture": t_capture,
@@ -60,7 +60,7 @@ def valid_mood(seq: int = 0, **overrides: object) -> dict:
 def valid_status(seq: int = 0) -> dict:
     """A status message of a device source that is running."""
     return {
-        "schema": 4,
+        "schema": 5,
         "seq": seq,
         "t": time.time(),
         "model": "musicnn-mtat",

@@ -240,6 +240,7 @@ function trouble() {
     return ["warn", `the ${src.kind} was lost: reconnecting${r ? ` (attempt ${r.attempt}: ${r.reason})` : ""}`];
   }
   if (src.state === "ended") return ["warn", `the ${src.kind} ended`];
+  if (src.state === "stopped") return ["warn", "the analyzer was stopped"];
   if (src.state === "error") return ["bad", `the ${src.kind} failed: ${src.error || "unknown error"}`];
   return null;
 }
