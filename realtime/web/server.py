@@ -23,6 +23,7 @@ import asyncio
 import collections
 import errno
 import json
+import logging
 import socket
 import threading
 from importlib import resources
@@ -32,6 +33,8 @@ from aiohttp import web
 from realtime.outputs.values import mood_colour
 from realtime.smoothing import STATES
 from realtime.web import WebError, is_loopback_host
+
+log = logging.getLogger(__name__)
 
 HISTORY_S = 300.0  # the timeline's span
 TRAIL_S = 60.0  # the valence/arousal plane's fading trail
@@ -158,6 +161,14 @@ class WebView:
         self._ready.wait()
         if self._error is not None:
             raise WebError(f"--web: the view's server did not start: {self._error}")
+        if not is_loopback_host(host):  # as the feed says of itself (realtime.publisher)
+            log.warning(
+                "moodstream: serving the web view on %s:%d, which other machines may reach, with no "
+                "password: it shows the mood, the analyzer's status and the source's name (a file's "
+                "path, a URL); use 127.0.0.1 to keep it local",
+                host,
+                self.port,
+            )
 
     @property
     def url(self) -> str:

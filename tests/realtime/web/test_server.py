@@ -106,6 +106,16 @@ def test_the_page_starts_its_timeline_over_when_the_analyzer_restarts(tmp_path):
     assert shown == [8.0, 9.0]
 
 
+def test_a_view_other_machines_may_reach_says_so_and_a_local_one_does_not(caplog):
+    for host, warned in (("127.0.0.1", False), ("0.0.0.0", True)):
+        caplog.clear()
+        WebView(host, 0).close()
+        said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert bool(said) == warned and all(
+            "other machines may reach, with no password" in m for m in said
+        ), said
+
+
 @pytest.mark.parametrize(
     "text, address",
     [("8080", ("127.0.0.1", 8080)), ("0.0.0.0:80", ("0.0.0.0", 80)), ("[::1]:9000", ("::1", 9000)),
