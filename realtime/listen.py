@@ -104,7 +104,9 @@ def parse_args(argv: list[str] | None, prog: str = "python -m realtime.listen") 
         metavar="HZ",
         help="sample rate of --stdin audio",
     )
-    src.add_argument("--format", default="f32le", choices=("f32le", "s16le"), help="--stdin sample format (default f32le)")
+    src.add_argument(
+        "--format", default="f32le", choices=("f32le", "s16le"), help="--stdin sample format (default f32le)"
+    )
     src.add_argument("--url", metavar="URL", help="any URL or file ffmpeg can decode (radio stream, video…)")
     src.add_argument(
         "--no-reconnect",
