@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None, prog: str = "python -m realtime.analyze")
     parser.add_argument(
         "file",
         metavar="FILE",
-        help="audio file (libsndfile reads wav, flac, ogg…; mp3, m4a, video and anything else ffmpeg "
+        help="audio file (libsndfile reads wav, aiff, ogg…; mp3, flac, m4a, video and anything else ffmpeg "
         "decodes go through ffmpeg when it is installed)",
     )
     parser.add_argument(

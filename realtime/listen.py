@@ -89,7 +89,7 @@ def parse_args(argv: list[str] | None, prog: str = "python -m realtime.listen") 
     src.add_argument(
         "--file",
         metavar="PATH",
-        help="an audio file (libsndfile reads wav, flac, ogg…; mp3, m4a, video and anything else ffmpeg decodes go "
+        help="an audio file (libsndfile reads wav, aiff, ogg…; mp3, flac, m4a, video and anything else ffmpeg decodes go "
         "through ffmpeg when it is installed)",
     )
     src.add_argument(

@@ -695,6 +695,12 @@ class FileSource(_ThreadSource):
         # a damaged stretch without a word, only shorter.
         self.length_unknown = info.frames >= 2**62
         self.frames_said = None if info.format == "MP3" or self.length_unknown else info.frames
+        # A WAV or AIFF cut short (a copy or a download that did not finish): libsndfile gives the
+        # frames the file holds, and says in its log what the header said.
+        self.cut_short = False
+        header_frames = _header_frames(info.extra_info)
+        if header_frames is not None and self.frames_said is not None and header_frames > self.frames_said:
+            self.frames_said, self.cut_short = header_frames, True
         # One recording after another in one Ogg file (a radio stream's dump, or files joined with
         # cat): libsndfile reads the first and ends there, without a word (open_file: ffmpeg).
         self.format = info.format  # libsndfile's name of the container: "WAV", "FLAC", "OGG", "MP3"...
@@ -764,7 +770,9 @@ class FileSource(_ThreadSource):
             return
         if said and said - frames_read > rate // 10:
             self.warning = (
-                f"{self.path} decoded to {frames_read / rate:.1f} s of the {said / rate:.1f} s it says "
+                _short_file(self.path, frames_read / rate, said / rate)
+                if self.cut_short
+                else f"{self.path} decoded to {frames_read / rate:.1f} s of the {said / rate:.1f} s it says "
                 "it holds: a damaged stretch of it was skipped"
             )
         elif self.is_ogg and (stretches := ogg.damaged_stretches(self.path)):
@@ -772,6 +780,29 @@ class FileSource(_ThreadSource):
                 f"{self.path} has {stretches} damaged stretch{'es' if stretches != 1 else ''} (Ogg pages "
                 "whose checksums fail), which libsndfile decoded past: what they held is missing or garbled"
             )
+
+
+# libsndfile's log of a WAV whose data chunk says more than the file holds, and of an AIFF's COMM
+# chunk; a WAV written to a pipe says 0xFFFFFFFF (no length), which is no claim.
+_WAV_DATA_SAID = re.compile(r"^data : (\d+) \(should be \d+\)", re.MULTILINE)
+_WAV_BLOCK_ALIGN = re.compile(r"Block Align\s*: (\d+)")
+_AIFF_FRAMES = re.compile(r"Frame count read from 'COMM' chunk \((\d+)\)")
+
+
+def _header_frames(log: str) -> int | None:
+    """The frames a WAV's or AIFF's header says it holds, where more than the file does."""
+    said, align = _WAV_DATA_SAID.search(log), _WAV_BLOCK_ALIGN.search(log)
+    if said and align and int(align.group(1)) and int(said.group(1)) < 0xFFFFFFFF:
+        return int(said.group(1)) // int(align.group(1))
+    aiff = _AIFF_FRAMES.search(log)
+    return int(aiff.group(1)) if aiff else None
+
+
+def _short_file(path, read_s: float, said_s: float) -> str:
+    return (
+        f"{path} ends after {read_s:.1f} s of the {said_s:.1f} s its header says it holds: the file is "
+        "cut short (a copy or a download that did not finish?)"
+    )
 
 
 _PCM_FORMATS = {
@@ -898,6 +929,10 @@ class UrlSource(Source):
         self._finite: bool | None = None  # the input has a length (a file): None until known
         self._length_thread: threading.Thread | None = None  # learning it (_learn_length)
         self._input_format: str | None = None  # ffmpeg's name of the input's format
+        # A file's length as its own header says it (open_file: libsndfile read it), checked at the
+        # end as FileSource checks its own: a FLAC cut short ends early with no error from ffmpeg.
+        self.expected_s: float | None = None
+        self._frames_read = 0
         self._decode_errors, self._first_decode_error = 0, ""  # over every ffmpeg run: ``warning``
 
     def command(self) -> list[str]:
@@ -998,6 +1033,12 @@ class UrlSource(Source):
                 self._finite = self._has_length()
             finite = self._finite
             if returncode == 0 and broke is None and finite:
+                read_s = self._frames_read / self.sample_rate_hz
+                if self.expected_s is not None and self.expected_s - read_s > 0.1 and self.warning is None:
+                    self.warning = (  # ffmpeg cannot tell which: both end in silence from it
+                        f"{self.url} decoded to {read_s:.1f} s of the {self.expected_s:.1f} s it says it "
+                        "holds: a damaged stretch was skipped, or the file is cut short"
+                    )
                 return  # a finite input that ended: the end
             if returncode != 0:  # ffmpeg failed: its last message says why
                 lost = self._ffmpeg_failure(-1 if returncode is None else returncode)
@@ -1094,6 +1135,7 @@ class UrlSource(Source):
                         got_audio = self._settled_by_audio = True
                         self.reconnecting = None  # back
                     self._settled.set()
+                    self._frames_read += block.size
                     if self.realtime:
                         ring.write(block.reshape(-1, 1))
                     elif not _write_waiting(ring, block.reshape(-1, 1), stop):
@@ -1196,17 +1238,21 @@ def open_file(path: str | os.PathLike, realtime: bool = False, rate_hz: int | No
             raise
         first = exc
     else:
-        if (
-            not (source.length_unknown or source.chained or source.format == "MP3")
-            or shutil.which("ffmpeg") is None
-        ):
+        through_ffmpeg = source.length_unknown or source.chained or source.format in ("MP3", "FLAC")
+        if not through_ffmpeg or shutil.which("ffmpeg") is None:
             return source
         # A FLAC written to a pipe says no length, and libsndfile, seeking for one at its end,
         # fails there ("Internal psf_fseek() failed", exit 1 after all its audio); of a chained Ogg
         # file it reads the first recording alone; at a damaged stretch of an MP3 that its mpg123
         # cannot resync in, it fails ("Unspecified internal error", the rest unread) and mpg123
-        # writes its notes on stderr: ffmpeg reads them to the end, skipping damage with a warning.
-        return _file_through_ffmpeg(path, realtime, rate_hz)
+        # writes its notes on stderr, and so at a FLAC's lost sync ("flac decoder lost sync"):
+        # ffmpeg reads them to the end, skipping damage with a warning.  At the file's own rate
+        # where none is asked (analyze resamples it once, not twice); checked against the length
+        # the file says, as FileSource checks it (a FLAC cut short ends early, ffmpeg silent).
+        routed = _file_through_ffmpeg(path, realtime, rate_hz or source.sample_rate_hz)
+        if source.frames_said and source.format == "FLAC":
+            routed.expected_s = source.frames_said / source.sample_rate_hz
+        return routed
     # Ask ffmpeg now (a fraction of a second), so a file nothing can read fails here, before the
     # model loads, with libsndfile's message and ffmpeg's reason.
     probe = subprocess.run(

@@ -528,6 +528,56 @@ def test_a_damaged_mp3_is_read_past_its_damage_and_libsndfile_alone_says_where_i
     )
 
 
+def test_a_flac_damaged_or_cut_short_is_read_through_ffmpeg_and_a_wav_cut_short_says_so(clip, tmp_path):
+    """At a FLAC's lost sync libsndfile fails as at an MP3's (exit 1, the rest unread): ffmpeg reads
+    FLACs, checked against the length the file says.  A WAV or AIFF cut short (a copy that did not
+    finish) read as a whole, shorter file, without a word: its header's length says so."""
+    flac = tmp_path / "clip.flac"
+    sf.write(flac, clip, CLIP_RATE_HZ)
+    data = flac.read_bytes()
+    n = len(data)
+    damaged, cut = tmp_path / "damaged.flac", tmp_path / "cut.flac"
+    damaged.write_bytes(data[: n // 3] + bytes(n // 20) + data[n // 3 + n // 20 :])
+    cut.write_bytes(data[: n // 2])
+    said_s = len(clip) / CLIP_RATE_HZ
+    for path in (flac, damaged, cut):
+        src = open_file(path)
+        assert isinstance(src, UrlSource) and src.sample_rate_hz == CLIP_RATE_HZ  # its own rate
+        ring = RingBuffer(2**18, 1)
+        src.start(ring)
+        got_s = len(drain(ring, src)) / CLIP_RATE_HZ
+        assert src.state == "ended" and src.error is None, src.error
+        if path is flac:
+            assert abs(got_s - said_s) < 0.01 and src.warning is None, (got_s, src.warning)
+        else:
+            assert got_s < said_s - 1.0 and src.warning is not None, (path.name, got_s)
+            assert src.warning.startswith(f"ffmpeg met damaged data in {path} (") or src.warning == (
+                f"{path} decoded to {got_s:.1f} s of the {said_s:.1f} s it says it holds: a damaged stretch "
+                "was skipped, or the file is cut short"
+            ), src.warning
+    for fmt, suffix in (("WAV", "wav"), ("AIFF", "aiff")):
+        whole = tmp_path / f"clip.{suffix}"
+        sf.write(whole, clip, CLIP_RATE_HZ, format=fmt)
+        cut = tmp_path / f"cut.{suffix}"
+        cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 4])
+        for path in (whole, cut):
+            src = FileSource(path)
+            ring = RingBuffer(2**18, 1)
+            src.start(ring)
+            got_s = len(drain(ring, src)) / CLIP_RATE_HZ
+            assert (src.warning is None) == (path is whole), src.warning
+        assert src.warning == (
+            f"{cut} ends after {got_s:.1f} s of the {said_s:.1f} s its header says it holds: the file is cut "
+            "short (a copy or a download that did not finish?)"
+        )
+    piped = tmp_path / "piped.wav"  # written to a pipe, its header says no length: no claim
+    with piped.open("wb") as out:
+        subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(whole), "-f", "wav", "-"],
+                       stdout=out, check=True)  # fmt: skip
+    src = FileSource(piped)
+    assert src.frames_said == len(clip) and not src.cut_short
+
+
 def test_file_realtime_paces_to_the_wall_clock(clip, tmp_path):
     excerpt = tmp_path / "one_second.wav"
     sf.write(excerpt, clip[:CLIP_RATE_HZ], CLIP_RATE_HZ, subtype="FLOAT")
