@@ -50,6 +50,7 @@ from bench.report import (
     save_figure,
     to_json,
 )
+from moodstream.cli import number
 from realtime.engine import PROCESS_STAGES
 from realtime.options import REACTIONS
 
@@ -274,7 +275,13 @@ def add_parser(sub) -> None:
         metavar="NAMES",
         help="comma-separated: file, device (file,device)",
     )
-    p.add_argument("--seconds", type=float, default=180, metavar="S", help="seconds of audio per run (180)")
+    p.add_argument(
+        "--seconds",
+        type=number(1, what="the seconds"),
+        default=180,
+        metavar="S",
+        help="seconds of audio per run (180)",
+    )
     p.add_argument(
         "--clip",
         metavar="PATH",

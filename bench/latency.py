@@ -335,7 +335,9 @@ def add_parser(sub) -> None:
         "(every window encoded whole), onnx, compile (torch.compile'd encoder; slow to start) (torch,onnx)",
     )
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--seconds", type=float, default=60, help="seconds of audio per model (60)")
+    p.add_argument(
+        "--seconds", type=number(1, what="the seconds"), default=60, help="seconds of audio per model (60)"
+    )
     p.add_argument(
         "--hop",
         type=number(*HOP_RANGE_S, what="a hop in seconds"),
@@ -343,7 +345,9 @@ def add_parser(sub) -> None:
         metavar="S",
         help="the hop, as listen's --hop (1.0; 0.992 s in whole frames)",
     )
-    p.add_argument("--warmup", type=int, default=5, help="hops before measuring (5)")
+    p.add_argument(
+        "--warmup", type=number(0, kind=int, what="the hops"), default=5, help="hops before measuring (5)"
+    )
     p.add_argument(
         "--early-take",
         action="store_true",

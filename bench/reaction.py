@@ -31,6 +31,7 @@ import soundfile as sf
 
 from bench.harness import SHARED_AUDIO
 from bench.report import check_list, check_models, command_line, machine, pyplot, save_figure, to_json
+from moodstream.cli import number
 
 # Each side of a pair: most of a 30 s 4Q clip.  Its steady half is its last 14 s, so the change
 # at the splice (t90 plus the dwell: ~12 s at most) is over before the second side's steady half.
@@ -304,7 +305,13 @@ def add_parser(sub) -> None:
         help="measure listen's --reaction presets (fast, balanced, stable: each its own hop, smoothing, "
         "dwell and margin) instead of the --smooth x --follow x --dwell grid",
     )
-    p.add_argument("--pairs", type=int, default=8, metavar="N", help="spliced clip pairs (8)")
+    p.add_argument(
+        "--pairs",
+        type=number(1, kind=int, what="the pairs"),
+        default=8,
+        metavar="N",
+        help="spliced clip pairs (8)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--json", metavar="OUT", help="write the figures as JSON here")
     p.add_argument("--plot", metavar="OUT.png", help="write a PNG chart here")

@@ -51,6 +51,7 @@ from bench.report import (
     save_figure,
     to_json,
 )
+from moodstream.cli import number
 from realtime.options import REACTIONS
 
 LAYOUTS = ("processes", "threads")
@@ -472,7 +473,11 @@ def add_parser(sub) -> None:
         help="comma-separated N to run instead of the doubling/bisecting search",
     )
     p.add_argument(
-        "--seconds", type=float, default=60, metavar="S", help="seconds measured per N, after start-up (60)"
+        "--seconds",
+        type=number(1, what="the seconds"),
+        default=60,
+        metavar="S",
+        help="seconds measured per N, after start-up (60)",
     )
     p.add_argument(
         "--settle",

@@ -8,6 +8,7 @@ umbrella package, because ``models`` and ``train`` may not import ``realtime``.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
@@ -137,3 +138,30 @@ def _lost_stops_unsaid(hook: Callable) -> Callable:
             hook(info)
 
     return unraisable
+
+
+def number(low: float | None = None, high: float | None = None, kind: type = float, what: str = ""):
+    """An argparse type: a finite ``kind`` within [low, high], else a one-line error."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {'an integer' if kind is int else 'a number'}"
+            ) from None
+        if (
+            not math.isfinite(value)
+            or (low is not None and value < low)
+            or (high is not None and value > high)
+        ):
+            span = (
+                f"{low:g}..{high:g}"
+                if low is not None and high is not None
+                else (f">= {low:g}" if low is not None else f"<= {high:g}")
+            )
+            raise argparse.ArgumentTypeError(f"{text} is out of range: {what or 'it'} must be {span}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse

@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 
-from moodstream.cli import Parser, run, stop_asked
+from moodstream.cli import Parser, number, run, stop_asked
 from realtime.options import (
     add_model_options,
     build_model,
@@ -48,7 +48,13 @@ def parse_args(argv: list[str] | None, prog: str = "python -m realtime.analyze")
     parser.add_argument(
         "--json", action="store_true", help="each window's mood message, one JSON object per line"
     )
-    parser.add_argument("--top", type=int, default=5, metavar="N", help="tags per line without --json (5)")
+    parser.add_argument(
+        "--top",
+        type=number(1, kind=int, what="the tags per line"),
+        default=5,
+        metavar="N",
+        help="tags per line without --json (5)",
+    )
     add_model_options(parser, smooth_default=0.0, reactions=True, reaction_default=None)
     args = parser.parse_args(argv)
     check_model_options(parser, args)

@@ -8,11 +8,11 @@ once.  The ``build_*`` functions import what they build.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn
 
+from moodstream.cli import number
 from realtime.smoothing import MOOD_STATES
 
 if TYPE_CHECKING:
@@ -65,33 +65,6 @@ def refuse(message: str) -> NoReturn:
     on the way (a source lost with --no-reconnect); 0 on a clean end or a stop asked for."""
     print(message if message.startswith("error: ") else f"error: {message}", file=sys.stderr)
     raise SystemExit(2)
-
-
-def number(low: float | None = None, high: float | None = None, kind: type = float, what: str = ""):
-    """An argparse type: a finite ``kind`` within [low, high], else a one-line error."""
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{text!r} is not {'an integer' if kind is int else 'a number'}"
-            ) from None
-        if (
-            not math.isfinite(value)
-            or (low is not None and value < low)
-            or (high is not None and value > high)
-        ):
-            span = (
-                f"{low:g}..{high:g}"
-                if low is not None and high is not None
-                else (f">= {low:g}" if low is not None else f"<= {high:g}")
-            )
-            raise argparse.ArgumentTypeError(f"{text} is out of range: {what or 'it'} must be {span}")
-        return value
-
-    parse.__name__ = kind.__name__  # argparse names the type in its messages
-    return parse
 
 
 def add_model_options(

@@ -37,7 +37,7 @@ import models
 from models.artifact import ArtifactError, load
 from models.export import export_command
 from models.weights import WeightsError, cache_dir
-from moodstream.cli import Parser, run
+from moodstream.cli import Parser, number, run
 from train import datasets
 from train.features import FeatureCache
 from train.fit import Data, cross_validate, evaluate, examples, fit, stack_targets, validate
@@ -425,13 +425,16 @@ def main(argv: list[str] | None = None, prog: str = "python -m train") -> int:
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe setting")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
         p.add_argument(
-            "--limit", type=int, default=0, help="at most N tracks per split and dataset (quick runs)"
+            "--limit",
+            type=number(0, kind=int, what="a track count"),
+            default=0,
+            help="at most N tracks per split and dataset, for quick runs (0, the default: all)",
         )
 
     p = sub.add_parser("fit", help="train a registered model")
     p.add_argument("--model", required=True, help=f"one of: {', '.join(models.available())}")
     p.add_argument("--recipe", help=f"one of: {', '.join(RECIPES)} (default: the model's paper)")
-    p.add_argument("--epochs", type=int)
+    p.add_argument("--epochs", type=number(1, kind=int, what="the epochs"), help="(default: the recipe's)")
     p.add_argument("--out", default="runs/latest", help="artifact folder (runs/latest)")
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE", help="model override")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")

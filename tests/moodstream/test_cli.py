@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.__main__ import main as bench_main
 from models.__main__ import main as models_main
 from realtime import analyze, keys
 from train.__main__ import main as train_main
@@ -46,6 +47,32 @@ from train.__main__ import main as train_main
     ],
 )
 def test_an_unknown_option_is_said_before_a_missing_argument(capsys, main, argv, words):
+    with pytest.raises(SystemExit) as ended:
+        main(argv)
+    err = capsys.readouterr().err
+    assert ended.value.code == 2 and err.startswith(words) and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize(
+    "main, argv, words",
+    [
+        # Each was taken: --epochs 0 ran the recipe's 60, -1 wrote untrained weights as trained,
+        # --top -1 printed all tags but one, --seconds 0 ran three hops.
+        (
+            train_main,
+            ["fit", "--epochs", "0"],
+            "error: argument --epochs: 0 is out of range: the epochs must be >= 1",
+        ),
+        (train_main, ["fit", "--limit", "-1"], "error: argument --limit: -1 is out of range"),
+        (analyze.main, ["x.wav", "--top", "-1"], "error: argument --top: -1 is out of range"),
+        (bench_main, ["latency", "--seconds", "0"], "error: argument --seconds: 0 is out of range"),
+        (bench_main, ["latency", "--warmup", "-1"], "error: argument --warmup: -1 is out of range"),
+        (bench_main, ["e2e", "--seconds", "-5"], "error: argument --seconds: -5 is out of range"),
+        (bench_main, ["scale", "--seconds", "nan"], "error: argument --seconds: nan is out of range"),
+        (bench_main, ["reaction", "--pairs", "0"], "error: argument --pairs: 0 is out of range"),
+    ],
+)
+def test_counts_and_durations_are_checked_as_they_are_parsed(capsys, main, argv, words):
     with pytest.raises(SystemExit) as ended:
         main(argv)
     err = capsys.readouterr().err
