@@ -50,7 +50,7 @@ from bench.report import (
     save_figure,
     to_json,
 )
-from moodstream.cli import number
+from moodstream.cli import number, output_file
 from realtime.engine import PROCESS_STAGES
 from realtime.options import REACTIONS
 
@@ -299,8 +299,8 @@ def add_parser(sub) -> None:
         default=1024,
         help="the paced device's period in frames at 48 kHz, a power of two (1024 = 21.3 ms, as in the tests)",
     )
-    p.add_argument("--json", metavar="OUT", help="write the figures as JSON here")
-    p.add_argument("--plot", metavar="OUT.png", help="write a PNG chart here")
+    p.add_argument("--json", type=output_file, metavar="OUT", help="write the figures as JSON here")
+    p.add_argument("--plot", type=output_file, metavar="OUT.png", help="write a PNG chart here")
     p.set_defaults(func=main)
 
 

@@ -28,6 +28,7 @@ import models as models_module  # run()'s parameter is called models
 from bench import alternatives
 from bench.report import machine, machine_line, percentiles, pyplot, save_figure, to_json
 from models.runners import BACKENDS, make_runner
+from moodstream.cli import output_file
 from realtime.analyzer import Member, Windowing, effective_windows
 from realtime.engine import EARLY_TAKE_S, LIVE_READ_S, Engine, FeedConfig, live_read_wanted
 from realtime.options import HOP_RANGE_S, number
@@ -381,8 +382,8 @@ def add_parser(sub) -> None:
         f"backend), averaged over HOPS hops ({PROFILE_HOPS}; each adds ~0.3 s of the profiler's own "
         "processing on a 2-core CPU)",
     )
-    p.add_argument("--json", help="write the figures as JSON here")
-    p.add_argument("--plot", help="write a PNG chart here")
+    p.add_argument("--json", type=output_file, help="write the figures as JSON here")
+    p.add_argument("--plot", type=output_file, help="write a PNG chart here")
     p.set_defaults(func=main)
 
 

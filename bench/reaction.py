@@ -31,7 +31,7 @@ import soundfile as sf
 
 from bench.harness import SHARED_AUDIO
 from bench.report import check_list, check_models, command_line, machine, pyplot, save_figure, to_json
-from moodstream.cli import number
+from moodstream.cli import number, output_file
 
 # Each side of a pair: most of a 30 s 4Q clip.  Its steady half is its last 14 s, so the change
 # at the splice (t90 plus the dwell: ~12 s at most) is over before the second side's steady half.
@@ -313,8 +313,8 @@ def add_parser(sub) -> None:
         help="spliced clip pairs (8)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
-    p.add_argument("--json", metavar="OUT", help="write the figures as JSON here")
-    p.add_argument("--plot", metavar="OUT.png", help="write a PNG chart here")
+    p.add_argument("--json", type=output_file, metavar="OUT", help="write the figures as JSON here")
+    p.add_argument("--plot", type=output_file, metavar="OUT.png", help="write a PNG chart here")
     p.set_defaults(func=main)
 
 

@@ -51,7 +51,7 @@ from bench.report import (
     save_figure,
     to_json,
 )
-from moodstream.cli import number
+from moodstream.cli import number, output_file
 from realtime.options import REACTIONS
 
 LAYOUTS = ("processes", "threads")
@@ -505,8 +505,8 @@ def add_parser(sub) -> None:
         help="audio file to loop (default: shared 4Q clips end to end, ../shared/data)",
     )
     p.add_argument("--reaction", choices=tuple(REACTIONS), help="listen --reaction (its default)")
-    p.add_argument("--json", metavar="OUT", help="write the figures as JSON here")
-    p.add_argument("--plot", metavar="OUT.png", help="write a PNG chart here")
+    p.add_argument("--json", type=output_file, metavar="OUT", help="write the figures as JSON here")
+    p.add_argument("--plot", type=output_file, metavar="OUT.png", help="write a PNG chart here")
     p.set_defaults(func=main)
 
 

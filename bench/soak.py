@@ -28,6 +28,7 @@ import soundfile as sf
 
 from bench.harness import REPO, START_TIMEOUT_S, Subscriber, free_endpoint, shared_clips
 from bench.report import check_models, command_line, machine, percentiles, pyplot, save_figure, to_json
+from moodstream.cli import output_file
 
 RATE_HZ = 16000  # the shared clips' rate, and the model's: nothing to resample
 CHUNK_S = 0.1  # what the writer hands the pipe at a time
@@ -259,8 +260,8 @@ def add_parser(sub) -> None:
         help="the share of the audio before the RSS slope is fitted (0.1)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress line")
-    p.add_argument("--json", metavar="OUT", help="write the figures as JSON here")
-    p.add_argument("--plot", metavar="OUT.png", help="RSS over audio time, as a PNG")
+    p.add_argument("--json", type=output_file, metavar="OUT", help="write the figures as JSON here")
+    p.add_argument("--plot", type=output_file, metavar="OUT.png", help="RSS over audio time, as a PNG")
     p.set_defaults(func=main)
 
 

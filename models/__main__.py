@@ -16,7 +16,7 @@ import models
 from models.artifact import ArtifactError
 from models.export import export_command
 from models.weights import WeightsError
-from moodstream.cli import Parser, run
+from moodstream.cli import Parser, output_path, run
 
 
 def _built_without_weights(name: str) -> models.SegmentModel:
@@ -149,6 +149,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m models") -> int:
     p_exp.add_argument(
         "out",
         nargs="?",
+        type=output_path,
         help="a .onnx file (default: ARTIFACT/model.onnx), or with --streaming a folder (default: the artifact's)",
     )
     p_exp.add_argument(

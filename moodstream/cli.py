@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import NoReturn
 
 STOP_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
@@ -165,3 +166,45 @@ def number(low: float | None = None, high: float | None = None, kind: type = flo
 
     parse.__name__ = kind.__name__  # argparse names the type in its messages
     return parse
+
+
+def _nearest_existing(path: Path) -> Path:
+    for ancestor in (path, *path.parents):
+        if ancestor.exists():
+            return ancestor
+    return Path(".")
+
+
+def output_file(text: str) -> str:
+    """An argparse type: a file this command will write, checked as the options are read (a path
+    through a file, or a folder it may not write in, came out as a traceback, some after a whole
+    run whose figures were then lost).  Its folders are made when it is written."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; name a file in it")
+    _check_folder_writable(text, path.parent)
+    return text
+
+
+def output_folder(text: str) -> str:
+    """An argparse type: a folder this command will make (if need be) and write in, checked so."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a folder")
+    _check_folder_writable(text, path)
+    return text
+
+
+def _check_folder_writable(text: str, folder: Path) -> None:
+    existing = _nearest_existing(folder)
+    if not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{text}: {existing} is not writable here")
+
+
+def output_path(text: str) -> str:
+    """An argparse type: a file or a folder this command will write (which one depends on other
+    options), checked as far as that allows: the folder it goes in."""
+    _check_folder_writable(text, Path(text).parent)
+    return text

@@ -32,7 +32,7 @@ from pathlib import Path
 import zmq
 import zmq.auth
 
-from moodstream.cli import Parser, run
+from moodstream.cli import Parser, output_folder, run
 
 
 class CurveError(ValueError):
@@ -123,7 +123,12 @@ def main(argv: list[str] | None = None, prog: str = "python -m realtime.keys") -
         description=__doc__.split("\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("folder", metavar="DIR", type=Path, help="where to write the key files")
+    parser.add_argument(
+        "folder",
+        metavar="DIR",
+        type=lambda text: Path(output_folder(text)),
+        help="where to write the key files",
+    )
     parser.add_argument(
         "--name",
         action="append",

@@ -37,7 +37,7 @@ import models
 from models.artifact import ArtifactError, load
 from models.export import export_command
 from models.weights import WeightsError, cache_dir
-from moodstream.cli import Parser, number, run
+from moodstream.cli import Parser, number, output_file, output_folder, run
 from train import datasets
 from train.features import FeatureCache
 from train.fit import Data, cross_validate, evaluate, examples, fit, stack_targets, validate
@@ -435,7 +435,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m train") -> int:
     p.add_argument("--model", required=True, help=f"one of: {', '.join(models.available())}")
     p.add_argument("--recipe", help=f"one of: {', '.join(RECIPES)} (default: the model's paper)")
     p.add_argument("--epochs", type=number(1, kind=int, what="the epochs"), help="(default: the recipe's)")
-    p.add_argument("--out", default="runs/latest", help="artifact folder (runs/latest)")
+    p.add_argument("--out", type=output_folder, default="runs/latest", help="artifact folder (runs/latest)")
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE", help="model override")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument(
@@ -452,13 +452,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m train") -> int:
     p = sub.add_parser("evaluate", help="metrics of an artifact on a dataset split")
     p.add_argument("artifact")
     p.add_argument("--split", default="test", help="jamendo: train|validation|test; others: validation|all")
-    p.add_argument("--json", help="write metrics and the per-tag table here")
+    p.add_argument("--json", type=output_file, help="write metrics and the per-tag table here")
     data_options(p)
     p = sub.add_parser(
         "export", help="ONNX into the artifact: the streaming graphs --backend onnx loads, and model.onnx"
     )
     p.add_argument("artifact")
-    p.add_argument("--out", help="where the whole model goes (default ARTIFACT/model.onnx)")
+    p.add_argument("--out", type=output_file, help="where the whole model goes (default ARTIFACT/model.onnx)")
     p.add_argument("--with-frontend", action="store_true", help="the nnAudio mel inside model.onnx")
     p.add_argument("--check", action="store_true", help="compare ONNX Runtime with PyTorch")
     p = sub.add_parser("probe", help="linear-probe floor for valence/arousal on frozen embeddings")

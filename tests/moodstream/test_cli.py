@@ -79,6 +79,29 @@ def test_counts_and_durations_are_checked_as_they_are_parsed(capsys, main, argv,
     assert ended.value.code == 2 and err.startswith(words) and err.count("\n") == 1, err
 
 
+def test_a_path_to_write_through_a_file_is_said_as_the_options_are_read(capsys, tmp_path):
+    """A traceback before (FileExistsError, NotADirectoryError), and for train fit after its
+    features were computed (minutes), for bench after the whole run, whose figures were lost."""
+    a_file = tmp_path / "clip.wav"
+    a_file.write_bytes(b"")
+    through = str(a_file / "x")
+    for main, argv, option in (
+        (models_main, ["export", "musicnn-msd", through], "out"),
+        (train_main, ["fit", "--out", through], "--out"),
+        (train_main, ["export", "runs/x", "--out", through], "--out"),
+        (keys.main, [str(a_file)], "DIR"),
+        (bench_main, ["latency", "--json", through], "--json"),
+        (bench_main, ["reaction", "--plot", str(tmp_path)], "--plot"),
+    ):
+        with pytest.raises(SystemExit) as ended:
+            main(argv)
+        err = capsys.readouterr().err
+        assert ended.value.code == 2 and err.startswith(f"error: argument {option}: "), (argv, err)
+        assert err.count("\n") == 1 and (
+            "is a file, not a folder" in err or "is a folder; name a file" in err
+        ), err
+
+
 # A command run as `python -m MODULE`, with -X importtime: stderr says each import as it ends, so
 # a stop can be sent inside torch's import or just after it, not after a guessed sleep.  SIGINT
 # raises KeyboardInterrupt even where this test runs with it ignored (a shell's background job:
