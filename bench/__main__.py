@@ -9,7 +9,7 @@ python -m bench soak    [--hours H | --minutes M] [--paced] [--model default] ..
 python -m bench reaction [--models default] [--smooth 2] [--dwell 0,2,4,6] [--pairs 8] ...
 python -m bench edges   (musicnn's window edges: zero padding or the stream's context, against the original)
 
-Each subcommand prints a table and can write JSON (--json) and a PNG chart (--plot);
+Each subcommand prints a table and (all but edges) can write JSON (--json) and a PNG chart (--plot);
 `python -m bench COMMAND --help` explains its options.
 """
 

@@ -129,7 +129,7 @@ def add_model_options(
         default=6.0,
         metavar="S",
         help="seconds of recent audio pooled into each result (default 6.0; at least one segment, at most what the "
-        "model pools: the default model pools one, 2.99 s, as the start-up line says)",
+        "model pools: the default model pools one, 2.99 s, as listen's start-up line says)",
     )
     g.add_argument(
         "--smooth",
