@@ -28,12 +28,26 @@ def cache_dir() -> Path:
     return Path(base) / "moodstream"
 
 
+def _umask() -> int:
+    """This process's umask, read without setting it (os.umask would, for every thread)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
+
+
 def save_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     """Write atomically, so an interrupted conversion never leaves a half file in the cache."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+        # safetensors makes its files 0600: an artifact another user or a service account loads
+        # (listen run as a service) gets the mode any file of this user's gets.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except OSError as exc:
         raise WeightsError(

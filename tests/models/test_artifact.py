@@ -46,6 +46,10 @@ def test_round_trip_rebuilds_from_config_alone(trained):
 
     assert not any(k.startswith("encoder.") for k in load_file(str(folder / "weights.safetensors")))
     assert resolve(str(folder)).heads.keys() == model.heads.keys()
+    # Readable as its config is (safetensors writes 0600: a service run as another user could not
+    # load the weights it could list).
+    modes = {name: (folder / name).stat().st_mode & 0o777 for name in ("config.json", "weights.safetensors")}
+    assert modes["weights.safetensors"] == modes["config.json"], modes
 
 
 def test_bad_artifacts_are_clear_errors(trained, tmp_path):
