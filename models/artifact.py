@@ -25,6 +25,7 @@ FORMAT = "moodstream-artifact"
 VERSION = 1
 CONFIG = "config.json"
 WEIGHTS = "weights.safetensors"
+WHOLE_GRAPH = "model.onnx"  # python -m models export / train export, beside the weights
 _KEYS = {
     "format",
     "version",
@@ -84,6 +85,12 @@ def save(model: SegmentModel, folder: str | Path, artifact: Artifact) -> Path:
     }
     save_safetensors(state, folder / WEIGHTS)
     (folder / CONFIG).write_text(json.dumps(config, indent=1) + "\n")
+    # ONNX graphs exported from the weights before these would run them beside the new ones (the
+    # streaming graphs' stamp would catch theirs; model.onnx has none): gone, as the weights went.
+    from models.export import STAMP, STREAMING_GRAPHS  # models.export imports torch's exporter
+
+    for name in (WHOLE_GRAPH, *STREAMING_GRAPHS, STAMP):
+        (folder / name).unlink(missing_ok=True)
     return folder
 
 

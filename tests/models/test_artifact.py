@@ -52,6 +52,16 @@ def test_round_trip_rebuilds_from_config_alone(trained):
     assert modes["weights.safetensors"] == modes["config.json"], modes
 
 
+def test_new_weights_leave_no_graph_of_the_old_ones_beside_them(trained):
+    """A run saved into the folder of an earlier one (train fit's default --out, runs/latest)
+    left that run's model.onnx, which then ran the old weights beside the new config."""
+    model, folder = trained
+    for name in ("model.onnx", "encoder.onnx", "pool_predict.onnx", "onnx.json"):
+        (folder / name).write_bytes(b"the earlier weights' graph")
+    save(model, folder, load(folder)[1])
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "weights.safetensors"]
+
+
 def test_bad_artifacts_are_clear_errors(trained, tmp_path):
     _, folder = trained
     config = json.loads((folder / "config.json").read_text())
