@@ -26,6 +26,7 @@ if __name__ == "__main__":  # before the imports (up to ~0.5 s): a stop there is
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -117,6 +118,19 @@ def add_subscriber_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# A key pair's name is part of its two files' names in DIR: "../x" wrote outside it, "" a hidden
+# ".key", and a name with a slash would need folders.
+_KEY_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+
+
+def _key_name(text: str) -> str:
+    if not _KEY_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a key name: letters, digits, '-', '_' and '.' (not first), as in 'vj-laptop'"
+        )
+    return text
+
+
 def main(argv: list[str] | None = None, prog: str = "python -m realtime.keys") -> int:
     parser = Parser(
         prog=prog,
@@ -132,8 +146,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m realtime.keys") -
     parser.add_argument(
         "--name",
         action="append",
+        type=_key_name,
         metavar="NAME",
-        help="a key pair to make (repeatable; default: server and client)",
+        help="a key pair to make (repeatable; default: server and client): letters, digits, '-', '_', '.'",
     )
     args = parser.parse_args(argv)
     if not zmq.has("curve"):

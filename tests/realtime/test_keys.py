@@ -68,6 +68,15 @@ def test_key_files_are_made_once_and_the_secret_is_private(keys, capsys):
     assert "exists; keys are never overwritten" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("name", ["../outside", "", ".hidden", "a/b"])
+def test_a_key_name_that_is_no_plain_file_name_is_refused(tmp_path, capsys, name):
+    """The name is part of the files' names: "../outside" wrote a key pair outside DIR."""
+    with pytest.raises(SystemExit) as ended:
+        keys_main([str(tmp_path / "keys"), "--name", name])
+    assert ended.value.code == 2 and "is not a key name" in capsys.readouterr().err
+    assert not any(tmp_path.rglob("*.key*"))
+
+
 def test_the_right_key_hears_the_feed_and_a_wrong_one_hears_nothing(keys):
     endpoint = free_endpoint()
     stop = threading.Event()
