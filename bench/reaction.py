@@ -200,10 +200,10 @@ def run(args: argparse.Namespace, names: list[str], settings: list[dict]) -> dic
             )
             if not args.quiet:
                 r = results[-1]
-                print(
-                    f"{name} {setting}: t50 {r['t50_s']}, flicker {r['flicker_per_min']:.2f}/min",
-                    file=sys.stderr,
-                )
+                said = ", ".join(f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}"
+                                 for key, value in setting.items())  # fmt: skip
+                t50 = "n/a" if r["t50_s"] is None else f"{r['t50_s']:.2f} s"
+                print(f"{name} ({said}): t50 {t50}, flicker {r['flicker_per_min']:.2f}/min", file=sys.stderr)
     return {
         "command": command_line(),
         "machine": machine(),
@@ -218,7 +218,7 @@ def _cell(value, fmt: str = ".1f") -> str:
 
 def table(report: dict) -> str:
     lines = [
-        f"{report['machine']['cpu']}; {len(report['pairs'])} spliced pairs of 4Q clips, {CLIP_S:g} s each; "
+        f"{report['machine']['cpu']}; {len(report['pairs'])} spliced pair{'s' if len(report['pairs']) != 1 else ''} of 4Q clips, {CLIP_S:g} s each; "
         f"medians over the pairs",
         f"{'model':<10} {'reaction':<9} {'hop s':>6} {'smooth s':>9} {'follow':>7} {'dwell s':>8} {'margin':>7} "
         f"{'t50 s':>6} {'t90 s':>6} {'state s':>8} {'flicker/min (mean)':>19}",

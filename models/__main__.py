@@ -103,7 +103,10 @@ def show(name: str) -> str:
         if on:
             can = [f"{label} >= {t:.2f}" for label, t in zip(labels, on, strict=True) if t < 1.0]
             lines.append(f"  can turn active ({len(can)}): " + ", ".join(can))
-            lines.append(f"  never active (unreliable on held-out clips, {len(never)}): " + ", ".join(never))
+            if never:
+                lines.append(
+                    f"  never active (unreliable on held-out clips, {len(never)}): " + ", ".join(never)
+                )
         else:
             lines.append("  each turns active at --on (0.3): " + ", ".join(labels))
     return "\n".join(lines)

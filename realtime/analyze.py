@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m realtime.analyze"
         print(line, file=sys.stderr)
     print(
         f"analyzed {audio_s:.1f} s of audio in {elapsed:.2f} s ({audio_s / max(elapsed, 1e-9):.1f}x real time), "
-        f"{lines.count} windows, {args.model}, hop {session.engine.pipeline.hop_s:.3f} s",
+        f"{lines.count} window{'s' if lines.count != 1 else ''}, {args.model}, hop {session.engine.pipeline.hop_s:.3f} s",
         file=sys.stderr,
     )
     return code
