@@ -211,19 +211,21 @@ def profile(
 
 def table(results: list[StageTimes]) -> str:
     columns = (*((EARLY,) if any(EARLY in r.samples_ms for r in results) else ()), *STAGES, "hop")
-    header = f"{'model':<20} {'backend':<7} {'device':<6} " + " ".join(
+    # The hops each p99 is over: a short run's p99 is its slowest hop or two.
+    header = f"{'model':<20} {'backend':<7} {'device':<6} {'hops':>5} " + " ".join(
         f"{s + ' p50/p99':>19}" for s in columns
     )
     lines = [header, "-" * len(header)]
     for r in results:
         if r.skipped:
-            lines.append(f"{r.model:<20} {r.backend:<7} {r.device:<6} skipped: {r.skipped}")
+            lines.append(f"{r.model:<20} {r.backend:<7} {r.device:<6} {'':>5} skipped: {r.skipped}")
             continue
         p = r.percentiles()
         cells = " ".join(
             f"{p[s]['p50']:>9.2f}/{p[s]['p99']:<9.2f}" if s in p else f"{'-':^19}" for s in columns
         )
-        lines.append(f"{r.model:<20} {r.backend:<7} {r.device:<6} {cells}")
+        hops = len(next(iter(r.samples_ms.values()), []))
+        lines.append(f"{r.model:<20} {r.backend:<7} {r.device:<6} {hops:>5} {cells}")
     return "\n".join(lines)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +48,7 @@ def test_latency_command_writes_table_json_and_png(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "encoder p50/p99" in proc.stdout and "musicnn-msd" in proc.stdout
+    assert re.search(r"^musicnn-msd +torch +cpu +12 ", proc.stdout, re.MULTILINE), proc.stdout  # hops
     report = json.loads(out.read_text())
     assert [(r["model"], r["backend"]) for r in report["results"]] == [
         ("musicnn-msd", "torch"),
