@@ -179,11 +179,9 @@ def output_file(text: str) -> str:
     """An argparse type: a file this command will write, checked as the options are read (a path
     through a file, or a folder it may not write in, came out as a traceback, some after a whole
     run whose figures were then lost).  Its folders are made when it is written."""
-    path = Path(text)
-    if path.is_dir():
+    if Path(text).is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a folder; name a file in it")
-    _check_folder_writable(text, path.parent)
-    return text
+    return output_path(text)
 
 
 def output_folder(text: str) -> str:

@@ -701,11 +701,10 @@ class FileSource(_ThreadSource):
         header_frames = _header_frames(info.extra_info)
         if header_frames is not None and self.frames_said is not None and header_frames > self.frames_said:
             self.frames_said, self.cut_short = header_frames, True
+        self.format = info.format  # libsndfile's name of the container: "WAV", "FLAC", "OGG", "MP3"...
         # One recording after another in one Ogg file (a radio stream's dump, or files joined with
         # cat): libsndfile reads the first and ends there, without a word (open_file: ffmpeg).
-        self.format = info.format  # libsndfile's name of the container: "WAV", "FLAC", "OGG", "MP3"...
-        self.is_ogg = info.format == "OGG"
-        self.chains = ogg.chains(file_path) if self.is_ogg else 1
+        self.chains = ogg.chains(file_path) if self.format == "OGG" else 1
         self.chained = self.chains > 1
         # Paced: 10 ms blocks, like a sound card's period (a window ending mid-block waits for the
         # rest of it: 2048-frame blocks cost up to 128 ms of lag at 16 kHz). Unpaced: large reads.
@@ -775,7 +774,7 @@ class FileSource(_ThreadSource):
                 else f"{self.path} decoded to {frames_read / rate:.1f} s of the {said / rate:.1f} s it says "
                 "it holds: a damaged stretch of it was skipped"
             )
-        elif self.is_ogg and (stretches := ogg.damaged_stretches(self.path)):
+        elif self.format == "OGG" and (stretches := ogg.damaged_stretches(self.path)):
             self.warning = (
                 f"{self.path} has {stretches} damaged stretch{'es' if stretches != 1 else ''} (Ogg pages "
                 "whose checksums fail), which libsndfile decoded past: what they held is missing or garbled"
