@@ -224,11 +224,14 @@ def test_a_stop_that_lands_in_a_finalizer_is_the_one_line_not_a_traceback(tmp_pa
         import signal, threading
         from moodstream.cli import run, stop_asked
 
+        # As a foreground command: a SIGINT ignored from the start (a shell's background job, as
+        # the suite may run in) stays ignored under run(), and stop_asked() said None.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
         class Finalized:
             def __del__(self):
                 # To this thread: delivered before pthread_kill returns, so its handler runs in
-                # here, between bytecodes (os.kill may pick another thread, which the kernel can
-                # run later: a CI run's handler came after __del__, and stop_asked said None).
+                # here, between bytecodes.
                 signal.pthread_kill(threading.get_ident(), signal.SIGINT)
                 for _ in range(10_000):
                     pass
